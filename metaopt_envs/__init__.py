@@ -1,0 +1,1 @@
+"""metaopt-envs: Gymnasium environments for meta-optimization on batched torch cores."""
