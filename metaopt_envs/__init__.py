@@ -1,1 +1,55 @@
-"""metaopt-envs: Gymnasium environments for meta-optimization on batched torch cores."""
+"""metaopt-envs: Gymnasium environments for meta-optimization on batched torch cores.
+
+Importing the package registers the ``MetaOpt-*`` ids with Gymnasium.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import register
+
+__version__ = "0.1.0"
+
+LR_DEFAULT_HORIZON = 100
+
+register(
+    id="MetaOpt-LR-v0",
+    entry_point="metaopt_envs.envs.lr:MetaOptLREnv",
+    vector_entry_point="metaopt_envs.envs.lr:MetaOptLRVectorEnv",
+    max_episode_steps=LR_DEFAULT_HORIZON,
+)
+
+
+def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any):
+    """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    from metaopt_envs.vector import RL2TrialCore
+
+    spec = gym.spec(env_id)
+    if not isinstance(spec.vector_entry_point, str) or not spec.id.startswith("MetaOpt-"):
+        raise ValueError(f"env_id must be a registered MetaOpt-* id, got {env_id!r}")
+    core_class = load_env_creator(spec.vector_entry_point).core_class
+    core = core_class(num_envs=num_envs, **{**spec.kwargs, **kwargs})
+    return RL2TrialCore(core, episodes_per_trial) if episodes_per_trial is not None else core
+
+
+def make_sb3_vec_env(
+    env_id: str, num_envs: int = 1, seed: int | None = None, episodes_per_trial: int | None = None, **kwargs: Any
+):
+    """A Stable-Baselines3 VecEnv of ``num_envs`` problems on one batched core.
+
+    ``seed`` seeds row ``i`` with ``seed + i`` at the first ``reset()``;
+    ``episodes_per_trial=K`` turns on RL² trial mode; ``kwargs`` are the env's arguments.
+    """
+    from metaopt_envs.vector import CoreSB3VecEnv
+
+    vec_env = CoreSB3VecEnv(make_core(env_id, num_envs, episodes_per_trial, **kwargs))
+    if seed is not None:
+        vec_env.seed(seed)
+    return vec_env
+
+
+__all__ = ["make_core", "make_sb3_vec_env"]

@@ -1,0 +1,1 @@
+"""Environment families: one batched core each, documented on its Env class."""
