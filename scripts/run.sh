@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with only Python 3.10+:
+#   bash scripts/run.sh main   # set up .venv, then run the main job
+#   bash scripts/run.sh test   # set up .venv, then run the test suite
+# Extra arguments go to the job (e.g. `bash scripts/run.sh test -k registry`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-main}"
+shift || true
+
+python_bin="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python_bin" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# The CPU wheel of torch first, so that pip never resolves a multi-GB CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[dev]"
+
+# Small torch models run fastest with one thread per process on small CPUs.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export WANDB_MODE="${WANDB_MODE:-offline}"
+
+case "$job" in
+  main) python -m agents.demo "$@" ;;
+  test) python -m pytest -q "$@" ;;
+  *) echo "usage: bash scripts/run.sh [main|test] [args...]" >&2; exit 2 ;;
+esac
