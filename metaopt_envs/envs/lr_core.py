@@ -156,8 +156,7 @@ class LRCore(BatchedCore):
         params = self.params[rows]
         tasks = self.tasks if isinstance(rows, slice) else take(self.tasks, rows)
         step_key = rng.fold(self.run_key[rows], self.inner_step[rows])
-        _, grad_a = self.family.minibatch_loss_and_grad(params, tasks, rng.fold(step_key, 0))
-        _, grad_b = self.family.minibatch_loss_and_grad(params, tasks, rng.fold(step_key, 1))
+        grad_a, grad_b = self.family.paired_minibatch_grads(params, tasks, rng.fold(step_key, 0), rng.fold(step_key, 1))
         grad = 0.5 * (grad_a + grad_b)
         noise = (grad_a - grad_b).square().sum(-1) / ((grad_a + grad_b).square().sum(-1) + _TINY)
         loss = self.family.loss(params, tasks, "train")

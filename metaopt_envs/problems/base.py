@@ -14,6 +14,9 @@ method                                    shapes
 ``minibatch_loss(params, tasks, keys)``   one minibatch per problem -> ``(n,)``
 ``minibatch_loss_and_grad(...)``          -> ``(n,)``, ``(n, P)``; autograd by
                                           default, closed form where cheaper
+``paired_minibatch_grads(...)``           two minibatch gradients ``(n, P)``;
+                                          two calls by default, one pass where
+                                          a family can batch them
 ========================================  ====================================
 
 Randomness comes only from the int64 ``keys`` (see :mod:`metaopt_envs.rng`),
@@ -53,6 +56,18 @@ def put(tasks: TaskData, rows: torch.Tensor, new: TaskData) -> None:
     """Write ``new`` into the rows ``rows`` (bool ``(B,)`` mask or long index) in place."""
     for name, value in new.items():
         tasks[name][rows] = value
+
+
+def gather_rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``data: (n, N, ...)``, ``index: (n, m)`` -> ``(n, m, ...)``: rows of each problem's own data.
+
+    One ``index_select`` on the flattened data copies whole rows; much faster on
+    the CPU than ``torch.gather`` with an index expanded over the feature axis.
+    """
+    n, rows = data.shape[0], data.shape[1]
+    flat = index + (torch.arange(n, device=index.device) * rows).unsqueeze(-1)
+    picked = data.reshape(n * rows, *data.shape[2:]).index_select(0, flat.reshape(-1))
+    return picked.view(*index.shape, *data.shape[2:])
 
 
 class TaskFamily(ABC):
@@ -96,6 +111,19 @@ class TaskFamily(ABC):
             loss = self.minibatch_loss(leaf, tasks, keys)
             (grad,) = torch.autograd.grad(loss.sum(), leaf)
         return loss.detach(), grad
+
+    def paired_minibatch_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients ``(n, P)`` on two independent minibatches (keys ``(n,)`` each).
+
+        The LR core needs both at every step (their mean to update, their
+        difference to measure noise); families may evaluate them in one pass.
+        """
+        return (
+            self.minibatch_loss_and_grad(params, tasks, keys_a)[1],
+            self.minibatch_loss_and_grad(params, tasks, keys_b)[1],
+        )
 
     def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs import rng
-from metaopt_envs.problems.base import TaskData, TaskFamily, check_split
+from metaopt_envs.problems.base import TaskData, TaskFamily, check_split, gather_rows
 
 
 class LogisticRegressionFamily(TaskFamily):
@@ -70,8 +70,7 @@ class LogisticRegressionFamily(TaskFamily):
 
     def _minibatch(self, tasks: TaskData, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = rng.randint(keys, self.num_train, (self.batch_size,))
-        inputs = tasks["inputs"].gather(1, index.unsqueeze(-1).expand(-1, -1, self.param_dim))
-        return inputs, tasks["targets"].gather(1, index)
+        return gather_rows(tasks["inputs"], index), gather_rows(tasks["targets"], index)
 
     def minibatch_loss(self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
         return self._loss(params, *self._minibatch(tasks, keys))

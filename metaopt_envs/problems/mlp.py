@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs import rng
-from metaopt_envs.problems.base import TaskData, TaskFamily, check_split
+from metaopt_envs.problems.base import TaskData, TaskFamily, check_split, gather_rows
 
 
 class MLPFamily(TaskFamily):
@@ -43,22 +43,24 @@ class MLPFamily(TaskFamily):
 
     def forward(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """``params: (n, P)``, ``inputs: (n, m, in)`` -> outputs ``(n, m, out)``."""
-        n, offset, h = params.shape[0], 0, inputs
-        for layer, (fan_in, fan_out) in enumerate(self.shapes):
-            weight = params[:, offset : offset + fan_in * fan_out].view(n, fan_in, fan_out)
-            offset += fan_in * fan_out
-            bias = params[:, offset : offset + fan_out].unsqueeze(1)
-            offset += fan_out
-            h = torch.baddbmm(bias, h, weight)
-            if layer < len(self.shapes) - 1:
+        layers, h = self._layers(params), inputs
+        for depth, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+            if depth < len(layers) - 1:
                 h = torch.relu(h)
         return h
 
     def _data(self, tasks: TaskData, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the samples ``index`` (a slice, or ``(n, m)`` positions)."""
-        raise NotImplementedError
+        inputs, targets = tasks["inputs"], tasks["targets"]
+        if isinstance(index, slice):
+            return inputs[:, index], targets[:, index]
+        return gather_rows(inputs, index), gather_rows(targets, index)
 
-    def _criterion(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
+        """Per-problem loss ``(n * repeat,)``; rows of ``outputs`` repeat each task ``repeat`` times."""
         raise NotImplementedError
 
     def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
@@ -70,6 +72,51 @@ class MLPFamily(TaskFamily):
         index = rng.randint(keys, self.num_train, (self.batch_size,))
         inputs, targets = self._data(tasks, index)
         return self._criterion(self.forward(params, inputs), targets, tasks)
+
+    def paired_minibatch_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Both minibatches share one forward pass with each problem's weights; backprop is
+        # written out so that the weight gradients of the two halves come from one bmm over
+        # 2n (a free view of the activations) instead of two autograd passes.
+        n, m = params.shape[0], self.batch_size
+        index = torch.cat(
+            [rng.randint(keys_a, self.num_train, (m,)), rng.randint(keys_b, self.num_train, (m,))], dim=-1
+        )
+        inputs, targets = self._data(tasks, index)
+        layers = self._layers(params)
+        activations, h = [inputs], inputs
+        for depth, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+            if depth < len(layers) - 1:
+                h = torch.relu(h)
+                activations.append(h)
+        delta = self._output_grad(h, targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
+        grads: list[torch.Tensor] = []
+        for depth in reversed(range(len(layers))):
+            below = activations[depth]
+            pair_below = below.reshape(2 * n, m, below.shape[-1])
+            pair_delta = delta.reshape(2 * n, m, delta.shape[-1])
+            grads.append(pair_delta.sum(1))
+            grads.append(torch.bmm(pair_below.transpose(1, 2), pair_delta).flatten(1))
+            if depth > 0:
+                delta = torch.bmm(delta, layers[depth][0].transpose(1, 2)) * (below > 0)
+        grad = torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
+        return grad[:, 0], grad[:, 1]
+
+    def _layers(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-problem (weight ``(n, in, out)``, bias ``(n, out)``) views of ``params``."""
+        n, offset, layers = params.shape[0], 0, []
+        for fan_in, fan_out in self.shapes:
+            weight = params[:, offset : offset + fan_in * fan_out].view(n, fan_in, fan_out)
+            offset += fan_in * fan_out
+            layers.append((weight, params[:, offset : offset + fan_out]))
+            offset += fan_out
+        return layers
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        """Gradient of each half's mean loss w.r.t. ``outputs: (n, 2m, out)``."""
+        raise NotImplementedError
 
 
 class SinusoidMLPFamily(MLPFamily):
@@ -108,14 +155,13 @@ class SinusoidMLPFamily(MLPFamily):
         y = amplitude.unsqueeze(-1) * torch.sin(x - phase.unsqueeze(-1))
         return {"inputs": x.unsqueeze(-1), "targets": y.unsqueeze(-1), "amplitude": amplitude, "phase": phase}
 
-    def _data(self, tasks: TaskData, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(index, slice):
-            return tasks["inputs"][:, index], tasks["targets"][:, index]
-        gather = index.unsqueeze(-1)
-        return tasks["inputs"].gather(1, gather), tasks["targets"].gather(1, gather)
-
-    def _criterion(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
         return ((outputs - targets) ** 2).mean(dim=(1, 2))
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        return (outputs - targets) * (2.0 / (self.batch_size * outputs.shape[-1]))
 
 
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine")
@@ -198,13 +244,20 @@ class SklearnMLPFamily(MLPFamily):
         u = rng.uniform(rng.fold(keys, 2), (largest,))
         u = torch.where(torch.arange(largest, device=keys.device) < self.sizes[dataset].unsqueeze(-1), u, 2.0)
         rows = self.offsets[dataset].unsqueeze(-1) + u.argsort(-1)[:, : self.num_train + self.num_val]
-        return {"rows": rows, "dataset": dataset}
+        # Materialized per task: every step reads the training set once (the full loss),
+        # and reading it is cheaper than gathering it from the pool each time.
+        return {"inputs": self.pool_inputs[rows], "targets": self.pool_targets[rows], "dataset": dataset}
 
-    def _data(self, tasks: TaskData, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = tasks["rows"][:, index] if isinstance(index, slice) else tasks["rows"].gather(1, index)
-        return self.pool_inputs[rows], self.pool_targets[rows]
-
-    def _criterion(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
-        present = torch.arange(self.max_classes, device=outputs.device) < self.num_classes[tasks["dataset"]].unsqueeze(-1)
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
+        num_classes = self.num_classes[tasks["dataset"]].repeat_interleave(repeat)
+        present = torch.arange(self.max_classes, device=outputs.device) < num_classes.unsqueeze(-1)
         logits = outputs.masked_fill(~present.unsqueeze(1), -1e9)
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        present = torch.arange(self.max_classes, device=outputs.device) < self.num_classes[tasks["dataset"]].unsqueeze(-1)
+        probs = torch.softmax(outputs.masked_fill(~present.unsqueeze(1), -1e9), dim=-1)
+        probs = probs - F.one_hot(targets, self.max_classes).to(probs.dtype)
+        return probs / self.batch_size

@@ -62,7 +62,8 @@ class CoreVectorEnv(VectorEnv):
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=core.device)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        # VectorEnv's own np_random takes one int; a list seeds it with its first entry.
+        super().reset(seed=seed[0] if isinstance(seed, (list, tuple)) else seed)
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.core.device)
         if options and "reset_mask" in options:
             rows = torch.as_tensor(options["reset_mask"], dtype=torch.bool, device=self.core.device)
