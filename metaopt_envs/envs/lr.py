@@ -85,6 +85,7 @@ class MetaOptLREnv(CoreEnv):
     | divergence_threshold | 1e4 | loss above this multiple of the initial loss counts as divergence |
     | divergence_penalty | 10.0 | reward (negated) of a diverging step |
     | loss_floor | 1e-6 | ``eps`` in the features and the reward, bounding the return by ~log(1/eps) |
+    | chunk_size | 1024 | rows evaluated per block (cache blocking on the CPU; results do not depend on it) |
     | device | "cpu" | "cpu", "cuda" or "auto" |
 
     ## Vectorized environment

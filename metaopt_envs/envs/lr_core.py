@@ -52,6 +52,7 @@ LR_FEATURES: tuple[tuple[str, float, float], ...] = (
 VALIDATION_FEATURE = ("log_val_loss_ratio", -15.0, 10.0)
 _SPLIT_ID = {"train": 0, "test": 1}
 _TINY = 1e-30
+_LARGE = float(torch.finfo(torch.float32).max)
 
 
 class LRCore(BatchedCore):
@@ -75,6 +76,7 @@ class LRCore(BatchedCore):
         divergence_threshold: float = 1e4,
         divergence_penalty: float = 10.0,
         loss_floor: float = 1e-6,
+        chunk_size: int = 1024,
         device: str | torch.device = "cpu",
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -98,6 +100,8 @@ class LRCore(BatchedCore):
             raise ValueError(f"divergence_threshold must be > 1 (a multiple of the initial loss), got {divergence_threshold}")
         if not divergence_penalty >= 0.0:
             raise ValueError(f"divergence_penalty must be >= 0, got {divergence_penalty}")
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if not 0.0 < loss_floor < 1.0:
             raise ValueError(f"loss_floor must be in (0, 1), got {loss_floor}")
 
@@ -119,6 +123,7 @@ class LRCore(BatchedCore):
         self.observe_validation = observe_validation
         self.divergence_threshold, self.divergence_penalty = divergence_threshold, divergence_penalty
         self.loss_floor = loss_floor
+        self.chunk_size = int(chunk_size)
 
         features = LR_FEATURES + ((VALIDATION_FEATURE,) if observe_validation else ())
         self.observation_names = tuple(name for name, _, _ in features)
@@ -152,7 +157,20 @@ class LRCore(BatchedCore):
 
     # ------------------------------------------------------------------ measurement
     def _measure(self, rows: torch.Tensor | slice) -> tuple[torch.Tensor, ...]:
-        """Loss, mean gradient, noise ratio and validation loss of ``rows`` at the current params."""
+        """Loss, mean gradient, noise ratio and validation loss of ``rows`` at the current params.
+
+        Evaluated in blocks of ``chunk_size`` rows so that large batches stay in cache
+        (a loop over a few blocks, not over problems; rows are independent, so the
+        blocking does not change any result).
+        """
+        if isinstance(rows, slice):
+            rows = torch.arange(self.num_envs, device=self.device)
+        if rows.numel() <= self.chunk_size:
+            return self._measure_block(rows if rows.numel() < self.num_envs else slice(None))
+        blocks = [self._measure_block(block) for block in rows.split(self.chunk_size)]
+        return tuple(torch.cat(parts) for parts in zip(*blocks))
+
+    def _measure_block(self, rows: torch.Tensor | slice) -> tuple[torch.Tensor, ...]:
         params = self.params[rows]
         tasks = self.tasks if isinstance(rows, slice) else take(self.tasks, rows)
         step_key = rng.fold(self.run_key[rows], self.inner_step[rows])
@@ -262,14 +280,15 @@ class LRCore(BatchedCore):
         reward = torch.nan_to_num(reward, nan=-self.divergence_penalty)
         self.diverged = diverged
         truncated = (self.inner_step >= self.horizon) & ~diverged
+        # Copies, not the state tensors: the adapters reset ended rows in place right after.
         info = {
-            "loss": torch.nan_to_num(self.loss, nan=float("inf")),
-            "initial_loss": self.initial_loss,
+            "loss": torch.nan_to_num(self.loss, nan=_LARGE, posinf=_LARGE),
+            "initial_loss": self.initial_loss.clone(),
             "lr": lr,
-            "diverged": diverged,
-            "inner_step": self.inner_step,
-            "grad_dot_previous_update": torch.nan_to_num(self.grad_dot_previous_update),
-            "family": self.family.family_index(self.tasks),
+            "diverged": diverged.clone(),
+            "inner_step": self.inner_step.clone(),
+            "grad_dot_previous_update": torch.nan_to_num(self.grad_dot_previous_update, posinf=_LARGE, neginf=-_LARGE),
+            "family": self.family.family_index(self.tasks).clone(),
         }
         return StepResult(self.observe(), reward.to(torch.float32), diverged.clone(), truncated, info)
 

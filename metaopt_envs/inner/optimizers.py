@@ -84,11 +84,12 @@ class InnerOptimizer:
         # Adam, in torch.optim.Adam's single-tensor order of operations.
         m = state.buffer1.lerp(grad, 1.0 - self.beta1)
         v = state.buffer2 * self.beta2 + (1.0 - self.beta2) * grad * grad
-        stepf = step.to(params.dtype).unsqueeze(-1)
+        # Bias corrections in float64 as torch.optim.Adam computes them (0.999 is not a float32).
+        stepf = step.to(torch.float64).unsqueeze(-1)
         bias_correction1 = 1.0 - self.beta1**stepf
-        bias_correction2 = 1.0 - self.beta2**stepf
-        step_size = lr / bias_correction1
-        denom = v.sqrt() / bias_correction2.sqrt() + self.eps
+        bias_correction2_sqrt = (1.0 - self.beta2**stepf).sqrt()
+        step_size = (lr.to(torch.float64) / bias_correction1).to(params.dtype)
+        denom = v.sqrt() / bias_correction2_sqrt.to(params.dtype) + self.eps
         return params - step_size * (m / denom), OptimizerState(step, m, v)
 
     @staticmethod

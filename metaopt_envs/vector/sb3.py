@@ -42,7 +42,14 @@ class CoreSB3VecEnv(VecEnv):
         return self.core.observe().cpu().numpy()
 
     def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        actions = np.asarray(actions, dtype=np.float32)
+        action_shape = self.action_space.shape
+        if actions.shape == (self.num_envs,) and action_shape == (1,):
+            actions = actions[:, None]
+        if actions.shape != (self.num_envs, *action_shape):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs}, {', '.join(map(str, action_shape))}), got {actions.shape}"
+            )
         self._actions = torch.as_tensor(actions, device=self.core.device)
 
     def step_wait(self):

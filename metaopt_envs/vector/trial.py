@@ -80,7 +80,7 @@ class RL2TrialCore(BatchedCore):
         self.previous_action = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(
             self.num_envs, -1
         ).clamp(-1.0, 1.0)
-        self.previous_reward = result.reward
+        self.previous_reward = result.reward.clone()  # reset_rows zeroes it in place
         self.new_episode = inner_done.to(torch.float32)
         info = dict(result.info, inner_episode_done=inner_done, inner_terminated=result.terminated)
         return StepResult(self.observe(), result.reward, trial_done, torch.zeros_like(trial_done), info)
