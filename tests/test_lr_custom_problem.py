@@ -19,6 +19,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from metaopt_envs import make_sb3_vec_env, rng
 from metaopt_envs.problems import TaskFamily
+from metaopt_envs.envs.lr_core import LR_FEATURES
 
 HORIZON = 15
 LR_RANGE = (1e-4, 10.0)
@@ -127,7 +128,7 @@ def test_make_vec_with_custom_family():
         "MetaOpt-LR-v0", num_envs=4, task_family=LeastSquaresFamily(), horizon=HORIZON, lr_range=LR_RANGE
     )
     obs, _ = vec.reset(seed=1)
-    assert obs.shape == (4, 7) and vec.observation_space.contains(obs)
+    assert obs.shape == (4, len(LR_FEATURES)) and vec.observation_space.contains(obs)
     returns = np.zeros(4)
     for t in range(HORIZON):
         obs, reward, terminated, truncated, infos = vec.step(np.full((4, 1), SENSIBLE, np.float32))
@@ -144,7 +145,7 @@ def test_make_sb3_vec_env_with_custom_family():
         "MetaOpt-LR-v0", num_envs=3, seed=5, task_family=LeastSquaresFamily(), horizon=HORIZON, lr_range=LR_RANGE
     )
     obs = vec.reset()
-    assert obs.shape == (3, 7)
+    assert obs.shape == (3, len(LR_FEATURES))
     returns = np.zeros(3)
     for t in range(HORIZON):
         obs, reward, done, infos = vec.step(np.full((3, 1), SENSIBLE, np.float32))

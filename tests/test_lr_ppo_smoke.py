@@ -14,6 +14,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecMonitor
 
 from metaopt_envs import make_sb3_vec_env
+from metaopt_envs.envs.lr_core import LR_FEATURES
 
 
 def _weights(model) -> torch.Tensor:
@@ -51,7 +52,7 @@ def test_recurrent_ppo_trains_on_trial_form():
             task_family="quadratic", horizon=horizon, lr_range=(1e-4, 0.1),  # no inner run can diverge
         )
     )
-    assert vec.observation_space.shape == (10,)
+    assert vec.observation_space.shape == (len(LR_FEATURES) + 3,)
     model = RecurrentPPO(
         "MlpLstmPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu",
         policy_kwargs={"lstm_hidden_size": 16, "net_arch": [16]},

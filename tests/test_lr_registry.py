@@ -23,6 +23,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
 from metaopt_envs.envs.lr import MetaOptLREnv, MetaOptLRVectorEnv
+from metaopt_envs.envs.lr_core import LR_FEATURES
 
 FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
 WITH_VALIDATION = ("logistic", "sinusoid", "sklearn")
@@ -52,7 +53,7 @@ def test_gymnasium_check_env_every_configuration(family, optimizer, mode, valida
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a checker warning is a contract failure here
         gym_check_env(unwrapped, skip_render_check=True)
-    expected_dim = 8 if validation else 7
+    expected_dim = len(LR_FEATURES) + (1 if validation else 0)
     assert unwrapped.observation_space.shape == (expected_dim,)
     assert unwrapped.observation_space.dtype == np.float32
     assert len(unwrapped.core.observation_names) == expected_dim
@@ -127,11 +128,11 @@ def test_make_vec_is_native_batched_env():
     assert vec.num_envs == 8
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     assert vec.single_observation_space == gym.spaces.Box(
-        vec.single_observation_space.low, vec.single_observation_space.high, (7,), np.float32
+        vec.single_observation_space.low, vec.single_observation_space.high, (len(LR_FEATURES),), np.float32
     )
     assert vec.observation_space == batch_space(vec.single_observation_space, 8)
     assert vec.action_space == batch_space(vec.single_action_space, 8)
-    assert vec.observation_space.shape == (8, 7)
+    assert vec.observation_space.shape == (8, len(LR_FEATURES))
     assert vec.action_space.shape == (8, 1)
     obs, _ = vec.reset(seed=0)
     assert vec.observation_space.contains(obs)
@@ -144,7 +145,7 @@ def test_make_vec_is_native_batched_env():
 def test_make_vec_with_validation_has_8_features():
     vec = gym.make_vec("MetaOpt-LR-v0", num_envs=3, task_family="logistic", observe_validation=True, horizon=10)
     assert vec.observation_space == batch_space(vec.single_observation_space, 3)
-    assert vec.observation_space.shape == (3, 8)
+    assert vec.observation_space.shape == (3, len(LR_FEATURES) + 1)
 
 
 def _rollout(env, steps, rng):

@@ -17,11 +17,12 @@ import torch
 
 from metaopt_envs import make_sb3_vec_env
 from metaopt_envs.vector import RL2TrialCore
+from metaopt_envs.envs.lr_core import LR_FEATURES
 
 HORIZON = 6
 K = 3
 NUM_ENVS = 3
-BASE_DIM = 7
+BASE_DIM = len(LR_FEATURES)
 PREV_ACTION, PREV_REWARD, NEW_EPISODE = BASE_DIM, BASE_DIM + 1, BASE_DIM + 2
 PROGRESS = 6
 

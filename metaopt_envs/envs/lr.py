@@ -28,7 +28,7 @@ class MetaOptLREnv(CoreEnv):
     Actions outside [-1, 1] are clipped; NaN or inf actions and wrong shapes raise ``ValueError``.
 
     ## Observation Space
-    ``Box(float32)`` of 7 features (8 with ``observe_validation=True``), each clipped to its bounds:
+    ``Box(float32)`` of 8 features (9 with ``observe_validation=True``), each clipped to its bounds:
 
     | # | name | meaning | bounds |
     |---|------|---------|--------|
@@ -39,7 +39,8 @@ class MetaOptLREnv(CoreEnv):
     | 4 | grad_noise | log(norm(g_a - g_b)^2 / norm(g_a + g_b)^2) of the two minibatch gradients: about 0 when noise dominates, very negative when the gradient is exact | [-15, 5] |
     | 5 | log_lr | current log learning rate, scaled to [-1, 1] over ``lr_range`` | [-1, 1] |
     | 6 | progress | inner steps taken / horizon | [0, 1] |
-    | 7 | log_val_loss_ratio | (with ``observe_validation``) validation loss relative to its initial value | [-15, 10] |
+    | 7 | update_cosine | cosine between the gradient and the last update direction (equals ``grad_cosine`` for SGD; the normalized hypergradient of Baydin et al. 2018) | [-1, 1] |
+    | 8 | log_val_loss_ratio | (with ``observe_validation``) validation loss relative to its initial value | [-15, 10] |
 
     ``eps`` is ``loss_floor`` (default 1e-6). ``env.unwrapped.core.observation_names`` lists the names.
 

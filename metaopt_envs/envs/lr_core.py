@@ -48,6 +48,7 @@ LR_FEATURES: tuple[tuple[str, float, float], ...] = (
     ("grad_noise", -15.0, 5.0),
     ("log_lr", -1.0, 1.0),
     ("progress", 0.0, 1.0),
+    ("update_cosine", -1.0, 1.0),
 )
 VALIDATION_FEATURE = ("log_val_loss_ratio", -15.0, 10.0)
 _SPLIT_ID = {"train": 0, "test": 1}
@@ -152,6 +153,7 @@ class LRCore(BatchedCore):
         self.grad, self.previous_grad = torch.zeros(b, p, device=dev), torch.zeros(b, p, device=dev)
         self.initial_grad_norm, self.noise_ratio = zeros.clone(), zeros.clone()
         self.grad_dot_previous_update = zeros.clone()
+        self.previous_update = torch.zeros(b, p, device=dev)
         self.diverged = torch.zeros(b, dtype=torch.bool, device=dev)
         self.reset_rows(torch.ones(b, dtype=torch.bool, device=dev), keys=self.row_key)
 
@@ -216,6 +218,7 @@ class LRCore(BatchedCore):
         self.initial_grad_norm[index] = grad.norm(dim=-1)
         self.noise_ratio[index] = noise
         self.grad_dot_previous_update[index] = 0.0
+        self.previous_update[index] = 0.0
 
     def _log_ratio(self, value: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         floor = self.loss_floor * reference
@@ -233,6 +236,7 @@ class LRCore(BatchedCore):
             torch.log(self.noise_ratio + _TINY),
             2.0 * (self.log_lr - self.log_lr_low) / (self.log_lr_high - self.log_lr_low) - 1.0,
             self.inner_step.to(torch.float32) / self.horizon,
+            self.grad_dot_previous_update / (grad_norm * self.previous_update.norm(dim=-1) + _TINY),
         ]
         if self.observe_validation:
             columns.append(self._log_ratio(self.val_loss, self.initial_val_loss))
@@ -268,6 +272,7 @@ class LRCore(BatchedCore):
             self.inner_step += 1
             loss, grad, noise, val = self._measure(slice(None))
             self.grad_dot_previous_update = (grad * update).sum(-1)
+            self.previous_update = update
             self.previous_grad, self.grad = self.grad, grad
             self.previous_loss, self.loss = self.loss, loss
             self.noise_ratio, self.val_loss = noise, val
