@@ -165,21 +165,23 @@ class LRCore(BatchedCore):
         (a loop over a few blocks, not over problems; rows are independent, so the
         blocking does not change any result).
         """
-        if isinstance(rows, slice):
-            rows = torch.arange(self.num_envs, device=self.device)
-        if rows.numel() <= self.chunk_size:
-            return self._measure_block(rows if rows.numel() < self.num_envs else slice(None))
-        blocks = [self._measure_block(block) for block in rows.split(self.chunk_size)]
-        return tuple(torch.cat(parts) for parts in zip(*blocks))
+        count = self.num_envs if isinstance(rows, slice) else rows.numel()
+        if count <= self.chunk_size:
+            return self._measure_block(rows)
+        if isinstance(rows, slice):  # contiguous blocks are views: no copy of the task data
+            blocks = [slice(start, start + self.chunk_size) for start in range(0, self.num_envs, self.chunk_size)]
+        else:
+            blocks = list(rows.split(self.chunk_size))
+        parts = [self._measure_block(block) for block in blocks]
+        return tuple(torch.cat(column) for column in zip(*parts))
 
     def _measure_block(self, rows: torch.Tensor | slice) -> tuple[torch.Tensor, ...]:
         params = self.params[rows]
-        tasks = self.tasks if isinstance(rows, slice) else take(self.tasks, rows)
+        tasks = {name: value[rows] for name, value in self.tasks.items()} if isinstance(rows, slice) else take(self.tasks, rows)
         step_key = rng.fold(self.run_key[rows], self.inner_step[rows])
-        grad_a, grad_b = self.family.paired_minibatch_grads(params, tasks, rng.fold(step_key, 0), rng.fold(step_key, 1))
+        loss, grad_a, grad_b = self.family.loss_and_paired_grads(params, tasks, rng.fold(step_key, 0), rng.fold(step_key, 1))
         grad = 0.5 * (grad_a + grad_b)
         noise = (grad_a - grad_b).square().sum(-1) / ((grad_a + grad_b).square().sum(-1) + _TINY)
-        loss = self.family.loss(params, tasks, "train")
         val = self.family.loss(params, tasks, "val") if self.observe_validation else torch.zeros_like(loss)
         return loss, grad, noise, val
 
@@ -207,7 +209,7 @@ class LRCore(BatchedCore):
         self.inner_step[index] = 0
         self.log_lr[index] = self.initial_log_lr
         self.diverged[index] = False
-        loss, grad, noise, val = self._measure(index)
+        loss, grad, noise, val = self._measure(index if index.numel() < self.num_envs else slice(None))
         self.initial_loss[index] = loss
         self.loss[index] = loss
         self.previous_loss[index] = loss
@@ -267,7 +269,8 @@ class LRCore(BatchedCore):
         diverged = self.diverged.clone()
         for _ in range(self.action_every):
             new_params, self.opt_state = self.optimizer.step(self.params, self.grad, lr, self.opt_state)
-            update = (self.params - new_params) / lr.unsqueeze(-1)
+            # SGD's update direction is its gradient; the others' is read off the step.
+            update = self.grad if self.optimizer.name == "sgd" else (self.params - new_params) / lr.unsqueeze(-1)
             self.params = new_params
             self.inner_step += 1
             loss, grad, noise, val = self._measure(slice(None))
@@ -277,7 +280,7 @@ class LRCore(BatchedCore):
             self.previous_loss, self.loss = self.loss, loss
             self.noise_ratio, self.val_loss = noise, val
             diverged |= ~torch.isfinite(loss) | (loss > self.divergence_threshold * self.initial_loss)
-            diverged |= ~torch.isfinite(grad).all(-1)
+            diverged |= ~torch.isfinite(grad.norm(dim=-1))  # inf or NaN anywhere, or overflow
         self.previous_loss = start_loss
         floor = self.loss_floor * self.initial_loss
         reward = torch.log((start_loss + floor) / (self.loss + floor))

@@ -125,6 +125,16 @@ class TaskFamily(ABC):
             self.minibatch_loss_and_grad(params, tasks, keys_b)[1],
         )
 
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Full training loss ``(n,)`` and two minibatch gradients ``(n, P)``: one LR-core inner step.
+
+        Families whose minibatches are rows of their training set can share one
+        forward pass between the two (the MLP families do).
+        """
+        return (self.loss(params, tasks, "train"), *self.paired_minibatch_grads(params, tasks, keys_a, keys_b))
+
     def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""
         return loss / initial_loss.clamp_min(torch.finfo(loss.dtype).tiny)

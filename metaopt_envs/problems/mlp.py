@@ -67,12 +67,7 @@ class MLPFamily(TaskFamily):
 
     def forward(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """``params: (n, P)``, ``inputs: (n, m, in)`` -> outputs ``(n, m, out)``."""
-        layers, h = self._layers(params), inputs
-        for depth, (weight, bias) in enumerate(layers):
-            h = _affine(h, weight, bias)
-            if depth < len(layers) - 1:
-                h = torch.relu(h)
-        return h
+        return self._forward_activations(params, inputs)[-1]
 
     def _data(self, tasks: TaskData, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the samples ``index`` (a slice, or ``(n, m)`` positions)."""
@@ -100,22 +95,48 @@ class MLPFamily(TaskFamily):
     def paired_minibatch_grads(
         self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Both minibatches share one forward pass with each problem's weights; backprop is
-        # written out so that the weight gradients of the two halves come from one bmm over
-        # 2n (a free view of the activations) instead of two autograd passes.
-        n, m = params.shape[0], self.batch_size
-        index = torch.cat(
-            [rng.randint(keys_a, self.num_train, (m,)), rng.randint(keys_b, self.num_train, (m,))], dim=-1
-        )
+        index = self._paired_index(keys_a, keys_b)
         inputs, targets = self._data(tasks, index)
+        activations = self._forward_activations(params, inputs)
+        return self._paired_backward(params, activations, targets, tasks)
+
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The minibatches are rows of the training set at the same parameters: one forward
+        # pass over the training set gives the full loss, and the minibatch rows of its
+        # activations feed the backward pass. The minibatch forward costs nothing extra.
+        inputs, targets = self._data(tasks, slice(0, self.num_train))
+        activations = self._forward_activations(params, inputs)
+        loss = self._criterion(activations[-1], targets, tasks)
+        index = self._paired_index(keys_a, keys_b)
+        picked = [gather_rows(a, index) for a in activations]
+        return (loss, *self._paired_backward(params, picked, gather_rows(targets, index), tasks))
+
+    def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
+        """``(n, 2m)`` training-row positions: minibatch a, then minibatch b."""
+        m = self.batch_size
+        return torch.cat([rng.randint(keys_a, self.num_train, (m,)), rng.randint(keys_b, self.num_train, (m,))], -1)
+
+    def _forward_activations(self, params: torch.Tensor, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Inputs, every hidden activation (after ReLU) and the outputs, each ``(n, rows, width)``."""
         layers = self._layers(params)
         activations, h = [inputs], inputs
         for depth, (weight, bias) in enumerate(layers):
             h = _affine(h, weight, bias)
             if depth < len(layers) - 1:
-                h = torch.relu(h)
-                activations.append(h)
-        delta = self._output_grad(h, targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
+                h = h.relu_()  # a fresh tensor: in place saves a large allocation
+            activations.append(h)
+        return activations
+
+    def _paired_backward(
+        self, params: torch.Tensor, activations: list[torch.Tensor], targets: torch.Tensor, tasks: TaskData
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the two halves of ``2m`` rows, from their activations; written out so that
+        the weight gradients of both halves come from one bmm over ``2n`` (a free view)."""
+        n, m = params.shape[0], self.batch_size
+        layers = self._layers(params)
+        delta = self._output_grad(activations[-1], targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
         grads: list[torch.Tensor] = []
         for depth in reversed(range(len(layers))):
             below = activations[depth]
@@ -124,7 +145,7 @@ class MLPFamily(TaskFamily):
             grads.append(pair_delta.sum(1))
             grads.append(_weight_grad(pair_below, pair_delta))
             if depth > 0:
-                delta = _affine(delta, layers[depth][0].transpose(1, 2), None) * (below > 0)
+                delta = _affine(delta, layers[depth][0].transpose(1, 2), None).masked_fill_(below <= 0, 0.0)
         grad = torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
         return grad[:, 0], grad[:, 1]
 
