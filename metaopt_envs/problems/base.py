@@ -70,6 +70,15 @@ def gather_rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return picked.view(*index.shape, *data.shape[2:])
 
 
+def split_samples(tasks: TaskData, num_train: int, fields: tuple[str, ...] = ("inputs", "targets")) -> TaskData:
+    """Store the first ``num_train`` samples of ``fields`` as training data and the rest as
+    ``val_*``, each contiguous: a strided slice would be copied by every matmul that reads it."""
+    for name in fields:
+        data = tasks[name]
+        tasks[name], tasks[f"val_{name}"] = data[:, :num_train].contiguous(), data[:, num_train:].contiguous()
+    return tasks
+
+
 class TaskFamily(ABC):
     """A distribution of batched inner problems with train and test splits.
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs import rng
-from metaopt_envs.problems.base import TaskData, TaskFamily, check_split, gather_rows
+from metaopt_envs.problems.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
 
 
 class LogisticRegressionFamily(TaskFamily):
@@ -54,7 +54,7 @@ class LogisticRegressionFamily(TaskFamily):
         logits = x @ w.unsqueeze(-1) + b.view(-1, 1, 1)
         y = (rng.uniform(rng.fold(keys, 6), (total, 1)) < torch.sigmoid(logits)).float()
         inputs = torch.cat([x, torch.ones_like(y)], dim=-1)  # the bias as a constant feature
-        return {"inputs": inputs, "targets": y.squeeze(-1)}
+        return split_samples({"inputs": inputs, "targets": y.squeeze(-1)}, self.num_train)
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
         return torch.zeros(keys.shape[0], self.param_dim, device=keys.device)
@@ -65,8 +65,8 @@ class LogisticRegressionFamily(TaskFamily):
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
 
     def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
-        rows = slice(0, self.num_train) if split == "train" else slice(self.num_train, None)
-        return self._loss(params, tasks["inputs"][:, rows], tasks["targets"][:, rows])
+        prefix = "" if split == "train" else "val_"
+        return self._loss(params, tasks[f"{prefix}inputs"], tasks[f"{prefix}targets"])
 
     def _minibatch(self, tasks: TaskData, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = rng.randint(keys, self.num_train, (self.batch_size,))
