@@ -249,8 +249,8 @@ def matmul_shapes(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         shapes.append({"what": f"L{layer} full-loss fwd", "mult": 1, "m": n_train, "k": fan_in, "n": fan_out})
         if cfg["observe_validation"]:
             shapes.append({"what": f"L{layer} val fwd", "mult": 1, "m": n_val, "k": fan_in, "n": fan_out})
-        # Two minibatches: one bmm over 2B rows each (the same FLOPs as two bmm over B).
-        shapes.append({"what": f"L{layer} 2x minibatch fwd", "mult": 2, "m": mb, "k": fan_in, "n": fan_out})
+        # The minibatch rows reuse the full-loss forward's activations (one shared pass), so
+        # only their backward is counted: one bmm over 2B rows per product.
         shapes.append({"what": f"L{layer} 2x weight grad", "mult": 2, "m": fan_in, "k": mb, "n": fan_out})
         if layer > 0:
             shapes.append({"what": f"L{layer} 2x input grad", "mult": 2, "m": mb, "k": fan_out, "n": fan_in})

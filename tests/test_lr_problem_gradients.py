@@ -39,7 +39,9 @@ def test_loss_and_paired_grads_match_autograd_reference(name, split):
     tasks = family.sample(keys, split)
     params = family.init_params(tasks, keys) + 0.05 * rng.normal(rng.fold(keys, 7), (family.param_dim,))
     keys_a, keys_b = rng.fold(keys, 1), rng.fold(keys, 2)
-    loss, grad_a, grad_b = family.loss_and_paired_grads(params, tasks, keys_a, keys_b)
+    loss, grads = family.loss_and_paired_grads(params, tasks, keys_a, keys_b)
+    assert grads.shape == (6, 2, family.param_dim)
+    grad_a, grad_b = grads[:, 0], grads[:, 1]
 
     double = {k: (v.double() if v.is_floating_point() else v) for k, v in tasks.items()}
     full = _reference_loss(family, params.double(), double["inputs"], double["targets"], tasks)

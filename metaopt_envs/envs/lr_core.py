@@ -150,10 +150,11 @@ class LRCore(BatchedCore):
         zeros = torch.zeros(b, device=dev)
         self.initial_loss, self.loss, self.previous_loss = zeros.clone(), zeros.clone(), zeros.clone()
         self.initial_val_loss, self.val_loss = zeros.clone(), zeros.clone()
-        self.grad, self.previous_grad = torch.zeros(b, p, device=dev), torch.zeros(b, p, device=dev)
+        self.grad = torch.zeros(b, p, device=dev)
         self.initial_grad_norm, self.noise_ratio = zeros.clone(), zeros.clone()
+        self.grad_norm, self.previous_grad_norm = zeros.clone(), zeros.clone()
+        self.grad_dot_previous_grad, self.previous_update_norm = zeros.clone(), zeros.clone()
         self.grad_dot_previous_update = zeros.clone()
-        self.previous_update = torch.zeros(b, p, device=dev)
         self.diverged = torch.zeros(b, dtype=torch.bool, device=dev)
         self.reset_rows(torch.ones(b, dtype=torch.bool, device=dev), keys=self.row_key)
 
@@ -179,11 +180,13 @@ class LRCore(BatchedCore):
         params = self.params[rows]
         tasks = {name: value[rows] for name, value in self.tasks.items()} if isinstance(rows, slice) else take(self.tasks, rows)
         step_key = rng.fold(self.run_key[rows], self.inner_step[rows])
-        loss, grad_a, grad_b = self.family.loss_and_paired_grads(params, tasks, rng.fold(step_key, 0), rng.fold(step_key, 1))
-        grad = 0.5 * (grad_a + grad_b)
-        noise = (grad_a - grad_b).square().sum(-1) / ((grad_a + grad_b).square().sum(-1) + _TINY)
+        loss, grads = self.family.loss_and_paired_grads(params, tasks, rng.fold(step_key, 0), rng.fold(step_key, 1))
+        grad = grads.mean(1)
+        grad_norm = torch.linalg.vector_norm(grad, dim=-1)
+        # norm(g_a - g_b)^2 / norm(g_a + g_b)^2, with g_a + g_b = 2 g.
+        noise = torch.linalg.vector_norm(grads[:, 0] - grads[:, 1], dim=-1).square() / (4.0 * grad_norm.square() + _TINY)
         val = self.family.loss(params, tasks, "val") if self.observe_validation else torch.zeros_like(loss)
-        return loss, grad, noise, val
+        return loss, grad, grad_norm, noise, val
 
     # ------------------------------------------------------------------ contract
     def reset_rows(self, rows: torch.Tensor, keys: torch.Tensor | None = None, same_task: bool = False) -> None:
@@ -209,18 +212,20 @@ class LRCore(BatchedCore):
         self.inner_step[index] = 0
         self.log_lr[index] = self.initial_log_lr
         self.diverged[index] = False
-        loss, grad, noise, val = self._measure(index if index.numel() < self.num_envs else slice(None))
+        loss, grad, grad_norm, noise, val = self._measure(index if index.numel() < self.num_envs else slice(None))
         self.initial_loss[index] = loss
         self.loss[index] = loss
         self.previous_loss[index] = loss
         self.initial_val_loss[index] = val
         self.val_loss[index] = val
         self.grad[index] = grad
-        self.previous_grad[index] = 0.0
-        self.initial_grad_norm[index] = grad.norm(dim=-1)
+        self.grad_norm[index] = grad_norm
+        self.previous_grad_norm[index] = 0.0
+        self.initial_grad_norm[index] = grad_norm
         self.noise_ratio[index] = noise
         self.grad_dot_previous_update[index] = 0.0
-        self.previous_update[index] = 0.0
+        self.grad_dot_previous_grad[index] = 0.0
+        self.previous_update_norm[index] = 0.0
 
     def _log_ratio(self, value: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         floor = self.loss_floor * reference
@@ -228,8 +233,8 @@ class LRCore(BatchedCore):
 
     def observe(self) -> torch.Tensor:
         floor = self.loss_floor * self.initial_loss
-        grad_norm = self.grad.norm(dim=-1)
-        cosine = (self.grad * self.previous_grad).sum(-1) / (grad_norm * self.previous_grad.norm(dim=-1) + _TINY)
+        grad_norm = self.grad_norm
+        cosine = self.grad_dot_previous_grad / (grad_norm * self.previous_grad_norm + _TINY)
         columns = [
             self._log_ratio(self.loss, self.initial_loss),
             torch.log((self.loss + floor) / (self.previous_loss + floor)),
@@ -238,7 +243,7 @@ class LRCore(BatchedCore):
             torch.log(self.noise_ratio + _TINY),
             2.0 * (self.log_lr - self.log_lr_low) / (self.log_lr_high - self.log_lr_low) - 1.0,
             self.inner_step.to(torch.float32) / self.horizon,
-            self.grad_dot_previous_update / (grad_norm * self.previous_update.norm(dim=-1) + _TINY),
+            self.grad_dot_previous_update / (grad_norm * self.previous_update_norm + _TINY),
         ]
         if self.observe_validation:
             columns.append(self._log_ratio(self.val_loss, self.initial_val_loss))
@@ -269,18 +274,23 @@ class LRCore(BatchedCore):
         diverged = self.diverged.clone()
         for _ in range(self.action_every):
             new_params, self.opt_state = self.optimizer.step(self.params, self.grad, lr, self.opt_state)
-            # SGD's update direction is its gradient; the others' is read off the step.
-            update = self.grad if self.optimizer.name == "sgd" else (self.params - new_params) / lr.unsqueeze(-1)
-            self.params = new_params
             self.inner_step += 1
-            loss, grad, noise, val = self._measure(slice(None))
-            self.grad_dot_previous_update = (grad * update).sum(-1)
-            self.previous_update = update
-            self.previous_grad, self.grad = self.grad, grad
+            previous_params, self.params = self.params, new_params
+            loss, grad, grad_norm, noise, val = self._measure(slice(None))
+            # Per-row statistics of the last update, so that no (B, P) tensor is kept for them.
+            self.grad_dot_previous_grad = torch.linalg.vecdot(grad, self.grad)
+            if self.optimizer.name == "sgd":  # SGD's update direction is its gradient
+                self.grad_dot_previous_update, self.previous_update_norm = self.grad_dot_previous_grad, self.grad_norm
+            else:
+                update = (previous_params - new_params) / lr.unsqueeze(-1)
+                self.grad_dot_previous_update = torch.linalg.vecdot(grad, update)
+                self.previous_update_norm = torch.linalg.vector_norm(update, dim=-1)
+            self.previous_grad_norm, self.grad_norm = self.grad_norm, grad_norm
+            self.grad = grad
             self.previous_loss, self.loss = self.loss, loss
             self.noise_ratio, self.val_loss = noise, val
             diverged |= ~torch.isfinite(loss) | (loss > self.divergence_threshold * self.initial_loss)
-            diverged |= ~torch.isfinite(grad.norm(dim=-1))  # inf or NaN anywhere, or overflow
+            diverged |= ~torch.isfinite(grad_norm)  # inf or NaN anywhere, or overflow
         self.previous_loss = start_loss
         floor = self.loss_floor * self.initial_loss
         reward = torch.log((start_loss + floor) / (self.loss + floor))

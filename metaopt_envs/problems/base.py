@@ -17,6 +17,9 @@ method                                    shapes
 ``paired_minibatch_grads(...)``           two minibatch gradients ``(n, P)``;
                                           two calls by default, one pass where
                                           a family can batch them
+``loss_and_paired_grads(...)``            full loss ``(n,)`` and both
+                                          gradients ``(n, 2, P)``: one LR-core
+                                          inner step
 ========================================  ====================================
 
 Randomness comes only from the int64 ``keys`` (see :mod:`metaopt_envs.rng`),
@@ -136,13 +139,14 @@ class TaskFamily(ABC):
 
     def loss_and_paired_grads(
         self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Full training loss ``(n,)`` and two minibatch gradients ``(n, P)``: one LR-core inner step.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full training loss ``(n,)`` and two minibatch gradients ``(n, 2, P)``: one LR-core inner step.
 
         Families whose minibatches are rows of their training set can share one
         forward pass between the two (the MLP families do).
         """
-        return (self.loss(params, tasks, "train"), *self.paired_minibatch_grads(params, tasks, keys_a, keys_b))
+        grad_a, grad_b = self.paired_minibatch_grads(params, tasks, keys_a, keys_b)
+        return self.loss(params, tasks, "train"), torch.stack([grad_a, grad_b], dim=1)
 
     def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""

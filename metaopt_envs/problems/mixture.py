@@ -110,6 +110,22 @@ class MixtureFamily(TaskFamily):
                 grad_b[rows, : fam.param_dim] = sub_b
         return grad_a, grad_b
 
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = params.shape[0]
+        loss = torch.zeros(n, dtype=params.dtype, device=params.device)
+        grads = params.new_zeros(n, 2, self.param_dim)
+        for member, fam in enumerate(self.members):
+            rows = self._rows(tasks, member)
+            if rows.numel():
+                sub_loss, sub_grads = fam.loss_and_paired_grads(
+                    params[rows, : fam.param_dim], self._sub(tasks, member, rows), keys_a[rows], keys_b[rows]
+                )
+                loss[rows] = sub_loss
+                grads[rows, :, : fam.param_dim] = sub_grads
+        return loss, grads
+
     def minibatch_loss_and_grad(
         self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -104,12 +104,12 @@ class MLPFamily(TaskFamily):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         index = self._paired_index(keys_a, keys_b)
         inputs, targets = self._data(tasks, index)
-        activations = self._forward_activations(params, inputs)
-        return self._paired_backward(params, activations, targets, tasks)
+        grads = self._paired_backward(params, self._forward_activations(params, inputs), targets, tasks)
+        return grads[:, 0], grads[:, 1]
 
     def loss_and_paired_grads(
         self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # The minibatches are rows of the training set at the same parameters: one forward
         # pass over the training set gives the full loss, and the minibatch rows of its
         # activations feed the backward pass. The minibatch forward costs nothing extra.
@@ -118,7 +118,7 @@ class MLPFamily(TaskFamily):
         loss = self._criterion(activations[-1], targets, tasks)
         index = self._paired_index(keys_a, keys_b)
         picked = [gather_rows(a, index) for a in activations]
-        return (loss, *self._paired_backward(params, picked, gather_rows(targets, index), tasks))
+        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks)
 
     def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
         """``(n, 2m)`` training-row positions: minibatch a, then minibatch b."""
@@ -138,8 +138,8 @@ class MLPFamily(TaskFamily):
 
     def _paired_backward(
         self, params: torch.Tensor, activations: list[torch.Tensor], targets: torch.Tensor, tasks: TaskData
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the two halves of ``2m`` rows, from their activations; written out so that
+    ) -> torch.Tensor:
+        """Gradients ``(n, 2, P)`` of the two halves of ``2m`` rows, from their activations; written out so that
         the weight gradients of both halves come from one bmm over ``2n`` (a free view)."""
         n, m = params.shape[0], self.batch_size
         layers = self._layers(params)
@@ -154,8 +154,7 @@ class MLPFamily(TaskFamily):
             if depth > 0:
                 # ReLU's backward in one fused kernel (a masked fill is ~20x slower here).
                 delta = torch.ops.aten.threshold_backward(_affine(delta, layers[depth][0].transpose(1, 2), None), below, 0.0)
-        grad = torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
-        return grad[:, 0], grad[:, 1]
+        return torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
 
     def _layers(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-problem (weight ``(n, in, out)``, bias ``(n, out)``) views of ``params``."""

@@ -103,6 +103,14 @@ class NoisyQuadraticFamily(TaskFamily):
         loss = 0.5 * (tasks["curvature"] * delta * delta).sum(-1) + (noise * delta).sum(-1)
         return loss, tasks["curvature"] * delta + noise
 
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = params - tasks["optimum"]
+        exact = tasks["curvature"] * delta
+        noise = torch.stack([self._noise(tasks, keys_a), self._noise(tasks, keys_b)], dim=1)
+        return 0.5 * (exact * delta).sum(-1), exact.unsqueeze(1) + noise
+
     def expected_final_loss(
         self, lr: torch.Tensor, tasks: TaskData, num_steps: int, gradient_noise_factor: float = 0.5
     ) -> torch.Tensor:
