@@ -1,0 +1,120 @@
+"""``metaopt-bench``: compare agents on held-out tasks of each task family.
+
+For each family: tune every requested baseline's learning rate on the
+*training* split (a log grid, budget reported), then evaluate every agent on
+the same test tasks (``--num-tasks`` per seed, ``--seeds``), and write
+``results.json``, ``results.md`` and one PNG of loss curves and learning-rate
+schedules per family to ``--out-dir``, with the commit, the config and the seeds.
+
+    metaopt-bench --families quadratic,logistic --agents baselines --num-tasks 64 --seeds 0,1,2
+    metaopt-bench --agents baselines,runs/rl2/model.zip,my_module:MyAgent
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.baselines import BASELINES
+from agents.harness import evaluate, load_agent, markdown_table, plot_curves, tune_baseline
+
+TUNED = ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine", "hypergradient")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build_agents(specs: list[str], env_id: str, env_kwargs: dict[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Agents by display name, and the tuning record of each tuned baseline."""
+    agents: dict[str, Any] = {}
+    tuning: dict[str, Any] = {}
+    for spec in specs:
+        if spec == "baselines":
+            for name in TUNED:
+                result = tune_baseline(name, env_id, env_kwargs, num_tasks=tune_tasks)
+                tuning[name] = dataclasses.asdict(result)
+                agents[f"{name} (tuned lr={result.best_lr:.3g})"] = load_agent(f"baseline:{name}?lr={result.best_lr}", env_kwargs)
+            agents["random"] = load_agent("baseline:random", env_kwargs)
+        elif spec.startswith("baseline:") and "?" not in spec and spec.split(":", 1)[1] in TUNED:
+            name = spec.split(":", 1)[1]
+            result = tune_baseline(name, env_id, env_kwargs, num_tasks=tune_tasks)
+            tuning[name] = dataclasses.asdict(result)
+            agents[f"{name} (tuned lr={result.best_lr:.3g})"] = load_agent(f"{spec}?lr={result.best_lr}", env_kwargs)
+        else:
+            agents[spec] = load_agent(spec, env_kwargs)
+    return agents, tuning
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", default="MetaOpt-LR-v0")
+    parser.add_argument("--env-kwargs", default="{}", help="JSON of env arguments (split is set to test)")
+    parser.add_argument("--families", default="quadratic,logistic,sinusoid,sklearn", help="comma-separated task families")
+    parser.add_argument("--agents", default="baselines", help="comma-separated: baselines, baseline:NAME[?lr=..], model.zip, module:Class")
+    parser.add_argument("--num-tasks", type=int, default=64, help="test tasks per seed")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tune-tasks", type=int, default=64, help="training tasks per grid point when tuning")
+    parser.add_argument("--episodes-per-trial", type=int, default=1, help="inner episodes per task (RL² agents need their training value)")
+    parser.add_argument("--out-dir", default="results/bench")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base_kwargs = json.loads(args.env_kwargs)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    specs = [s for s in args.agents.split(",") if s]
+    for spec in specs:
+        if spec.startswith("baseline:") and spec.split(":", 1)[1].split("?")[0] not in BASELINES:
+            parser.error(f"unknown baseline in {spec!r}; choose from {sorted(BASELINES)}")
+
+    report: dict[str, Any] = {
+        "commit": git_commit(), "env_id": args.env_id, "env_kwargs": base_kwargs, "seeds": list(seeds),
+        "num_tasks": args.num_tasks, "episodes_per_trial": args.episodes_per_trial, "torch_threads": args.threads,
+        "families": {},
+    }
+    markdown = [f"# metaopt-bench: {args.env_id}", "",
+                f"commit `{report['commit']}`; {args.num_tasks} test tasks x seeds {list(seeds)} per family; "
+                f"env kwargs `{json.dumps(base_kwargs)}`; baselines tuned on the train split "
+                f"({args.tune_tasks} tasks per grid point). Return = log(L0/LT) of the last inner episode; "
+                "win rate = share of tasks with a lower final loss than the tuned constant.", ""]
+    for family in [f for f in args.families.split(",") if f]:
+        env_kwargs = {**base_kwargs, "task_family": family}
+        agents, tuning = build_agents(specs, args.env_id, env_kwargs, args.tune_tasks)
+        reference = next((name for name in agents if name.startswith("constant")), None)
+        summaries, records = evaluate(agents, args.env_id, env_kwargs, args.num_tasks, seeds, args.episodes_per_trial, reference)
+        plot_path = out_dir / f"curves_{family}.png"
+        plot_curves(records, str(plot_path), title=f"({family}, test split)")
+        report["families"][family] = {
+            "summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()},
+            "tuning": tuning,
+            "plot": plot_path.name,
+        }
+        markdown += [f"## {family}", "", markdown_table(summaries, reference), "", f"![{family}]({plot_path.name})", ""]
+        print(f"\n## {family}\n\n{markdown_table(summaries, reference)}", flush=True)
+    report["wall_seconds"] = time.perf_counter() - started
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "results.md").write_text("\n".join(markdown))
+    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
+    return report
+
+
+def cli() -> None:
+    """Console entry point (``metaopt-bench``)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,122 @@
+"""Baseline controllers and the benchmark harness: every baseline on every family, schedule
+values, hypergradient descent's update rule, statistics, user agents, and the CLI's outputs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import metaopt_envs
+from agents.baselines import BASELINES, FEATURE, CosineLR, HypergradientLR, StepDecayLR, WarmupCosineLR
+from agents.bench import main as bench_main
+from agents.harness import bootstrap_ci, evaluate, iqm, load_agent, markdown_table, run_agent
+from metaopt_envs.envs.lr_core import LR_FEATURES
+
+FAMILIES = ["quadratic", "logistic", "sinusoid", "sklearn", "mixture"]
+
+
+def _obs(progress, log_lr_scaled=0.0, update_cosine=0.0, n=1):
+    obs = np.zeros((n, len(LR_FEATURES)), dtype=np.float32)
+    obs[:, FEATURE["progress"]] = progress
+    obs[:, FEATURE["log_lr"]] = log_lr_scaled
+    obs[:, FEATURE["update_cosine"]] = update_cosine
+    return obs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_runs_on_every_family(name, family):
+    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=4, task_family=family, horizon=6)
+    agent = load_agent(f"baseline:{name}" + ("" if name == "random" else "?lr=0.02"))
+    record = run_agent(agent, core, seed=0)
+    assert record.returns.shape == (4,) and np.isfinite(record.returns).all()
+    assert len(record.loss_curve) == 6 and len(record.lr_curve) == 6
+    if name != "random":  # a small rate must make progress on these problems
+        assert record.returns.mean() > 0
+
+
+def test_schedule_values():
+    cosine = CosineLR(lr=0.1, final_fraction=0.0)
+    actions = [cosine.predict(_obs(p))[0] for p in (0.0, 0.5, 1.0)]
+    lrs = [np.exp(cosine.log_low + 0.5 * (a[0, 0] + 1) * (cosine.log_high - cosine.log_low)) for a in actions]
+    assert lrs[0] == pytest.approx(0.1, rel=1e-5) and lrs[1] == pytest.approx(0.05, rel=1e-5) and lrs[2] < 1e-3
+    step = StepDecayLR(lr=1.0, factor=0.1, milestones=(0.5, 0.75))
+    assert step.learning_rate(_obs(np.array([0.0, 0.5, 0.8]), n=3)) == pytest.approx([1.0, 0.1, 0.01])
+    warm = WarmupCosineLR(lr=1.0, warmup_fraction=0.2)
+    rates = warm.learning_rate(_obs(np.array([0.0, 0.1, 0.2, 1.0]), n=4))
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0) and rates[3] < 1e-6
+
+
+def test_hypergradient_follows_baydins_multiplicative_rule_on_sgd():
+    """On SGD, update_cosine is the cosine of successive gradients, and the rate follows
+    lr_t = lr_{t-1} * exp(beta * cos(g_t, g_{t-1})) (the normalized rule of Baydin et al., 2018)."""
+    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=3, task_family="quadratic", inner_optimizer="sgd", horizon=12)
+    core.reset_rows(torch.ones(3, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(0, 3, "cpu"))
+    agent = HypergradientLR(lr=0.05, beta=0.2)
+    obs = core.observe().numpy()
+    previous_grad = core.grad.clone()
+    action, _ = agent.predict(obs)
+    result = core.step(torch.as_tensor(action))
+    lr = result.info["lr"].numpy()
+    assert lr == pytest.approx(np.full(3, 0.05), rel=1e-4)
+    for _ in range(5):
+        grad = core.grad.clone()
+        cosine = torch.nn.functional.cosine_similarity(grad, previous_grad).numpy()
+        previous_grad = grad
+        action, _ = agent.predict(result.observation.numpy())
+        result = core.step(torch.as_tensor(action))
+        expected = lr * np.exp(0.2 * cosine)
+        assert result.info["lr"].numpy() == pytest.approx(expected, rel=1e-3)
+        lr = result.info["lr"].numpy()
+
+
+def test_statistics():
+    values = np.arange(100, dtype=float)
+    assert iqm(values) == pytest.approx(49.5)
+    low, high = bootstrap_ci(values, np.mean, num_resamples=500)
+    assert low < 49.5 < high and high - low < 20
+
+
+AGENT_MODULE = '''
+import numpy as np
+
+class HalfAgent:
+    """Always the action 0.5, whatever it sees."""
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.full((len(observation), 1), 0.5, dtype=np.float32), state
+'''
+
+
+def test_user_agent_by_module_path_and_same_tasks_for_every_agent(tmp_path, monkeypatch):
+    (tmp_path / "my_agents.py").write_text(AGENT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    user = load_agent("my_agents:HalfAgent")
+    low, high = math.log(1e-4), math.log(10.0)  # the default lr_range
+    constant = load_agent(f"baseline:constant?lr={math.exp(low + 0.75 * (high - low))!r}")
+    summaries, records = evaluate(
+        {"user": user, "constant": constant}, env_kwargs={"task_family": "quadratic", "horizon": 8},
+        num_tasks=8, seeds=(0, 1), reference="constant",
+    )
+    # Action 0.5 is the same learning rate as that constant: the same tasks give the same results.
+    np.testing.assert_allclose(records["user"][0].returns, records["constant"][0].returns, rtol=1e-4)
+    assert summaries["user"].num_runs == 16
+    table = markdown_table(summaries, "constant")
+    assert "| user |" in table and "| constant |" in table
+
+
+def test_bench_cli_writes_table_json_and_plots(tmp_path):
+    report = bench_main([
+        "--families", "quadratic", "--agents", "baseline:constant,baseline:random", "--num-tasks", "8",
+        "--seeds", "0", "--tune-tasks", "8", "--env-kwargs", '{"horizon": 10}', "--out-dir", str(tmp_path),
+    ])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["commit"] and saved["seeds"] == [0]
+    summaries = saved["families"]["quadratic"]["summaries"]
+    assert len(summaries) == 2 and "baseline:random" in summaries
+    tuning = saved["families"]["quadratic"]["tuning"]["constant"]
+    assert tuning["budget_episodes"] == len(tuning["grid"]) * 8
+    assert (tmp_path / "curves_quadratic.png").stat().st_size > 10_000
+    assert "| agent |" in (tmp_path / "results.md").read_text()
+    assert report["families"].keys() == {"quadratic"}
