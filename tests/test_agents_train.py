@@ -1,0 +1,58 @@
+"""metaopt-train: Hydra configs compose, training runs, checkpoints are written, a killed
+run resumes from its last checkpoint, and the trained model is evaluated by the harness."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from agents.train import CONFIG_DIR, latest_checkpoint, train
+
+SMALL = [
+    "budget=smoke",
+    "env.num_envs=8",
+    "env.kwargs.horizon=10",
+    "agent.hyperparameters.n_steps=20",
+    "agent.hyperparameters.batch_size=80",
+    "agent.hyperparameters.n_epochs=1",
+]
+
+
+def _config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*SMALL, f"out_dir={tmp_path}", *overrides], return_hydra_config=False)
+
+
+def test_train_checkpoints_and_resume(tmp_path):
+    cfg = _config(tmp_path, "evaluate=false", "budget.total_timesteps=320", "budget.checkpoint_every=160")
+    first = train(cfg)
+    assert first["resumed_from"] is None and first["num_timesteps"] == 320
+    assert (tmp_path / "model.zip").exists() and (tmp_path / "config.yaml").exists()
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "model_320_steps.zip"
+    assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
+
+    # As if the run had been killed after its first checkpoint: resume from there.
+    for late in (tmp_path / "checkpoints").glob("*_steps.zip"):
+        if late.name != "model_160_steps.zip":
+            late.unlink()
+    cfg = _config(tmp_path, "evaluate=false", "budget.total_timesteps=480", "budget.checkpoint_every=160")
+    resumed = train(cfg)
+    assert resumed["resumed_from"].endswith("model_160_steps.zip")
+    assert resumed["num_timesteps"] == 480
+
+
+@pytest.mark.parametrize("agent", ["rl2", "ppo"])
+def test_train_then_evaluate_against_baselines(tmp_path, agent):
+    cfg = _config(tmp_path, f"agent={agent}", "budget.total_timesteps=160", "eval_num_tasks=4", "eval_seeds=[0]", "tune_tasks=4")
+    result = train(cfg)
+    names = list(result["evaluation"]["summaries"])
+    assert names[0].startswith("RL²") and (agent == "ppo") == ("(ppo)" in names[0]) and any(n.startswith("constant") for n in names)
+    assert (tmp_path / "results.md").read_text().count("|") > 20
+    assert (tmp_path / "curves.png").exists()
+
+
+def test_wandb_offline_logs_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = _config(tmp_path, "evaluate=false", "budget.total_timesteps=160", "wandb.mode=offline")
+    train(cfg)
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
