@@ -231,16 +231,28 @@ def evaluate(
     seeds: tuple[int, ...] = (0, 1, 2),
     episodes_per_trial: int = 1,
     reference: str | None = None,
+    agent_env_kwargs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, AgentSummary], dict[str, list[RunRecord]]]:
     """Every agent on the same ``num_tasks`` test tasks per seed; summaries and raw records.
 
     ``reference`` names the agent that win rates are computed against.
+    ``agent_env_kwargs`` overrides env arguments per agent that do not change the
+    tasks (e.g. ``action_mode="relative"`` for an agent trained that way): tasks are
+    keyed by the seeds, so every agent still sees the same problems.
     """
     env_kwargs = {**(env_kwargs or {}), "split": (env_kwargs or {}).get("split", "test")}
-    core = metaopt_envs.make_core(env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **env_kwargs)
-    base = getattr(core, "core", core)
-    families = base.family.families()
-    records = {name: [run_agent(agent, core, 10_000 + seed) for seed in seeds] for name, agent in agents.items()}
+    cores: dict[str, Any] = {}
+
+    def core_for(name: str) -> Any:
+        kwargs = {**env_kwargs, **(agent_env_kwargs or {}).get(name, {})}
+        key = repr(sorted(kwargs.items()))
+        if key not in cores:
+            cores[key] = metaopt_envs.make_core(env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
+        return cores[key]
+
+    records = {name: [run_agent(agent, core_for(name), 10_000 + seed) for seed in seeds] for name, agent in agents.items()}
+    base = next(iter(cores.values()))
+    families = getattr(base, "core", base).family.families()
     ref = records.get(reference) if reference else None
     summaries = {name: summarize(name, recs, ref, families) for name, recs in records.items()}
     return summaries, records

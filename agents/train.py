@@ -128,13 +128,16 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     from agents.bench import build_agents
     from agents.harness import evaluate, markdown_table, plot_curves
 
-    env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    # The baselines emit absolute-mode actions; the tasks are the same in either mode.
+    env_kwargs = {**agent_kwargs, "action_mode": "absolute"}
     agents, tuning = build_agents(["baselines"], cfg.env.id, env_kwargs, int(cfg.tune_tasks))
-    agents = {f"RL² ({cfg.agent.algo})": model, **agents}
-    reference = next(name for name in agents if name.startswith("constant"))
+    name = f"RL² ({cfg.agent.algo})"
+    agents = {name: model, **agents}
+    reference = next(n for n in agents if n.startswith("constant"))
     summaries, records = evaluate(
         agents, cfg.env.id, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds),
-        int(cfg.env.get("episodes_per_trial") or 1), reference,
+        int(cfg.env.get("episodes_per_trial") or 1), reference, agent_env_kwargs={name: agent_kwargs},
     )
     table = markdown_table(summaries, reference)
     plot_curves(records, str(out_dir / "curves.png"), title="(test split)")
