@@ -179,8 +179,32 @@ class RandomLR(Controller):
         return self.rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32), state
 
 
+class QuadraticOracleLR(Controller):
+    """The analytic optimal constant SGD step of each quadratic task (an oracle row, not an agent).
+
+    It reads the task itself, which no agent can: the harness binds it to the
+    core (``bind_core``) after every reset. Needs ``task_family="quadratic"``
+    and ``inner_optimizer="sgd"``.
+    """
+
+    name = "oracle"
+
+    def __init__(self, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.core: Any = None
+
+    def bind_core(self, core: Any) -> None:
+        self.core = getattr(core, "core", core)  # through an RL² trial wrapper
+        self.rates = self.core.optimal_constant_lr().cpu().numpy()
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        if self.core is None:
+            raise RuntimeError("the oracle must be bound to the env's core first (the harness does this)")
+        return self.rates
+
+
 BASELINES: dict[str, type[Controller]] = {
     cls.name: cls
-    for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR, RandomLR)
+    for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR, RandomLR, QuadraticOracleLR)
 }
-"""Baselines by name; all but ``random`` take a tunable ``lr``."""
+"""Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""

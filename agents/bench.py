@@ -46,6 +46,8 @@ def build_agents(specs: list[str], env_id: str, env_kwargs: dict[str, Any], tune
                 tuning[name] = dataclasses.asdict(result)
                 agents[f"{name} (tuned lr={result.best_lr:.3g})"] = load_agent(f"baseline:{name}?lr={result.best_lr}", env_kwargs)
             agents["random"] = load_agent("baseline:random", env_kwargs)
+            if env_kwargs.get("task_family") == "quadratic" and env_kwargs.get("inner_optimizer", "sgd") == "sgd":
+                agents["oracle: analytic optimal constant"] = load_agent("baseline:oracle", env_kwargs)
         elif spec.startswith("baseline:") and "?" not in spec and spec.split(":", 1)[1] in TUNED:
             name = spec.split(":", 1)[1]
             result = tune_baseline(name, env_id, env_kwargs, num_tasks=tune_tasks)

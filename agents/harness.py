@@ -66,6 +66,8 @@ def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> R
     n = core.num_envs
     every = torch.ones(n, dtype=torch.bool, device=core.device)
     core.reset_rows(every, keys=seeds_to_keys(seed, n, core.device))
+    if hasattr(agent, "bind_core"):  # an oracle that reads the tasks (documented as such)
+        agent.bind_core(core)
     trial = getattr(core, "episodes_per_trial", 1)
     obs = core.observe().cpu().numpy()
     state, episode_start = None, np.ones(n, dtype=bool)
