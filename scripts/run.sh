@@ -24,7 +24,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export WANDB_MODE="${WANDB_MODE:-offline}"
 
 case "$job" in
-  main) python -m agents.demo "$@" ;;
+  main) metaopt-train "$@" ;;
   test) python -m pytest -q "$@" ;;
   *) echo "usage: bash scripts/run.sh [main|test] [args...]" >&2; exit 2 ;;
 esac
