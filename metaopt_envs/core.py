@@ -9,7 +9,7 @@ RL² trials) and call :meth:`BatchedCore.reset_rows`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -85,7 +85,3 @@ class BatchedCore(ABC):
     @abstractmethod
     def step(self, actions: torch.Tensor) -> StepResult:
         """Advance every row by one decision; ``actions: (B, action_dim)``."""
-
-    def episode_info(self) -> dict[str, Any]:
-        """Extra info of the current episodes (tensors with leading dimension B)."""
-        return {}

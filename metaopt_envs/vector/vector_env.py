@@ -60,6 +60,7 @@ class CoreVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=core.device)
+        self._seeded = False  # the first reset without a seed draws fresh entropy for every row
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         # VectorEnv's own np_random takes one int; a list seeds it with its first entry.
@@ -67,7 +68,7 @@ class CoreVectorEnv(VectorEnv):
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.core.device)
         if options and "reset_mask" in options:
             rows = torch.as_tensor(options["reset_mask"], dtype=torch.bool, device=self.core.device)
-        keys = None if seed is None and getattr(self, "_seeded", False) else seeds_to_keys(seed, self.num_envs, self.core.device)
+        keys = None if seed is None and self._seeded else seeds_to_keys(seed, self.num_envs, self.core.device)
         self._seeded = True
         self.core.reset_rows(rows, keys=keys)
         self._elapsed[rows] = 0
