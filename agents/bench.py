@@ -7,7 +7,8 @@ the same test tasks (``--num-tasks`` per seed, ``--seeds``), and write
 schedules per family to ``--out-dir``, with the commit, the config and the seeds.
 
     metaopt-bench --families quadratic,logistic --agents baselines --num-tasks 64 --seeds 0,1,2
-    metaopt-bench --agents baselines,runs/rl2/model.zip,my_module:MyAgent
+    metaopt-bench --agents baselines,runs/rl2/model.zip,my_module:MyAgent \
+        --episodes-per-trial 2 --model-env-kwargs '{"action_mode": "relative"}'   # an agent from metaopt-train
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-tasks", type=int, default=64, help="test tasks per seed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tune-tasks", type=int, default=64, help="training tasks per grid point when tuning")
+    parser.add_argument("--model-env-kwargs", default="{}",
+                        help='JSON of env arguments for saved models only, e.g. {"action_mode": "relative"} for the RL² configs')
     parser.add_argument("--episodes-per-trial", type=int, default=1, help="inner episodes per task (RL² agents need their training value)")
     parser.add_argument("--out-dir", default="results/bench")
     parser.add_argument("--threads", type=int, default=1)
@@ -96,7 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env_kwargs = {**base_kwargs, "task_family": family}
         agents, tuning = build_agents(specs, args.env_id, env_kwargs, args.tune_tasks)
         reference = next((name for name in agents if name.startswith("constant")), None)
-        summaries, records = evaluate(agents, args.env_id, env_kwargs, args.num_tasks, seeds, args.episodes_per_trial, reference)
+        model_kwargs = json.loads(args.model_env_kwargs)
+        per_agent = {name: model_kwargs for name in agents if name.endswith(".zip")}
+        summaries, records = evaluate(
+            agents, args.env_id, env_kwargs, args.num_tasks, seeds, args.episodes_per_trial, reference, per_agent
+        )
         plot_path = out_dir / f"curves_{family}.png"
         plot_curves(records, str(plot_path), title=f"({family}, test split)")
         report["families"][family] = {

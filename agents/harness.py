@@ -66,6 +66,11 @@ def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> R
     n = core.num_envs
     every = torch.ones(n, dtype=torch.bool, device=core.device)
     core.reset_rows(every, keys=seeds_to_keys(seed, n, core.device))
+    from agents.baselines import Controller
+
+    base = getattr(core, "core", core)
+    if isinstance(agent, Controller) and getattr(base, "action_mode", "absolute") != "absolute":
+        raise ValueError("hand-designed controllers emit absolute-mode actions; evaluate them with action_mode='absolute'")
     if hasattr(agent, "bind_core"):  # an oracle that reads the tasks (documented as such)
         agent.bind_core(core)
     trial = getattr(core, "episodes_per_trial", 1)

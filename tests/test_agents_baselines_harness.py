@@ -47,6 +47,12 @@ def test_quadratic_oracle_beats_the_tuned_constant_on_the_same_tasks():
         evaluate({"oracle": load_agent("baseline:oracle")}, env_kwargs={"task_family": "logistic", "horizon": 5}, num_tasks=2, seeds=(0,))
 
 
+def test_controllers_refuse_relative_mode():
+    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=2, task_family="quadratic", horizon=4, action_mode="relative")
+    with pytest.raises(ValueError, match="absolute"):
+        run_agent(load_agent("baseline:constant?lr=0.1"), core, seed=0)
+
+
 def test_schedule_values():
     cosine = CosineLR(lr=0.1, final_fraction=0.0)
     actions = [cosine.predict(_obs(p))[0] for p in (0.0, 0.5, 1.0)]
