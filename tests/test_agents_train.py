@@ -70,3 +70,20 @@ def test_rl2_learns_to_beat_the_tuned_constant_on_held_out_quadratics(tmp_path):
     constant = next(s for name, s in summaries.items() if name.startswith("constant"))
     assert rl2["return_mean"] > constant["return_mean"] + 0.2, (rl2["return_mean"], constant["return_mean"])
     assert rl2["win_rate"] > 0.5 and rl2["diverged_percent"] == 0.0
+
+
+def test_hydra_multirun_sweeps_seeds_locally(tmp_path):
+    """A sweep of seeds through Hydra's multirun with the local launcher: one run directory each."""
+    import subprocess
+    import sys
+
+    overrides = [o for o in SMALL if not o.startswith("budget")] + [
+        "budget.total_timesteps=160", "budget.checkpoint_every=160", "evaluate=false",
+    ]
+    command = [sys.executable, "-m", "agents.train", "--multirun", "seed=0,1", *overrides]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for seed in (0, 1):
+        run = tmp_path / "runs" / f"lr_quadratic-rl2-seed{seed}"
+        assert (run / "model.zip").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
+        assert f"seed: {seed}" in (run / "config.yaml").read_text()
