@@ -3,7 +3,9 @@
 Why: stock RecurrentPPO runs its LSTM in a Python loop over time steps in
 every training minibatch that contains an episode start; with short episodes
 that is nearly every minibatch.  ``agents.rl2.fast_recurrent`` replaces the
-loop with one LSTM call (exact, see that module).  This script measures what
+loop with one LSTM call, and its ``FastRecurrentRolloutBuffer`` builds the
+padded training minibatches with vectorised index arithmetic instead of one
+tensor per sequence (both exact, see that module).  This script measures what
 that buys end to end, on an environment that costs (almost) nothing so that
 only the agent's cost is measured.
 
@@ -315,6 +317,9 @@ def to_markdown(meta: dict[str, Any], results: list[RunResult], speedups: dict[s
         f"{meta['cpu_count']} CPUs, default torch threads {meta['default_torch_threads']}, "
         f"{meta['timesteps']} timesteps per run, env: CueVecEnv (episodes of 20 steps), stock and fast interleaved "
         "one rollout+update at a time.",
+        "",
+        "fast = `FastRecurrentPPO`: single-call LSTM policy + vectorised `FastRecurrentRolloutBuffer` "
+        "minibatch padding (the commit above may not include uncommitted changes).",
         "",
         "| config | algo | threads | n_envs x n_steps | batch | epochs | lstm | lr | wall s | rollout s | train s "
         "| env steps/s | median-chunk steps/s | speedup vs stock, same config (total / median) | final mean ep reward "

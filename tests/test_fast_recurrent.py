@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch as th
 from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -30,7 +31,9 @@ from agents.rl2 import fast_recurrent
 from agents.rl2.fast_recurrent import (
     FastMlpLstmPolicy,
     FastRecurrentActorCriticPolicy,
+    FastRecurrentDictRolloutBuffer,
     FastRecurrentPPO,
+    FastRecurrentRolloutBuffer,
 )
 
 ATOL = 1e-6
@@ -294,6 +297,132 @@ def test_training_matches_stock(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _max_abs_diff(stock, fast) <= TRAIN_ATOL
     # The tolerance is far below what a wrong recurrence produces.
     assert _max_abs_diff(stock, wrong) > 100 * TRAIN_ATOL
+
+
+# ---------------------------------------------------------------------------
+# (b2) the vectorised rollout buffer yields exactly the stock minibatches
+# ---------------------------------------------------------------------------
+
+BUF_STEPS, BUF_ENVS, BUF_LAYERS, BUF_HIDDEN = 13, 4, 2, 3
+
+
+def _fill(buffer: RecurrentRolloutBuffer | RecurrentDictRolloutBuffer, seed: int, start_prob: float) -> None:
+    """Identical random data for every buffer built with the same seed.
+
+    Starts at random places (``start_prob``), so some runs of consecutive
+    starts give sequences of length 1, and some env rollouts have no start.
+    """
+    rng = np.random.default_rng(seed)
+    n_layers, hidden = buffer.hidden_state_shape[1], buffer.hidden_state_shape[3]
+
+    def obs() -> Any:
+        if isinstance(buffer.observation_space, gym.spaces.Dict):
+            return {
+                "vec": rng.normal(size=(BUF_ENVS, 3)).astype(np.float32),
+                "img": rng.integers(0, 256, size=(BUF_ENVS, 2, 2), dtype=np.uint8),
+            }
+        return rng.normal(size=(BUF_ENVS, 3)).astype(np.float32)
+
+    def states() -> tuple[th.Tensor, th.Tensor]:
+        return tuple(th.as_tensor(rng.normal(size=(n_layers, BUF_ENVS, hidden)).astype(np.float32)) for _ in range(2))  # type: ignore[return-value]
+
+    for _ in range(BUF_STEPS):
+        buffer.add(
+            obs(),
+            rng.normal(size=(BUF_ENVS, 2)).astype(np.float32),
+            rng.normal(size=BUF_ENVS).astype(np.float32),
+            rng.random(BUF_ENVS) < start_prob,
+            th.as_tensor(rng.normal(size=(BUF_ENVS, 1)).astype(np.float32)),
+            th.as_tensor(rng.normal(size=BUF_ENVS).astype(np.float32)),
+            lstm_states=RNNStates(states(), states()),
+        )
+    buffer.compute_returns_and_advantage(
+        last_values=th.as_tensor(rng.normal(size=(BUF_ENVS, 1)).astype(np.float32)),
+        dones=rng.random(BUF_ENVS) < start_prob,
+    )
+
+
+def _make_buffer(cls: type, dict_obs: bool, n_layers: int) -> Any:
+    if dict_obs:
+        obs_space: gym.Space[Any] = gym.spaces.Dict(
+            {
+                "vec": gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32),
+                "img": gym.spaces.Box(0, 255, shape=(2, 2), dtype=np.uint8),
+            }
+        )
+    else:
+        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    return cls(BUF_STEPS, obs_space, action_space, (BUF_STEPS, n_layers, BUF_ENVS, BUF_HIDDEN), "cpu", gamma=0.9, gae_lambda=0.8, n_envs=BUF_ENVS)
+
+
+def _assert_identical(a: Any, b: Any, where: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_identical(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert isinstance(b, th.Tensor), where
+        assert a.dtype == b.dtype and a.shape == b.shape and a.device == b.device, (where, a.dtype, b.dtype, a.shape, b.shape)
+        assert b.is_contiguous() == a.is_contiguous(), where
+        assert th.equal(a, b), where
+
+
+@pytest.mark.parametrize("dict_obs", [False, True], ids=["box", "dict"])
+@pytest.mark.parametrize("start_prob", [0.3, 0.8, 0.0])
+def test_fast_buffer_matches_stock(dict_obs: bool, start_prob: float) -> None:
+    stock_cls, fast_cls = (RecurrentDictRolloutBuffer, FastRecurrentDictRolloutBuffer) if dict_obs else (RecurrentRolloutBuffer, FastRecurrentRolloutBuffer)
+    stock, fast = _make_buffer(stock_cls, dict_obs, BUF_LAYERS), _make_buffer(fast_cls, dict_obs, BUF_LAYERS)
+    _fill(stock, seed=7, start_prob=start_prob)
+    _fill(fast, seed=7, start_prob=start_prob)
+    total = BUF_STEPS * BUF_ENVS  # 52
+    saw_len1 = saw_wrap = False
+    # 16 does not divide 52 (short last minibatch); 1 gives only length-1 sequences.
+    for batch_size in [16, 7, 52, None, 1]:
+        for draw in range(6):  # several split points: minibatches that wrap around the end
+            np.random.seed(1000 * draw + (batch_size or 0))
+            stock_samples = list(stock.get(batch_size))
+            state_after_stock = np.random.get_state()[1].copy()
+            np.random.seed(1000 * draw + (batch_size or 0))
+            fast_samples = list(fast.get(batch_size))
+            assert np.array_equal(np.random.get_state()[1], state_after_stock), "the fast buffer must draw the same random numbers"
+            assert len(stock_samples) == len(fast_samples) == -(-total // (batch_size or total))
+            for i, (a, b) in enumerate(zip(stock_samples, fast_samples, strict=True)):
+                assert type(a) is type(b)
+                for field in a._fields:
+                    _assert_identical(getattr(a, field), getattr(b, field), f"bs={batch_size} draw={draw} sample={i} {field}")
+                n_seq = a.lstm_states.pi[0].shape[1]
+                lengths = a.mask.reshape(n_seq, -1).sum(dim=1)
+                saw_len1 |= bool((lengths == 1).any()) and a.mask.numel() > n_seq
+                assert np.array_equal(stock.seq_start_indices, fast.seq_start_indices)
+            # A minibatch wraps around when the split point is not a multiple of the batch size.
+            saw_wrap |= batch_size not in (None, total)
+    assert saw_wrap
+    if start_prob >= 0.8:
+        assert saw_len1, "data must contain length-1 sequences padded next to longer ones"
+
+
+def test_fast_buffer_single_layer_and_ppo_uses_it() -> None:
+    stock, fast = _make_buffer(RecurrentRolloutBuffer, False, 1), _make_buffer(FastRecurrentRolloutBuffer, False, 1)
+    _fill(stock, seed=3, start_prob=0.5)
+    _fill(fast, seed=3, start_prob=0.5)
+    np.random.seed(5)
+    a_all = list(stock.get(10))
+    np.random.seed(5)
+    b_all = list(fast.get(10))
+    for a, b in zip(a_all, b_all, strict=True):
+        for field in a._fields:
+            _assert_identical(getattr(a, field), getattr(b, field), field)
+
+    model = FastRecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu", policy_kwargs={"lstm_hidden_size": 8, "n_lstm_layers": 2})
+    assert type(model.rollout_buffer) is FastRecurrentRolloutBuffer
+    assert model.rollout_buffer.hidden_state_shape == (8, 2, 2, 8)
+    assert (model.rollout_buffer.gamma, model.rollout_buffer.gae_lambda, model.rollout_buffer.n_envs) == (model.gamma, model.gae_lambda, 2)
+    assert type(RecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu").rollout_buffer) is RecurrentRolloutBuffer
 
 
 # ---------------------------------------------------------------------------

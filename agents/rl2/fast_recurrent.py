@@ -26,9 +26,17 @@ buffer, a hand-built batch, ...), we detect it with one cheap reduction and
 fall back to the stock loop, so the fast policy is always equivalent to the
 stock one.
 
-Everything else (buffer, losses, rollouts, save format) is stock sb3-contrib;
-:class:`FastRecurrentPPO` only swaps the policy classes behind the usual policy
-names and optionally sets torch's intra-op thread count.
+The rollout buffer's minibatch construction is the second hot spot: stock
+``RecurrentRolloutBuffer._get_samples`` cuts every minibatch into sequences and
+pads them with one ``torch.tensor`` per sequence per field (a Python loop over
+sequences).  :class:`FastRecurrentRolloutBuffer` (and its dict-observation twin)
+computes each step's (sequence id, position) once per minibatch with numpy and
+scatters every field into a zero-padded ``(n_seq * max_len, ...)`` array in
+one vectorised assignment -- bit-for-bit the same samples as stock.
+
+Everything else (losses, rollouts, save format) is stock sb3-contrib;
+:class:`FastRecurrentPPO` only swaps the policy and buffer classes and
+optionally sets torch's intra-op thread count.
 """
 
 from __future__ import annotations
@@ -38,24 +46,36 @@ import pathlib
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
+import numpy as np
 from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import (
     RecurrentActorCriticCnnPolicy,
     RecurrentActorCriticPolicy,
     RecurrentMultiInputActorCriticPolicy,
 )
+from sb3_contrib.common.recurrent.type_aliases import (
+    RecurrentDictRolloutBufferSamples,
+    RecurrentRolloutBufferSamples,
+    RNNStates,
+)
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 __all__ = [
     "FastCnnLstmPolicy",
     "FastMlpLstmPolicy",
     "FastMultiInputLstmPolicy",
+    "FastRecurrentDictRolloutBuffer",
     "FastRecurrentActorCriticCnnPolicy",
     "FastRecurrentActorCriticPolicy",
     "FastRecurrentMultiInputActorCriticPolicy",
     "FastRecurrentPPO",
+    "FastRecurrentRolloutBuffer",
+    "VectorSequencer",
     "process_sequence_fast",
 ]
 
@@ -147,8 +167,139 @@ _FAST_TWINS: dict[type[BasePolicy], type[BasePolicy]] = {
 }
 
 
+class VectorSequencer:
+    """Vectorised replacement for sb3-contrib's ``create_sequencers``/``pad``/``pad_and_flatten``.
+
+    Same sequence rule as stock: a new sequence starts at every episode start,
+    at every env change, and at the first step of the minibatch; a sequence
+    ends just before the next start.  Instead of slicing and padding each
+    sequence separately, each step's flat destination index
+    ``seq_id * max_length + position`` is computed once, and every field is
+    scattered into a zero-filled ``(n_seq * max_length, ...)`` array with one
+    numpy assignment.
+
+    :param episode_starts: ``(batch, 1)`` or ``(batch,)`` episode-start flags of the minibatch.
+    :param env_change: same shape, 1 where the step is the first of its env's rollout.
+    :param device: torch device of the returned tensors.
+    """
+
+    def __init__(self, episode_starts: np.ndarray, env_change: np.ndarray, device: th.device) -> None:
+        seq_start = np.logical_or(episode_starts, env_change).reshape(-1)
+        seq_start[0] = True
+        n_steps = seq_start.shape[0]
+        self.seq_start_indices = np.flatnonzero(seq_start)
+        self.n_seq = len(self.seq_start_indices)
+        lengths = np.diff(np.append(self.seq_start_indices, n_steps))
+        self.max_length = int(lengths.max())
+        seq_id = np.cumsum(seq_start) - 1
+        position = np.arange(n_steps) - self.seq_start_indices[seq_id]
+        self.flat_index = seq_id * self.max_length + position
+        self.device = device
+
+    def pad(self, tensor: np.ndarray, padding_value: float = 0.0) -> th.Tensor:
+        """``(batch, *shape)`` -> ``(n_seq, max_length, *shape)``, padded at the end of each sequence."""
+        shape = tensor.shape[1:]
+        padded_size = self.n_seq * self.max_length
+        if padding_value == 0.0:
+            out = np.zeros((padded_size, *shape), dtype=tensor.dtype)
+        else:
+            out = np.full((padded_size, *shape), padding_value, dtype=tensor.dtype)
+        out[self.flat_index] = tensor
+        return th.as_tensor(out, device=self.device).reshape((self.n_seq, self.max_length, *shape))
+
+    def pad_and_flatten(self, tensor: np.ndarray, padding_value: float = 0.0) -> th.Tensor:
+        """``(batch, 1)`` -> ``(n_seq * max_length,)``, like stock ``pad_and_flatten``."""
+        return self.pad(tensor, padding_value).flatten()
+
+    def mask(self, dtype: np.dtype) -> th.Tensor:
+        """1 on real steps, 0 on padding: ``(n_seq * max_length,)``."""
+        out = np.zeros(self.n_seq * self.max_length, dtype=dtype)
+        out[self.flat_index] = 1
+        return th.as_tensor(out, device=self.device)
+
+
+def _fast_common_fields(
+    buffer: RecurrentRolloutBuffer | RecurrentDictRolloutBuffer,
+    batch_inds: np.ndarray,
+    env_change: np.ndarray,
+) -> tuple[VectorSequencer, dict[str, Any]]:
+    """Everything of a recurrent minibatch except the observations (shared by both buffers)."""
+    seq = VectorSequencer(buffer.episode_starts[batch_inds], env_change[batch_inds], buffer.device)
+    # Keep the attributes stock sets, for code that inspects them after sampling.
+    buffer.seq_start_indices = seq.seq_start_indices
+    buffer.pad, buffer.pad_and_flatten = seq.pad, seq.pad_and_flatten
+
+    padded_batch_size = seq.n_seq * seq.max_length
+    # Stock: states[batch_inds][seq_start_indices] == states[batch_inds[seq_start_indices]]
+    start_inds = batch_inds[seq.seq_start_indices]
+
+    def states(array: np.ndarray) -> th.Tensor:
+        # (n_envs * n_steps, n_layers, dim) -> (n_seq, n_layers, dim) -> (n_layers, n_seq, dim)
+        return buffer.to_torch(array[start_inds].swapaxes(0, 1)).contiguous()
+
+    lstm_states = RNNStates(
+        (states(buffer.hidden_states_pi), states(buffer.cell_states_pi)),
+        (states(buffer.hidden_states_vf), states(buffer.cell_states_vf)),
+    )
+    fields = {
+        "actions": seq.pad(buffer.actions[batch_inds]).reshape((padded_batch_size, *buffer.actions.shape[1:])),
+        "old_values": seq.pad_and_flatten(buffer.values[batch_inds]),
+        "old_log_prob": seq.pad_and_flatten(buffer.log_probs[batch_inds]),
+        "advantages": seq.pad_and_flatten(buffer.advantages[batch_inds]),
+        "returns": seq.pad_and_flatten(buffer.returns[batch_inds]),
+        "lstm_states": lstm_states,
+        "episode_starts": seq.pad_and_flatten(buffer.episode_starts[batch_inds]),
+        "mask": seq.mask(buffer.returns.dtype),
+    }
+    return seq, fields
+
+
+class FastRecurrentRolloutBuffer(RecurrentRolloutBuffer):
+    """``RecurrentRolloutBuffer`` with vectorised minibatch padding (identical samples).
+
+    Only ``_get_samples`` changes; storage, ``get`` (and so the random split
+    point it draws), GAE and the sample layout are stock.
+    """
+
+    def _get_samples(  # type: ignore[override]
+        self,
+        batch_inds: np.ndarray,
+        env_change: np.ndarray,
+        env: VecNormalize | None = None,
+    ) -> RecurrentRolloutBufferSamples:
+        seq, fields = _fast_common_fields(self, batch_inds, env_change)
+        padded_batch_size = seq.n_seq * seq.max_length
+        observations = seq.pad(self.observations[batch_inds]).reshape((padded_batch_size, *self.obs_shape))
+        return RecurrentRolloutBufferSamples(observations=observations, **fields)
+
+
+class FastRecurrentDictRolloutBuffer(RecurrentDictRolloutBuffer):
+    """``RecurrentDictRolloutBuffer`` with vectorised minibatch padding (identical samples)."""
+
+    def _get_samples(  # type: ignore[override]
+        self,
+        batch_inds: np.ndarray,
+        env_change: np.ndarray,
+        env: VecNormalize | None = None,
+    ) -> RecurrentDictRolloutBufferSamples:
+        seq, fields = _fast_common_fields(self, batch_inds, env_change)
+        padded_batch_size = seq.n_seq * seq.max_length
+        observations = {
+            key: seq.pad(obs[batch_inds]).reshape((padded_batch_size, *self.obs_shape[key]))
+            for key, obs in self.observations.items()
+        }
+        return RecurrentDictRolloutBufferSamples(observations=observations, **fields)
+
+
+# Exact stock buffer classes -> fast twins (a user subclass is left alone).
+_FAST_BUFFERS: dict[type[RolloutBuffer], type[RolloutBuffer]] = {
+    RecurrentRolloutBuffer: FastRecurrentRolloutBuffer,
+    RecurrentDictRolloutBuffer: FastRecurrentDictRolloutBuffer,
+}
+
+
 class FastRecurrentPPO(RecurrentPPO):
-    """``RecurrentPPO`` using the fast policies; otherwise the stock algorithm.
+    """``RecurrentPPO`` using the fast policies and rollout buffers; otherwise the stock algorithm.
 
     ``FastRecurrentPPO("MlpLstmPolicy", env, ...)`` accepts every argument of
     ``RecurrentPPO`` plus ``torch_threads``.  With the same seed it performs the
@@ -183,13 +334,29 @@ class FastRecurrentPPO(RecurrentPPO):
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
-        """Swap an exact stock policy class for its fast twin, then build as usual.
+        """Swap an exact stock policy class (and rollout buffer) for its fast twin, then build as usual.
 
         ``load`` restores ``policy_class`` from the checkpoint before calling
         this, so a checkpoint written by stock ``RecurrentPPO`` also runs fast.
         """
         self.policy_class = _FAST_TWINS.get(self.policy_class, self.policy_class)
         super()._setup_model()
+        # Stock picks the buffer class inside ``_setup_model`` (no hook), so
+        # rebuild the (still empty) buffer as its fast twin with the same
+        # arguments.  Building a buffer draws no random numbers.
+        fast_buffer_cls = _FAST_BUFFERS.get(type(self.rollout_buffer))
+        if fast_buffer_cls is not None:
+            old = self.rollout_buffer
+            self.rollout_buffer = fast_buffer_cls(
+                old.buffer_size,
+                old.observation_space,
+                old.action_space,
+                old.hidden_state_shape,
+                old.device,
+                gamma=old.gamma,
+                gae_lambda=old.gae_lambda,
+                n_envs=old.n_envs,
+            )
 
     def _excluded_save_params(self) -> list[str]:
         """Do not pickle ``torch_threads``: it is a property of the machine, not of the agent."""
