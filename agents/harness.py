@@ -38,8 +38,8 @@ class RunRecord:
     log10_final_loss: np.ndarray  # (n,) log10(LT / L0) of the last inner episode
     diverged: np.ndarray  # (n,) bool, any inner episode diverged
     family: np.ndarray  # (n,) family index
-    loss_curve: np.ndarray  # (T,) mean log10(L_t / L0) over tasks, last inner episode
-    lr_curve: np.ndarray  # (T,) median learning rate over tasks, last inner episode
+    loss_curve: np.ndarray  # (T,) mean log10(L_t / L0) over the tasks at decision t of the last inner episode
+    lr_curve: np.ndarray  # (T,) geometric-mean learning rate over the tasks at decision t (NaN where none ran)
 
 
 def iqm(values: np.ndarray) -> float:
@@ -82,8 +82,10 @@ def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> R
     diverged = np.zeros(n, dtype=bool)
     final = np.zeros(n)
     family = np.zeros(n, dtype=np.int64)
-    loss_rows: list[np.ndarray] = []
-    lr_rows: list[np.ndarray] = []
+    decisions = base.num_decisions
+    # Curves are indexed by each task's own decision count, so tasks whose last inner episode
+    # started at different times (an earlier one diverged) line up.
+    loss_sum, log_lr_sum, count = np.zeros(decisions), np.zeros(decisions), np.zeros(decisions)
     while not done.all():
         actions, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
         result = core.step(torch.as_tensor(np.asarray(actions, dtype=np.float32).reshape(n, -1), device=core.device))
@@ -97,8 +99,10 @@ def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> R
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             ratio = np.log10(np.clip(info["loss"] / np.maximum(info["initial_loss"], 1e-30), 1e-30, 1e30))
         if last_episode.any():
-            loss_rows.append(np.where(last_episode, ratio, np.nan))
-            lr_rows.append(np.where(last_episode, info["lr"], np.nan))
+            position = info["inner_step"][last_episode] // base.action_every - 1
+            np.add.at(loss_sum, position, ratio[last_episode])
+            np.add.at(log_lr_sum, position, np.log(info["lr"][last_episode]))
+            np.add.at(count, position, 1.0)
         ended = live & inner_done
         final = np.where(ended & last_episode, np.where(info["diverged"], np.log10(1e30), ratio), final)
         family = np.where(ended, info["family"], family)
@@ -107,8 +111,8 @@ def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> R
         obs = result.observation.cpu().numpy()
         episode_start = (result.terminated | result.truncated).cpu().numpy()
     with np.errstate(all="ignore"):
-        loss_curve = np.nanmean(np.stack(loss_rows), axis=1)
-        lr_curve = np.nanmedian(np.stack(lr_rows), axis=1)
+        loss_curve = loss_sum / count
+        lr_curve = np.exp(log_lr_sum / count)
     return RunRecord(returns, final, diverged, family, loss_curve, lr_curve)
 
 
@@ -293,9 +297,9 @@ def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "")
     for name, recs in records.items():
         length = min(len(r.loss_curve) for r in recs)
         loss_axis.plot(np.mean([r.loss_curve[:length] for r in recs], axis=0), label=name)
-        lr_axis.plot(np.median([r.lr_curve[:length] for r in recs], axis=0), label=name)
+        lr_axis.plot(np.exp(np.mean([np.log(r.lr_curve[:length]) for r in recs], axis=0)), label=name)
     loss_axis.set(xlabel="decision", ylabel="mean log10(L_t / L_0)", title=f"loss {title}")
-    lr_axis.set(xlabel="decision", ylabel="median learning rate", yscale="log", title=f"learning rate {title}")
+    lr_axis.set(xlabel="decision", ylabel="learning rate (geometric mean)", yscale="log", title=f"learning rate {title}")
     loss_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
