@@ -96,20 +96,6 @@ class MixtureFamily(TaskFamily):
             tasks, lambda fam, rows, sub: fam.minibatch_loss(params[rows, : fam.param_dim], sub, keys[rows]), (), params
         )
 
-    def paired_minibatch_grads(
-        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        grad_a, grad_b = torch.zeros_like(params), torch.zeros_like(params)
-        for member, fam in enumerate(self.members):
-            rows = self._rows(tasks, member)
-            if rows.numel():
-                sub_a, sub_b = fam.paired_minibatch_grads(
-                    params[rows, : fam.param_dim], self._sub(tasks, member, rows), keys_a[rows], keys_b[rows]
-                )
-                grad_a[rows, : fam.param_dim] = sub_a
-                grad_b[rows, : fam.param_dim] = sub_b
-        return grad_a, grad_b
-
     def loss_and_paired_grads(
         self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,19 +111,3 @@ class MixtureFamily(TaskFamily):
                 loss[rows] = sub_loss
                 grads[rows, :, : fam.param_dim] = sub_grads
         return loss, grads
-
-    def minibatch_loss_and_grad(
-        self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = params.shape[0]
-        loss = torch.zeros(n, dtype=params.dtype, device=params.device)
-        grad = torch.zeros_like(params)
-        for member, fam in enumerate(self.members):
-            rows = self._rows(tasks, member)
-            if rows.numel():
-                sub_loss, sub_grad = fam.minibatch_loss_and_grad(
-                    params[rows, : fam.param_dim], self._sub(tasks, member, rows), keys[rows]
-                )
-                loss[rows] = sub_loss
-                grad[rows, : fam.param_dim] = sub_grad
-        return loss, grad
