@@ -75,6 +75,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model = algo.load(resume_from, env=env, device="cpu", tensorboard_log=str(out_dir / "tb"))
         print(f"resuming from {resume_from} at {model.num_timesteps} steps", flush=True)
     else:
+        hyperparameters = OmegaConf.to_container(cfg.agent.hyperparameters)
+        if hyperparameters.get("n_steps") is None:  # one whole trial per env and rollout
+            base = getattr(env.venv, "core", None)
+            decisions = base.num_decisions if base is not None else 100
+            hyperparameters["n_steps"] = int(cfg.env.get("episodes_per_trial") or 1) * int(decisions)
         model = algo(
             cfg.agent.policy,
             env,
@@ -82,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             device="cpu",
             tensorboard_log=str(out_dir / "tb"),
             policy_kwargs=OmegaConf.to_container(cfg.agent.policy_kwargs),
-            **OmegaConf.to_container(cfg.agent.hyperparameters),
+            **hyperparameters,
         )
     callbacks: list[Any] = [
         CheckpointCallback(
@@ -125,6 +130,9 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     """The trained agent and the tuned baselines on the same held-out test tasks."""
     import dataclasses
 
+    if cfg.env.id == "MetaOpt-Ensemble-v0":
+        return evaluate_ensemble_against_baselines(model, cfg, out_dir)
+
     from agents.bench import build_agents
     from agents.harness import evaluate, markdown_table, plot_curves
 
@@ -141,6 +149,31 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     )
     table = markdown_table(summaries, reference)
     plot_curves(records, str(out_dir / "curves.png"), title="(test split)")
+    (out_dir / "results.md").write_text(table + "\n")
+    report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning}
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    print("\n" + table, flush=True)
+    return report
+
+
+def evaluate_ensemble_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """MetaOpt-Ensemble-v0: the trained agent and the tuned online-learning baselines on held-out streams."""
+    import dataclasses
+
+    from agents.ensemble_harness import build_ensemble_agents, evaluate_ensemble, find, markdown_table, plot_ensemble_curves
+
+    agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    env_kwargs = {k: v for k, v in agent_kwargs.items() if k != "action_mode"}  # baselines run in simplex mode
+    agents, tuning = build_ensemble_agents(["baselines"], env_kwargs, int(cfg.tune_tasks))
+    name = f"RL² ({cfg.agent.algo})"
+    agents = {name: model, **agents}
+    reference, oracle = find(agents, "fixed_share"), find(agents, "regime_oracle")
+    summaries, records = evaluate_ensemble(
+        agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"),
+        reference, oracle, agent_env_kwargs={name: agent_kwargs},
+    )
+    table = markdown_table(summaries, reference, oracle)
+    plot_ensemble_curves(records, str(out_dir / "curves.png"), title="(test split)")
     (out_dir / "results.md").write_text(table + "\n")
     report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))

@@ -21,6 +21,15 @@ register(
     max_episode_steps=LR_DEFAULT_HORIZON,
 )
 
+ENSEMBLE_DEFAULT_HORIZON = 300
+
+register(
+    id="MetaOpt-Ensemble-v0",
+    entry_point="metaopt_envs.envs.ensemble:MetaOptEnsembleEnv",
+    vector_entry_point="metaopt_envs.envs.ensemble:MetaOptEnsembleVectorEnv",
+    max_episode_steps=ENSEMBLE_DEFAULT_HORIZON,
+)
+
 
 def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any):
     """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``)."""

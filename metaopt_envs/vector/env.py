@@ -41,7 +41,10 @@ class CoreEnv(gym.Env):
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
         result = self.core.step(torch.as_tensor(action, device=self.core.device).unsqueeze(0))
-        info = {name: value[0].item() for name, value in result.info.items()}
+        info = {
+            name: value[0].item() if value[0].numel() == 1 else value[0].cpu().numpy()  # scalars and (K,) entries
+            for name, value in result.info.items()
+        }
         return (
             result.observation[0].cpu().numpy(),
             float(result.reward[0]),

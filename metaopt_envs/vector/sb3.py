@@ -63,7 +63,7 @@ class CoreSB3VecEnv(VecEnv):
             time_limit = (result.truncated & ~result.terminated).cpu().numpy()
             last = {name: value.cpu().numpy() for name, value in result.info.items()}
             for i in np.flatnonzero(done_np):  # only the rows that ended
-                infos[i] = {name: value[i].item() for name, value in last.items()}
+                infos[i] = {name: value[i].item() if value[i].size == 1 else value[i] for name, value in last.items()}
                 infos[i]["terminal_observation"] = final_np[i]
                 infos[i]["TimeLimit.truncated"] = bool(time_limit[i])
         return obs.cpu().numpy(), result.reward.cpu().numpy(), done_np, infos
