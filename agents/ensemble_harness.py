@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 import metaopt_envs
 from agents.harness import bootstrap_ci, iqm
-from metaopt_envs.core import seeds_to_keys
+from agents.runner import rollout
 
 ENV_ID = "MetaOpt-Ensemble-v0"
 
@@ -55,53 +54,29 @@ class EnsembleRecord:
 
 def run_ensemble_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> EnsembleRecord:
     """Run ``agent`` for one trial on each of ``core``'s streams (reset with ``seed``)."""
-    n = core.num_envs
-    core.reset_rows(torch.ones(n, dtype=torch.bool, device=core.device), keys=seeds_to_keys(seed, n, core.device))
-    if hasattr(agent, "bind_core"):  # an oracle that reads the streams (documented as such)
-        agent.bind_core(core)
     from agents.ensemble_baselines import EnsembleController
 
-    per_episode = isinstance(agent, EnsembleController)
-    base = getattr(core, "core", core)
-    trial = getattr(core, "episodes_per_trial", 1)
-    horizon = base.num_decisions
-    base_width = base.single_observation_space.shape[0]
-    obs = core.observe().cpu().numpy()
-    state, episode_start = None, np.ones(n, dtype=bool)
-    done = np.zeros(n, dtype=bool)
-    episode = np.zeros(n, dtype=np.int64)
+    n = core.num_envs
+    horizon = getattr(core, "core", core).num_decisions
     loss_sum, returns = np.zeros(n), np.zeros(n)
-    family = np.zeros(n, dtype=np.int64)
-    step_loss, entropy = np.zeros(horizon), np.zeros(horizon)
-    count = np.zeros(horizon)
-    while not done.all():
-        # The baselines read the env's own features, not the RL² trial extras appended after them.
-        seen = obs[:, :base_width] if per_episode else obs
-        actions, state = agent.predict(seen, state=state, episode_start=episode_start, deterministic=deterministic)
-        result = core.step(torch.as_tensor(np.asarray(actions, dtype=np.float32).reshape(n, -1), device=core.device))
-        info = {k: v.cpu().numpy() for k, v in result.info.items()}
-        inner_done = info.get("inner_episode_done", (result.terminated | result.truncated).cpu().numpy())
-        live = ~done
-        last = live & (episode == trial - 1)
-        loss_sum = np.where(last, loss_sum + info["loss"], loss_sum)
-        returns = np.where(last, returns + result.reward.cpu().numpy(), returns)
+    step_loss, entropy, count = np.zeros(horizon), np.zeros(horizon), np.zeros(horizon)
+
+    def accumulate(info: dict[str, np.ndarray], reward: np.ndarray, last: np.ndarray) -> None:
+        loss_sum[last] += info["loss"][last]
+        returns[last] += reward[last]
         if last.any():
             position = info["decision"][last]
             weights = np.clip(info["weights"][last], 1e-12, 1.0)
             np.add.at(step_loss, position, info["loss"][last])
             np.add.at(entropy, position, -(weights * np.log(weights)).sum(-1))
             np.add.at(count, position, 1.0)
-        family = np.where(live, info["family"], family)
-        episode += live & inner_done
-        done |= live & (episode >= trial)
-        obs = result.observation.cpu().numpy()
-        # A trial's end for memory agents (RL² keeps its state across inner episodes); every
-        # inner episode's start for the online-learning baselines, which restart per stream.
-        episode_start = inner_done if per_episode else (result.terminated | result.truncated).cpu().numpy()
+
+    # The online-learning baselines restart at every stream; RL² keeps its memory across a trial.
+    out = rollout(agent, core, seed, accumulate, isinstance(agent, EnsembleController), deterministic)
     with np.errstate(all="ignore"):
         mean_loss = step_loss / count
         entropy = entropy / count
-    return EnsembleRecord(loss_sum / horizon, returns, family, np.cumsum(mean_loss), entropy)
+    return EnsembleRecord(loss_sum / horizon, returns, out["family"], np.cumsum(mean_loss), entropy)
 
 
 def load_ensemble_agent(spec: str) -> Any:

@@ -132,6 +132,8 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
 
     if cfg.env.id == "MetaOpt-Ensemble-v0":
         return evaluate_ensemble_against_baselines(model, cfg, out_dir)
+    if cfg.env.id == "MetaOpt-HPO-v0":
+        return evaluate_hpo_against_baselines(model, cfg, out_dir)
 
     from agents.bench import build_agents
     from agents.harness import evaluate, markdown_table, plot_curves
@@ -176,6 +178,27 @@ def evaluate_ensemble_against_baselines(model: Any, cfg: DictConfig, out_dir: Pa
     plot_ensemble_curves(records, str(out_dir / "curves.png"), title="(test split)")
     (out_dir / "results.md").write_text(table + "\n")
     report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning}
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    print("\n" + table, flush=True)
+    return report
+
+
+def evaluate_hpo_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """MetaOpt-HPO-v0: the trained agent and the search baselines on the same held-out objectives."""
+    import dataclasses
+
+    from agents.hpo_harness import build_hpo_agents, evaluate_hpo, markdown_table, plot_hpo_curves
+
+    env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    name = f"RL² ({cfg.agent.algo})"
+    agents = {name: model, **build_hpo_agents(["baselines"])}
+    summaries, records = evaluate_hpo(
+        agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"), "random",
+    )
+    table = markdown_table(summaries)
+    plot_hpo_curves(records, str(out_dir / "curves.png"), title="(test split)")
+    (out_dir / "results.md").write_text(table + "\n")
+    report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     print("\n" + table, flush=True)
     return report

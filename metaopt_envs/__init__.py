@@ -30,6 +30,15 @@ register(
     max_episode_steps=ENSEMBLE_DEFAULT_HORIZON,
 )
 
+HPO_DEFAULT_BUDGET = 32
+
+register(
+    id="MetaOpt-HPO-v0",
+    entry_point="metaopt_envs.envs.hpo:MetaOptHPOEnv",
+    vector_entry_point="metaopt_envs.envs.hpo:MetaOptHPOVectorEnv",
+    max_episode_steps=HPO_DEFAULT_BUDGET,
+)
+
 
 def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any):
     """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``)."""

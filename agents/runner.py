@@ -1,0 +1,64 @@
+"""One evaluation loop for every harness: an agent runs one trial on each row of a batched core.
+
+:func:`rollout` handles what is the same for every environment family: reseeding,
+``bind_core`` for oracles, SB3's ``predict`` with ``episode_start``, RL² trial
+bookkeeping (only the last inner episode is scored) and per-call timing. The
+family's harness passes a callback that accumulates its own metrics from each
+step's ``info`` and reward for the rows being scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from metaopt_envs.core import seeds_to_keys
+
+StepCallback = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], None]
+"""``callback(info, reward, scored)``: numpy info and reward of one step; ``scored`` masks the rows in their last inner episode."""
+
+
+def rollout(agent: Any, core: Any, seed: int, callback: StepCallback, restart_each_episode: bool = False,
+            deterministic: bool = True) -> dict[str, Any]:
+    """Run ``agent`` for one trial on each of ``core``'s rows, reset with ``seed``.
+
+    ``restart_each_episode`` is for hand-designed baselines: they see only the env's own
+    features (not the RL² trial extras) and ``episode_start`` at every inner episode, so they
+    restart per task; memory agents see the whole observation and a start per trial.
+    Returns the families (index per row) and the agent's seconds per suggestion (per row).
+    """
+    n = core.num_envs
+    core.reset_rows(torch.ones(n, dtype=torch.bool, device=core.device), keys=seeds_to_keys(seed, n, core.device))
+    if hasattr(agent, "bind_core"):  # an oracle that reads the tasks (documented as such)
+        agent.bind_core(core)
+    base = getattr(core, "core", core)
+    trial = getattr(core, "episodes_per_trial", 1)
+    width = base.single_observation_space.shape[0]
+    obs = core.observe().cpu().numpy()
+    state, episode_start = None, np.ones(n, dtype=bool)
+    done = np.zeros(n, dtype=bool)
+    episode = np.zeros(n, dtype=np.int64)
+    family = np.zeros(n, dtype=np.int64)
+    seconds, calls = 0.0, 0
+    while not done.all():
+        seen = obs[:, :width] if restart_each_episode else obs
+        start = time.perf_counter()
+        actions, state = agent.predict(seen, state=state, episode_start=episode_start, deterministic=deterministic)
+        seconds += time.perf_counter() - start
+        calls += 1
+        result = core.step(torch.as_tensor(np.asarray(actions, dtype=np.float32).reshape(n, -1), device=core.device))
+        info = {k: v.cpu().numpy() for k, v in result.info.items()}
+        ended = (result.terminated | result.truncated).cpu().numpy()
+        inner_done = info.get("inner_episode_done", ended)
+        live = ~done
+        callback(info, result.reward.cpu().numpy(), live & (episode == trial - 1))
+        family = np.where(live, info["family"], family)
+        episode += live & inner_done
+        done |= live & (episode >= trial)
+        obs = result.observation.cpu().numpy()
+        episode_start = inner_done if restart_each_episode else ended
+    return {"family": family, "seconds_per_suggestion": seconds / max(calls * n, 1)}
