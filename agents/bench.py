@@ -99,20 +99,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for spec in specs:
         if spec.startswith("baseline:") and spec.split(":", 1)[1].split("?")[0] not in known:
             parser.error(f"unknown baseline in {spec!r}; choose from {sorted(known)}")
-    families = args.families or (
-        "switching_ar,regimes,real" if ensemble else "branin,hartmann3,hartmann6,gp,sklearn" if hpo
-        else "quadratic,logistic,sinusoid,sklearn"
-    )
+    if ensemble or hpo:
+        from agents.suites import SUITES
+
+        families = args.families or SUITES[args.env_id].default_families
+    else:
+        families = args.families or "quadratic,logistic,sinusoid,sklearn"
 
     report: dict[str, Any] = {
         "commit": git_commit(), "env_id": args.env_id, "env_kwargs": base_kwargs, "seeds": list(seeds),
         "num_tasks": args.num_tasks, "episodes_per_trial": args.episodes_per_trial, "torch_threads": args.threads,
         "families": {},
     }
-    if ensemble:
-        return ensemble_main(args, report, out_dir, base_kwargs, seeds, specs, families, started)
-    if hpo:
-        return hpo_main(args, report, out_dir, base_kwargs, seeds, specs, families, started)
+    if ensemble or hpo:
+        return suite_main(args, report, out_dir, base_kwargs, seeds, specs, families, started)
     markdown = [f"# metaopt-bench: {args.env_id}", "",
                 f"commit `{report['commit']}`; {args.num_tasks} test tasks x seeds {list(seeds)} per family; "
                 f"env kwargs `{json.dumps(base_kwargs)}`; baselines tuned on the train split "
@@ -143,69 +143,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def ensemble_main(
+def suite_main(
     args: argparse.Namespace, report: dict[str, Any], out_dir: Path, base_kwargs: dict[str, Any],
     seeds: tuple[int, ...], specs: list[str], families: str, started: float,
 ) -> dict[str, Any]:
-    """``metaopt-bench --env-id MetaOpt-Ensemble-v0``: one table and one plot per stream family."""
-    from agents.ensemble_harness import (
-        build_ensemble_agents, evaluate_ensemble, find, markdown_table as ensemble_table, plot_ensemble_curves,
-    )
+    """The Ensemble and HPO families (:mod:`agents.suites`): one table and one plot per task family."""
+    from agents.suites import SUITES, evaluate_suite
 
+    suite = SUITES[args.env_id]
     markdown = [f"# metaopt-bench: {args.env_id}", "",
-                f"commit `{report['commit']}`; {args.num_tasks} test streams x seeds {list(seeds)} per family; "
-                f"env kwargs `{json.dumps(base_kwargs)}`; baselines tuned on the train split "
-                f"({args.tune_tasks} streams per grid point). Normalized MSE = mean over decisions of the weighted "
-                "forecast's squared error / sigma^2 (sigma: RMS one-step change in the warm-up); win rate against "
-                "tuned Fixed-Share; gap closed = (MSE_FixedShare - MSE) / (MSE_FixedShare - MSE_RegimeOracle).", ""]
+                f"commit `{report['commit']}`; {args.num_tasks} test tasks x seeds {list(seeds)} per family; "
+                f"env kwargs `{json.dumps(base_kwargs)}`; baselines with hyperparameters tuned on the train split "
+                f"({args.tune_tasks} tasks per grid point). {suite.description}", ""]
     model_kwargs = json.loads(args.model_env_kwargs)
     trial = args.episodes_per_trial if args.episodes_per_trial > 1 else None
     for family in [f for f in families.split(",") if f]:
-        env_kwargs = {**base_kwargs, "stream_family": family}
-        agents, tuning = build_ensemble_agents(specs, env_kwargs, args.tune_tasks)
-        reference, oracle = find(agents, "fixed_share"), find(agents, "regime_oracle")
+        env_kwargs = {**base_kwargs, suite.family_argument: family}
+        agents, tuning = suite.build(specs, env_kwargs, args.tune_tasks)
         per_agent = {name: model_kwargs for name in agents if name.endswith(".zip")}
-        summaries, records = evaluate_ensemble(
-            agents, env_kwargs, args.num_tasks, seeds, trial, reference, oracle, per_agent
+        plot_path = out_dir / f"{suite.plot_prefix}_{family}.png"
+        summaries, table = evaluate_suite(
+            suite, agents, env_kwargs, args.num_tasks, seeds, trial, per_agent, str(plot_path), f"({family}, test split)"
         )
-        plot_path = out_dir / f"ensemble_curves_{family}.png"
-        plot_ensemble_curves(records, str(plot_path), title=f"({family}, test split)")
-        table = ensemble_table(summaries, reference, oracle)
-        report["families"][family] = {
-            "summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning, "plot": plot_path.name,
-        }
-        markdown += [f"## {family}", "", table, "", f"![{family}]({plot_path.name})", ""]
-        print(f"\n## {family}\n\n{table}", flush=True)
-    report["wall_seconds"] = time.perf_counter() - started
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "results.md").write_text("\n".join(markdown))
-    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
-    return report
-
-
-def hpo_main(
-    args: argparse.Namespace, report: dict[str, Any], out_dir: Path, base_kwargs: dict[str, Any],
-    seeds: tuple[int, ...], specs: list[str], families: str, started: float,
-) -> dict[str, Any]:
-    """``metaopt-bench --env-id MetaOpt-HPO-v0``: one table and one regret plot per task family."""
-    from agents.hpo_harness import build_hpo_agents, evaluate_hpo, markdown_table as hpo_table, plot_hpo_curves
-
-    markdown = [f"# metaopt-bench: {args.env_id}", "",
-                f"commit `{report['commit']}`; {args.num_tasks} test objectives x seeds {list(seeds)} per family; "
-                f"env kwargs `{json.dumps(base_kwargs)}`. Simple regret = normalized regret (f - f_opt) / (f_ref - f_opt) "
-                "of the best configuration found (f_ref: median of random points), as log10 floored at 1e-6; "
-                "win rate against random search; time = the agent's predict time per objective.", ""]
-    model_kwargs = json.loads(args.model_env_kwargs)
-    trial = args.episodes_per_trial if args.episodes_per_trial > 1 else None
-    for family in [f for f in families.split(",") if f]:
-        env_kwargs = {**base_kwargs, "task_family": family}
-        agents = build_hpo_agents(specs)
-        per_agent = {name: model_kwargs for name in agents if name.endswith(".zip")}
-        summaries, records = evaluate_hpo(agents, env_kwargs, args.num_tasks, seeds, trial, "random", per_agent)
-        plot_path = out_dir / f"hpo_regret_{family}.png"
-        plot_hpo_curves(records, str(plot_path), title=f"({family}, test split)")
-        table = hpo_table(summaries)
-        report["families"][family] = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "plot": plot_path.name}
+        report["families"][family] = {"summaries": summaries, "tuning": tuning, "plot": plot_path.name}
         markdown += [f"## {family}", "", table, "", f"![{family}]({plot_path.name})", ""]
         print(f"\n## {family}\n\n{table}", flush=True)
     report["wall_seconds"] = time.perf_counter() - started

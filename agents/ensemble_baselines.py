@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.controller import BatchController
+from agents.controller import check_positive as _check_positive
+
 __all__ = [
     "ENSEMBLE_BASELINES",
     "BestSingleInHindsight",
@@ -73,16 +76,6 @@ def _log_normalize(log_weights: np.ndarray) -> np.ndarray:
     return log_weights - (top + np.log(np.exp(log_weights - top).sum(axis=-1, keepdims=True)))
 
 
-def _check_positive(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
-
-
 def _to_numpy(x: Any) -> np.ndarray:
     """A torch tensor or array-like as a numpy array (no copy when already numpy)."""
     if hasattr(x, "detach"):
@@ -99,9 +92,11 @@ def _take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
     return np.asarray(x)[rows]
 
 
-class EnsembleController:
+class EnsembleController(BatchController):
     """Base: per-row online state, the episode-start convention, and ``predict``.
 
+    The observation checks, the ``episode_start`` flags and the re-allocation when the batch
+    size or ``K`` changes come from :class:`agents.controller.BatchController`.
     Subclasses implement :meth:`_allocate` (fresh state for ``n`` rows and ``K`` forecasters),
     :meth:`_reset_rows` (initial state for the rows of a boolean mask), :meth:`_update`
     (every row's update from the losses ``(n, K)`` and the observation) and :meth:`_weights`
@@ -111,36 +106,12 @@ class EnsembleController:
 
     name = "ensemble_controller"
     action_mode = "simplex"
-
-    def __init__(self) -> None:
-        self._n: int | None = None
-        self._k: int | None = None
+    observation_width = "5K + 4"
+    _size_from_width = staticmethod(num_forecasters)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments, for result files."""
         return {}
-
-    # ----------------------------------------------------------------- observation checks
-    @staticmethod
-    def _check_observation(observation: Any) -> tuple[np.ndarray, int]:
-        obs = np.asarray(observation, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None, :]
-        if obs.ndim != 2 or obs.shape[0] < 1:
-            raise ValueError(f"observation must have shape (n, 5K + 4) or (5K + 4,), got {np.shape(observation)}")
-        k = num_forecasters(obs.shape[1])
-        if not np.isfinite(obs).all():
-            raise ValueError("observation contains NaN or inf")
-        return obs, k
-
-    @staticmethod
-    def _start_mask(episode_start: Any, n: int) -> np.ndarray:
-        if episode_start is None:
-            return np.zeros(n, dtype=bool)
-        start = np.asarray(episode_start).astype(bool).reshape(-1)
-        if start.size != n:
-            raise ValueError(f"episode_start must have one flag per observation row ({n}), got shape {np.shape(episode_start)}")
-        return start
 
     # ----------------------------------------------------------------- subclass hooks
     def _allocate(self, n: int, k: int) -> None:
@@ -153,47 +124,23 @@ class EnsembleController:
         self.steps += 1
 
     def _weights(self) -> np.ndarray:
-        return np.full((self._n, self._k), 1.0 / self._k)
+        return np.full((self._n, self._size), 1.0 / self._size)
 
     # ----------------------------------------------------------------- SB3 interface
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """Weights ``(n, K)`` float32 for a batch of observations; ``state`` is passed through."""
-        obs, k = self._check_observation(observation)
-        n = obs.shape[0]
-        start = self._start_mask(episode_start, n)
-        if self._n != n or self._k != k:
-            self._n, self._k = n, k
-            self._allocate(n, k)
-            start = np.ones(n, dtype=bool)
+    def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
+        """Weights ``(n, K)`` float32 for a batch of observations."""
+        obs, k, start = self._prepare(observation, episode_start)
         errors = obs[:, :k]
         self._update(errors * errors, obs)
         if start.any():
             self._reset_rows(start)
         weights = self._weights()
         weights = weights / weights.sum(axis=-1, keepdims=True)
-        return weights.astype(np.float32), state
+        return weights.astype(np.float32)
 
 
-class Uniform(EnsembleController):
-    """Equal weights ``1/K`` always (the simple average, a strong baseline on forecast combination)."""
-
-    name = "uniform"
-
-
-class FollowTheLeader(EnsembleController):
-    """All weight on the forecaster with the lowest cumulative loss ``L_k = sum l_k``.
-
-    Ties go to the lowest index; before its first update in an episode the row outputs uniform
-    weights (the initial weights of every controller).
-    """
-
-    name = "follow_the_leader"
+class _CumulativeLoss(EnsembleController):
+    """Base: the cumulative loss ``cum_loss (n, K)`` of each forecaster this episode (0 at a start)."""
 
     def _allocate(self, n: int, k: int) -> None:
         super()._allocate(n, k)
@@ -207,6 +154,37 @@ class FollowTheLeader(EnsembleController):
         super()._update(losses, obs)
         self.cum_loss += losses
 
+
+class _LogWeights(EnsembleController):
+    """Base: per-row weights kept as ``log_weights (n, K)``, uniform at a start; outputs their softmax."""
+
+    def _allocate(self, n: int, k: int) -> None:
+        super()._allocate(n, k)
+        self.log_weights = np.full((n, k), -math.log(k))
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        super()._reset_rows(rows)
+        self.log_weights[rows] = -math.log(self.log_weights.shape[1])
+
+    def _weights(self) -> np.ndarray:
+        return _softmax(self.log_weights)
+
+
+class Uniform(EnsembleController):
+    """Equal weights ``1/K`` always (the simple average, a strong baseline on forecast combination)."""
+
+    name = "uniform"
+
+
+class FollowTheLeader(_CumulativeLoss):
+    """All weight on the forecaster with the lowest cumulative loss ``L_k = sum l_k``.
+
+    Ties go to the lowest index; before its first update in an episode the row outputs uniform
+    weights (the initial weights of every controller).
+    """
+
+    name = "follow_the_leader"
+
     def _weights(self) -> np.ndarray:
         n, k = self.cum_loss.shape
         onehot = np.zeros((n, k))
@@ -214,7 +192,7 @@ class FollowTheLeader(EnsembleController):
         return np.where((self.steps > 0)[:, None], onehot, 1.0 / k)
 
 
-class Hedge(EnsembleController):
+class Hedge(_CumulativeLoss):
     """Hedge / exponential weights (Vovk 1990; Littlestone & Warmuth 1994; Freund & Schapire 1997).
 
     ``w_k ∝ exp(-eta * L_k)`` with ``L_k`` the cumulative loss of forecaster ``k`` this episode.
@@ -235,19 +213,10 @@ class Hedge(EnsembleController):
     def hyperparameters(self) -> dict[str, Any]:
         return {"eta": self.eta, "loss_scale": self.loss_scale}
 
-    def _allocate(self, n: int, k: int) -> None:
-        super()._allocate(n, k)
-        self.cum_loss = np.zeros((n, k))
-
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        super()._reset_rows(rows)
-        self.cum_loss[rows] = 0.0
-
     def _update(self, losses: np.ndarray, obs: np.ndarray) -> None:
-        super()._update(losses, obs)
         if self.eta is None:
             losses = np.minimum(losses, self.loss_scale) / self.loss_scale
-        self.cum_loss += losses
+        super()._update(losses, obs)
 
     def learning_rate(self) -> np.ndarray:
         """The rate ``(n,)`` in force for each row (0 before a row's first update)."""
@@ -260,7 +229,7 @@ class Hedge(EnsembleController):
         return _softmax(-self.learning_rate()[:, None] * self.cum_loss)
 
 
-class FixedShare(EnsembleController):
+class FixedShare(_LogWeights):
     """Fixed Share (Herbster & Warmuth 1998): Hedge that tracks the best forecaster as it changes.
 
     ``v_k = w_k exp(-eta l_k)``, normalized; then ``w = (1 - alpha) v + alpha / K``: a share
@@ -285,14 +254,6 @@ class FixedShare(EnsembleController):
     def hyperparameters(self) -> dict[str, Any]:
         return {"eta": self.eta, "alpha": self.alpha}
 
-    def _allocate(self, n: int, k: int) -> None:
-        super()._allocate(n, k)
-        self.log_weights = np.full((n, k), -math.log(k))
-
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        super()._reset_rows(rows)
-        self.log_weights[rows] = -math.log(self.log_weights.shape[1])
-
     def _update(self, losses: np.ndarray, obs: np.ndarray) -> None:
         super()._update(losses, obs)
         log_v = _log_normalize(self.log_weights - self.eta * losses)
@@ -302,11 +263,8 @@ class FixedShare(EnsembleController):
         else:  # stay in log space: no weight underflows to 0
             self.log_weights = log_v
 
-    def _weights(self) -> np.ndarray:
-        return _softmax(self.log_weights)
 
-
-class ExponentiatedGradient(EnsembleController):
+class ExponentiatedGradient(_LogWeights):
     """Exponentiated gradient (EG; Kivinen & Warmuth 1997) on the mixture's squared error.
 
     The loss of the weights is the ensemble's normalized squared error
@@ -328,22 +286,11 @@ class ExponentiatedGradient(EnsembleController):
     def hyperparameters(self) -> dict[str, Any]:
         return {"eta": self.eta}
 
-    def _allocate(self, n: int, k: int) -> None:
-        super()._allocate(n, k)
-        self.log_weights = np.full((n, k), -math.log(k))
-
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        super()._reset_rows(rows)
-        self.log_weights[rows] = -math.log(self.log_weights.shape[1])
-
     def _update(self, losses: np.ndarray, obs: np.ndarray) -> None:
         super()._update(losses, obs)
         k = losses.shape[1]
         gradient = 2.0 * obs[:, 5 * k : 5 * k + 1] * obs[:, :k]
         self.log_weights = _log_normalize(self.log_weights - self.eta * gradient)
-
-    def _weights(self) -> np.ndarray:
-        return _softmax(self.log_weights)
 
 
 class _HindsightOracle(EnsembleController):
@@ -384,18 +331,13 @@ class _HindsightOracle(EnsembleController):
         """The forecaster ``(B,)`` to back at each row's time ``t``."""
         raise NotImplementedError
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
+    def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
+        """One-hot weights ``(n, K)`` float32 on the forecaster each row's plan backs."""
         if self.core is None:
             raise RuntimeError(f"{type(self).__name__} must be bound to the env's core first (bind_core; the harness does this)")
         obs, k = self._check_observation(observation)
         n = obs.shape[0]
-        start = self._start_mask(episode_start, n)
+        start = self._episode_starts(episode_start, n)
         b, core_k, horizon = (int(s) for s in self.core.forecasts.shape)
         if n != b or k != core_k:
             raise ValueError(
@@ -417,7 +359,7 @@ class _HindsightOracle(EnsembleController):
         choice = self._choice(np.clip(t, int(self.core.warmup), horizon - 1))
         weights = np.zeros((n, k), dtype=np.float32)
         weights[np.arange(n), choice] = 1.0
-        return weights, state
+        return weights
 
 
 class BestSingleInHindsight(_HindsightOracle):

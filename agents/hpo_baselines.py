@@ -45,6 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.controller import BatchController
+from agents.controller import check_positive as _check_positive
+
 __all__ = [
     "GPEI",
     "HPO_BASELINES",
@@ -76,16 +79,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------- GP building blocks
@@ -220,20 +213,23 @@ def log_expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: torch.
 
 
 # ---------------------------------------------------------------------------- base controller
-class HPOController:
+class HPOController(BatchController):
     """Base: per-row histories, the episode-start convention, timing, and ``predict``.
 
+    The observation checks, the ``episode_start`` flags and the re-allocation when the batch
+    size or ``D`` changes come from :class:`agents.controller.BatchController`.
     Subclasses implement :meth:`_propose` (one configuration per row of a list, in the row's
     active dimensions) and may extend :meth:`_reset_row` (fresh per-row state at an episode
     start; ``self.rng[row]`` is already the episode's generator).
     """
 
     name = "hpo_controller"
+    observation_width = "2D + 5"
+    _size_from_width = staticmethod(max_dim)
 
     def __init__(self, seed: int = 0) -> None:
+        super().__init__()
         self.seed = _check_int("seed", seed, 0)
-        self._n: int | None = None
-        self._max_dim: int | None = None
         self.suggest_seconds: list[float] = []
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -242,35 +238,19 @@ class HPOController:
 
     def reset(self) -> None:
         """Forget every row (the next call starts all rows afresh, episode counts from 0); keeps ``suggest_seconds``."""
-        self._n = self._max_dim = None
+        self._n = self._size = None
 
     def history(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's evaluated points of this episode: ``X (t, d)`` (active dims) and ``y (t,)``."""
         return self.X[row].copy(), self.Y[row].copy()
 
     # ----------------------------------------------------------------- observation checks
-    @staticmethod
-    def _check_observation(observation: Any) -> tuple[np.ndarray, int]:
-        obs = np.asarray(observation, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None, :]
-        if obs.ndim != 2 or obs.shape[0] < 1:
-            raise ValueError(f"observation must have shape (n, 2D + 5) or (2D + 5,), got {np.shape(observation)}")
-        d = max_dim(obs.shape[1])
-        if not np.isfinite(obs).all():
-            raise ValueError("observation contains NaN or inf")
+    @classmethod
+    def _check_observation(cls, observation: Any) -> tuple[np.ndarray, int]:
+        obs, d = super()._check_observation(observation)
         if not (obs[:, d : 2 * d] > 0.5).any(axis=1).all():
             raise ValueError("observation mask (obs[D:2D]) has a row with no active dimension")
         return obs, d
-
-    @staticmethod
-    def _start_mask(episode_start: Any, n: int) -> np.ndarray:
-        if episode_start is None:
-            return np.zeros(n, dtype=bool)
-        start = np.asarray(episode_start).astype(bool).reshape(-1)
-        if start.size != n:
-            raise ValueError(f"episode_start must have one flag per observation row ({n}), got shape {np.shape(episode_start)}")
-        return start
 
     # ----------------------------------------------------------------- per-row state
     def _allocate(self, n: int, d: int) -> None:
@@ -290,22 +270,11 @@ class HPOController:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- SB3 interface
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """Configurations ``(n, D)`` float32 for a batch of observations; ``state`` is passed through."""
+    def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
+        """Configurations ``(n, D)`` float32 for a batch of observations."""
         started = time.perf_counter()
-        obs, d = self._check_observation(observation)
+        obs, d, start = self._prepare(observation, episode_start)
         n = obs.shape[0]
-        start = self._start_mask(episode_start, n)
-        if self._n != n or self._max_dim != d:
-            self._n, self._max_dim = n, d
-            self._allocate(n, d)
-            start = np.ones(n, dtype=bool)
         mask = obs[:, d : 2 * d] > 0.5
         start = start | (obs[:, 2 * d + 4] <= 0.0) | (mask != self.masks).any(axis=1)
         for row in range(n):
@@ -324,7 +293,7 @@ class HPOController:
         for row, x in enumerate(proposals):
             actions[row, self.dims[row]] = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
         self.suggest_seconds.append((time.perf_counter() - started) / n)
-        return actions, state
+        return actions
 
 
 def _seed_from(rng: np.random.Generator) -> int:

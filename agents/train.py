@@ -130,10 +130,8 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     """The trained agent and the tuned baselines on the same held-out test tasks."""
     import dataclasses
 
-    if cfg.env.id == "MetaOpt-Ensemble-v0":
-        return evaluate_ensemble_against_baselines(model, cfg, out_dir)
-    if cfg.env.id == "MetaOpt-HPO-v0":
-        return evaluate_hpo_against_baselines(model, cfg, out_dir)
+    if cfg.env.id in ("MetaOpt-Ensemble-v0", "MetaOpt-HPO-v0"):
+        return evaluate_suite_against_baselines(model, cfg, out_dir)
 
     from agents.bench import build_agents
     from agents.harness import evaluate, markdown_table, plot_curves
@@ -158,47 +156,22 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     return report
 
 
-def evaluate_ensemble_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """MetaOpt-Ensemble-v0: the trained agent and the tuned online-learning baselines on held-out streams."""
-    import dataclasses
+def evaluate_suite_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Ensemble and HPO families: the trained agent and the baselines on the same held-out tasks."""
+    from agents.suites import SUITES, evaluate_suite
 
-    from agents.ensemble_harness import build_ensemble_agents, evaluate_ensemble, find, markdown_table, plot_ensemble_curves
-
+    suite = SUITES[cfg.env.id]
     agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
-    env_kwargs = {k: v for k, v in agent_kwargs.items() if k != "action_mode"}  # baselines run in simplex mode
-    agents, tuning = build_ensemble_agents(["baselines"], env_kwargs, int(cfg.tune_tasks))
+    agents, tuning = suite.build(["baselines"], agent_kwargs, int(cfg.tune_tasks))
     name = f"RL² ({cfg.agent.algo})"
     agents = {name: model, **agents}
-    reference, oracle = find(agents, "fixed_share"), find(agents, "regime_oracle")
-    summaries, records = evaluate_ensemble(
-        agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"),
-        reference, oracle, agent_env_kwargs={name: agent_kwargs},
+    env_kwargs = {k: v for k, v in agent_kwargs.items() if k != "action_mode"}
+    summaries, table = evaluate_suite(
+        suite, agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"),
+        {name: agent_kwargs}, str(out_dir / "curves.png"), "(test split)",
     )
-    table = markdown_table(summaries, reference, oracle)
-    plot_ensemble_curves(records, str(out_dir / "curves.png"), title="(test split)")
     (out_dir / "results.md").write_text(table + "\n")
-    report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning}
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
-    print("\n" + table, flush=True)
-    return report
-
-
-def evaluate_hpo_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """MetaOpt-HPO-v0: the trained agent and the search baselines on the same held-out objectives."""
-    import dataclasses
-
-    from agents.hpo_harness import build_hpo_agents, evaluate_hpo, markdown_table, plot_hpo_curves
-
-    env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
-    name = f"RL² ({cfg.agent.algo})"
-    agents = {name: model, **build_hpo_agents(["baselines"])}
-    summaries, records = evaluate_hpo(
-        agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"), "random",
-    )
-    table = markdown_table(summaries)
-    plot_hpo_curves(records, str(out_dir / "curves.png"), title="(test split)")
-    (out_dir / "results.md").write_text(table + "\n")
-    report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}}
+    report = {"summaries": summaries, "tuning": tuning}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     print("\n" + table, flush=True)
     return report

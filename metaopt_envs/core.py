@@ -69,6 +69,29 @@ class BatchedCore(ABC):
     single_action_space: gym.spaces.Box
     observation_names: tuple[str, ...]
 
+    # Keyed cores keep per-row ``row_key``, ``episode_index``, ``inner_episode`` and ``task_key`` (B,) int64.
+    def advance_keys(self, index: torch.Tensor, keys: torch.Tensor | None, same_task: bool, split_id: int) -> bool:
+        """Key bookkeeping of a reset of rows ``index``; True where they draw new tasks.
+
+        ``keys`` reseeds the rows (episode counters restart); ``same_task`` counts another inner
+        episode on the current task; otherwise each row moves to its next episode. A row's task
+        key is a pure function of (row key, split, episode index), so row ``i`` of a batch and a
+        single env seeded alike draw the same tasks.
+        """
+        if keys is not None:
+            self.row_key[index] = keys[index]
+            self.episode_index[index] = 0
+            self.inner_episode[index] = 0
+        elif same_task:
+            self.inner_episode[index] += 1
+        else:
+            self.episode_index[index] += 1
+            self.inner_episode[index] = 0
+        if keys is not None or not same_task:
+            self.task_key[index] = rng.fold(self.row_key[index], split_id, self.episode_index[index])
+            return True
+        return False
+
     @abstractmethod
     def reset_rows(self, rows: torch.Tensor, keys: torch.Tensor | None = None, same_task: bool = False) -> None:
         """Start a new episode in the rows where ``rows: (B,) bool`` is set.

@@ -94,6 +94,14 @@ def test_padded_coordinates_are_ignored():
     np.testing.assert_allclose(core.step(noisy).info["value"], first)
 
 
+def test_max_dim_pads_the_spaces_without_changing_the_values():
+    wide = HPOCore(num_envs=4, task_family="branin", budget=3, max_dim=6)
+    narrow = HPOCore(num_envs=4, task_family="branin", budget=3)
+    assert wide.single_action_space.shape == (6,) and wide.single_observation_space.shape == (17,)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(4, 6)).astype(np.float32)
+    torch.testing.assert_close(wide.step(actions).info["value"], narrow.step(actions[:, :2]).info["value"])
+
+
 def test_rl2_trial_searches_the_same_objective_again():
     core = metaopt_envs.make_core("MetaOpt-HPO-v0", num_envs=4, episodes_per_trial=2, task_family="branin", budget=3)
     actions = np.full((4, core.max_dim), 0.3, dtype=np.float32)
@@ -114,6 +122,7 @@ def test_rl2_trial_searches_the_same_objective_again():
         ({"reward_mode": "loss"}, "reward_mode"),
         ({"regret_floor": 0.0}, "regret_floor"),
         ({"num_envs": -2}, "num_envs"),
+        ({"task_family": "hartmann6", "max_dim": 3}, "max_dim"),
     ],
 )
 def test_bad_arguments_name_the_parameter(kwargs, needle):

@@ -20,7 +20,7 @@ class MetaOptHPOEnv(CoreEnv):
     the median of 256 random points).
 
     ## Action Space
-    ``Box(-1, 1, (D,), float32)`` with ``D`` the family's largest dimension; coordinates beyond the
+    ``Box(-1, 1, (D,), float32)`` with ``D`` the family's largest dimension (or ``max_dim``); coordinates beyond the
     task's ``d`` are ignored (see the mask). Out-of-range actions are clipped; NaN or inf actions and
     wrong shapes raise ``ValueError``.
 
@@ -68,6 +68,8 @@ class MetaOptHPOEnv(CoreEnv):
     | budget | 32 | evaluations per episode |
     | reward_mode | "log_regret" | "log_regret" or "regret" (see Rewards) |
     | regret_floor | 1e-6 | floor of the regret in the log features and reward |
+    | max_dim | None | pad the spaces to this many dimensions (>= the family's largest ``d``), so that an agent
+    trained on one family (the mixture: 6) runs on another (Branin: 2) |
     | device | "cpu" | "cpu", "cuda" or "auto" |
 
     ## Vectorized environment

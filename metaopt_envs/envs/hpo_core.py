@@ -16,7 +16,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs import rng
 from metaopt_envs.core import BatchedCore, StepResult, resolve_device, seeds_to_keys
 from metaopt_envs.objectives import ObjectiveFamily, make_objective_family
 from metaopt_envs.problems.base import check_split, put
@@ -47,6 +46,7 @@ class HPOCore(BatchedCore):
         budget: int = 32,
         reward_mode: str = "log_regret",
         regret_floor: float = 1e-6,
+        max_dim: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -64,7 +64,14 @@ class HPOCore(BatchedCore):
         self.budget = self.num_decisions = int(budget)
         self.reward_mode, self.regret_floor = reward_mode, float(regret_floor)
         self.log_floor = math.log10(self.regret_floor)
-        d = self.max_dim = int(self.family.max_dim)
+        d = int(self.family.max_dim)
+        if max_dim is not None:
+            if not isinstance(max_dim, (int, np.integer)) or max_dim < d:
+                raise ValueError(
+                    f"max_dim must be an int >= the family's largest dimension ({d}), got {max_dim!r}"
+                )
+            d = int(max_dim)
+        self.max_dim = d
         self.observation_names = feature_names(d)
         low = np.concatenate([-np.ones(d), np.zeros(d), [VALUE_CLIP[0], self.log_floor, VALUE_CLIP[0], self.log_floor, 0.0]])
         high = np.concatenate([np.ones(d), np.ones(d), [VALUE_CLIP[1], 1.0, VALUE_CLIP[1], 1.0, 1.0]])
@@ -74,6 +81,7 @@ class HPOCore(BatchedCore):
         b, dev = self.num_envs, self.device
         self.row_key = seeds_to_keys(0, b, dev)
         self.episode_index = torch.zeros(b, dtype=torch.int64, device=dev)
+        self.inner_episode = torch.zeros(b, dtype=torch.int64, device=dev)
         self.task_key = torch.zeros(b, dtype=torch.int64, device=dev)
         self.tasks = self.family.sample(self.row_key, self.split)
         self.mask = torch.zeros(b, d, device=dev)
@@ -87,13 +95,7 @@ class HPOCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        if keys is not None:
-            self.row_key[index] = keys[index]
-            self.episode_index[index] = 0
-        elif not same_task:
-            self.episode_index[index] += 1
-        if keys is not None or not same_task:
-            self.task_key[index] = rng.fold(self.row_key[index], _SPLIT_ID[self.split], self.episode_index[index])
+        if self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split]):
             put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
         dims = self.tasks["dim"][index]
         self.mask[index] = (torch.arange(self.max_dim, device=self.device) < dims.unsqueeze(-1)).to(torch.float32)
@@ -132,7 +134,7 @@ class HPOCore(BatchedCore):
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
         """Evaluate each row's configuration ``actions: (B, D)`` (padded coordinates are ignored)."""
         x = self._check_actions(actions) * self.mask
-        f = self.family.evaluate(self.tasks, x).to(torch.float32)
+        f = self.family.evaluate(self.tasks, x[:, : self.family.max_dim]).to(torch.float32)
         value = torch.nan_to_num(self.normalize(f), nan=VALUE_CLIP[1], posinf=VALUE_CLIP[1], neginf=VALUE_CLIP[0])
         previous = self.best
         best = torch.minimum(previous, value)

@@ -193,17 +193,7 @@ class LRCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        if keys is not None:
-            self.row_key[index] = keys[index]
-            self.episode_index[index] = 0
-            self.inner_episode[index] = 0
-        elif same_task:
-            self.inner_episode[index] += 1
-        else:
-            self.episode_index[index] += 1
-            self.inner_episode[index] = 0
-        if not same_task:
-            self.task_key[index] = rng.fold(self.row_key[index], _SPLIT_ID[self.split], self.episode_index[index])
+        if self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split]):
             put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
         task_key = self.task_key[index]
         self.run_key[index] = rng.fold(task_key, 2, self.inner_episode[index])
