@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model-env-kwargs", default="{}",
                         help='JSON of env arguments for saved models only, e.g. {"action_mode": "relative"} for the RL² configs')
     parser.add_argument("--episodes-per-trial", type=int, default=1, help="inner episodes per task (RL² agents need their training value)")
+    parser.add_argument("--sample-models", action="store_true",
+                        help="also evaluate every saved model with sampled (not mean) actions (Ensemble and HPO)")
     parser.add_argument("--out-dir", default="results/bench")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -160,7 +162,12 @@ def suite_main(
     for family in [f for f in families.split(",") if f]:
         env_kwargs = {**base_kwargs, suite.family_argument: family}
         agents, tuning = suite.build(specs, env_kwargs, args.tune_tasks)
-        per_agent = {name: model_kwargs for name in agents if name.endswith(".zip")}
+        if args.sample_models:
+            from agents.runner import SampledActions
+
+            agents.update({f"{name} (sampled actions)": SampledActions(agent) for name, agent in list(agents.items())
+                           if name.endswith(".zip")})
+        per_agent = {name: model_kwargs for name in agents if ".zip" in name}
         plot_path = out_dir / f"{suite.plot_prefix}_{family}.png"
         summaries, table = evaluate_suite(
             suite, agents, env_kwargs, args.num_tasks, seeds, trial, per_agent, str(plot_path), f"({family}, test split)"

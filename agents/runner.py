@@ -62,3 +62,18 @@ def rollout(agent: Any, core: Any, seed: int, callback: StepCallback, restart_ea
         obs = result.observation.cpu().numpy()
         episode_start = inner_done if restart_each_episode else ended
     return {"family": family, "seconds_per_suggestion": seconds / max(calls * n, 1)}
+
+
+class SampledActions:
+    """An SB3 model whose ``predict`` samples from its policy (``deterministic=False``) whatever it is asked.
+
+    RL² policies are trained stochastic; where exploration is the point (a search), the mean action
+    can be a much worse policy than the sampled one. ``metaopt-bench --sample-models`` and the
+    trainer's evaluation of the Ensemble and HPO families report both.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        return self.model.predict(observation, state=state, episode_start=episode_start, deterministic=False)

@@ -163,12 +163,15 @@ def evaluate_suite_against_baselines(model: Any, cfg: DictConfig, out_dir: Path)
     suite = SUITES[cfg.env.id]
     agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
     agents, tuning = suite.build(["baselines"], agent_kwargs, int(cfg.tune_tasks))
+    from agents.runner import SampledActions
+
     name = f"RL² ({cfg.agent.algo})"
-    agents = {name: model, **agents}
+    sampled = f"RL² ({cfg.agent.algo}, sampled actions)"
+    agents = {name: model, sampled: SampledActions(model), **agents}
     env_kwargs = {k: v for k, v in agent_kwargs.items() if k != "action_mode"}
     summaries, table = evaluate_suite(
         suite, agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"),
-        {name: agent_kwargs}, str(out_dir / "curves.png"), "(test split)",
+        {name: agent_kwargs, sampled: agent_kwargs}, str(out_dir / "curves.png"), "(test split)",
     )
     (out_dir / "results.md").write_text(table + "\n")
     report = {"summaries": summaries, "tuning": tuning}

@@ -64,11 +64,13 @@ def test_train_and_bench_on_the_hpo_env(tmp_path: Path):
         cfg = compose("train", overrides=overrides)
     result = train(cfg)
     summaries = result["evaluation"]["summaries"]
-    assert any(name.startswith("RL²") for name in summaries) and {"random", "sobol", "gp_ei", "tpe"} <= set(summaries)
+    assert sum(name.startswith("RL²") for name in summaries) == 2  # mean and sampled actions
+    assert {"random", "sobol", "gp_ei", "tpe"} <= set(summaries)
     report = bench_main([
         "--env-id", "MetaOpt-HPO-v0", "--families", "branin,sklearn", "--num-tasks", "3", "--seeds", "0",
         "--agents", f"baseline:random,baseline:sobol,{tmp_path}/model.zip", "--episodes-per-trial", "2",
         "--env-kwargs", '{"budget": 8}', "--model-env-kwargs", '{"max_dim": 6}', "--out-dir", str(tmp_path / "bench"),
+        "--sample-models",
     ])
     assert (tmp_path / "bench" / "hpo_regret_sklearn.png").exists()
-    assert len(report["families"]["branin"]["summaries"]) == 3
+    assert len(report["families"]["branin"]["summaries"]) == 4  # random, sobol, the model, the model sampled
