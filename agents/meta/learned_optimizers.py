@@ -1,0 +1,570 @@
+"""Learned optimizers meta-trained by differentiating through unrolled inner loops.
+
+* :class:`LearnedLRController` -- a small MLP (8 -> 32 -> 1 by default) from the
+  MetaOpt-LR-v0 observation features (:data:`metaopt_envs.envs.lr_core.LR_FEATURES`)
+  to the next log learning rate of SGD. It is meta-trained by backpropagating
+  through a truncated, unrolled inner loop (:func:`unroll`) that recomputes the
+  features exactly as :class:`~metaopt_envs.envs.lr_core.LRCore` does (same
+  formulas, same minibatch keys), and it answers SB3's ``predict`` on LR-env
+  observations (absolute action mode), so :func:`agents.harness.evaluate` runs
+  it beside the hand-designed baselines.
+* :class:`CoordinatewiseLSTMOptimizer` -- Andrychowicz et al. (2016): a two-layer
+  LSTM (hidden 20) shared by every coordinate of every problem, fed the
+  log-magnitude / sign preprocessed gradient, emitting the update; meta-trained
+  by truncated BPTT over the unrolled inner loop. :meth:`~CoordinatewiseLSTMOptimizer.optimize`
+  returns per-task loss curves and the LR harness's metric ``log10(L_T / L_0)``.
+
+Problems are drawn like the LR core draws them (:func:`sample_problems`): for
+row keys ``k`` (``seeds_to_keys(seed, n)`` in the harness) the task key is
+``fold(k, split_id, 0)``, the initialization ``fold(task_key, 1, 0)`` and the
+minibatches of inner step ``t`` ``fold(fold(run_key, t), 0 | 1)`` with
+``run_key = fold(task_key, 2, 0)``; so the unroll and the env see the same
+tasks, initial points and minibatches.
+
+Both unrolls freeze a problem once it diverges (loss above
+``divergence_threshold`` times its initial loss, or not finite), as the env
+ends such an episode: its later losses stay at the value it diverged with, so
+the meta-gradient still pushes away from divergence and no inf/NaN enters the
+graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.baselines import Controller
+from metaopt_envs import rng
+from metaopt_envs.core import seeds_to_keys
+from metaopt_envs.envs.lr_core import _SPLIT_ID, _TINY, LR_FEATURES
+from metaopt_envs.problems import TaskFamily, make_task_family
+from metaopt_envs.problems.base import TaskData
+
+FEATURE_LOW = torch.tensor([low for _, low, _ in LR_FEATURES])
+FEATURE_HIGH = torch.tensor([high for _, _, high in LR_FEATURES])
+# Inputs to the networks are the features divided by their largest bound: every one in [-1, 1].
+FEATURE_SCALE = torch.maximum(FEATURE_LOW.abs(), FEATURE_HIGH.abs())
+DIVERGED_LOG10 = math.log10(1e30)  # the harness's final log10 loss ratio of a diverged run
+
+
+@dataclass
+class Problems:
+    """A batch of inner problems as the LR core draws them: tasks, initial params, minibatch keys."""
+
+    tasks: TaskData
+    params: torch.Tensor  # (B, P)
+    run_key: torch.Tensor  # (B,) int64
+
+    @property
+    def num(self) -> int:
+        return self.params.shape[0]
+
+
+def sample_problems(family: TaskFamily, keys: torch.Tensor, split: str = "train") -> Problems:
+    """The problems of row keys ``keys: (B,)`` (their first episode), exactly as ``LRCore.reset_rows`` draws them."""
+    task_key = rng.fold(keys, _SPLIT_ID[split], torch.zeros_like(keys))
+    tasks = family.sample(task_key, split)
+    zero = torch.zeros_like(keys)
+    params = family.init_params(tasks, rng.fold(task_key, 1, zero))
+    return Problems(tasks, params, rng.fold(task_key, 2, zero))
+
+
+def harness_problems(family: TaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
+    """The problems :func:`agents.harness.evaluate` runs for ``seed`` (it resets with ``10_000 + seed``)."""
+    return sample_problems(family, seeds_to_keys(10_000 + seed, num_tasks, torch.device("cpu")), split)
+
+
+def _as_family(family: str | TaskFamily) -> TaskFamily:
+    return family if isinstance(family, TaskFamily) else make_task_family(family)
+
+
+def paired_grads(
+    family: TaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, step: int, create_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Full loss ``(B,)`` and the two minibatch gradients ``(B, P)`` of inner step ``step``, by autograd.
+
+    The keys are the LR core's: ``fold(step_key, 0)`` and ``fold(step_key, 1)``
+    with ``step_key = fold(run_key, step)``. With ``create_graph`` the gradients
+    are differentiable (second order); otherwise they are constants.
+    """
+    step_key = rng.fold(run_key, torch.full_like(run_key, step))
+    with torch.enable_grad():
+        if not create_graph or not params.requires_grad:
+            params = params.detach().requires_grad_(True)
+        loss = family.loss(params, tasks, "train")
+        grads = []
+        for part in (0, 1):
+            mb = family.minibatch_loss(params, tasks, rng.fold(step_key, part))
+            (g,) = torch.autograd.grad(mb.sum(), params, create_graph=create_graph)
+            grads.append(g)
+    if not create_graph:
+        loss = loss.detach()
+    return loss, grads[0], grads[1]
+
+
+# ====================================================================== LR controller
+@dataclass
+class UnrollState:
+    """Everything the LR core keeps per row between inner steps (SGD), as differentiable tensors."""
+
+    params: torch.Tensor
+    step: int
+    log_lr: torch.Tensor
+    initial_loss: torch.Tensor
+    loss: torch.Tensor
+    previous_loss: torch.Tensor
+    grad: torch.Tensor
+    grad_norm: torch.Tensor
+    previous_grad_norm: torch.Tensor
+    initial_grad_norm: torch.Tensor
+    noise_ratio: torch.Tensor
+    grad_dot_previous_grad: torch.Tensor
+    diverged: torch.Tensor
+
+    def detach(self) -> UnrollState:
+        out = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.detach() if isinstance(value, torch.Tensor) else value
+        return UnrollState(**out)
+
+
+def _measure(family, params, tasks, run_key, step, create_graph):
+    loss, g_a, g_b = paired_grads(family, params, tasks, run_key, step, create_graph)
+    grad = (g_a + g_b) / 2.0
+    grad_norm = torch.linalg.vector_norm(grad, dim=-1)
+    noise = torch.linalg.vector_norm(g_a - g_b, dim=-1).square() / (4.0 * grad_norm.square() + _TINY)
+    return loss, grad, grad_norm, noise
+
+
+def init_unroll_state(
+    family: TaskFamily, problems: Problems, initial_log_lr: float, create_graph: bool = True
+) -> UnrollState:
+    """The state after ``LRCore.reset_rows`` (step 0, rate ``initial_log_lr``)."""
+    params = problems.params.detach().clone()
+    loss, grad, grad_norm, noise = _measure(family, params, problems.tasks, problems.run_key, 0, create_graph)
+    loss, grad, grad_norm, noise = loss.detach(), grad.detach(), grad_norm.detach(), noise.detach()
+    zeros = torch.zeros_like(loss)
+    return UnrollState(
+        params=params, step=0, log_lr=torch.full_like(loss, initial_log_lr), initial_loss=loss, loss=loss,
+        previous_loss=loss, grad=grad, grad_norm=grad_norm, previous_grad_norm=zeros, initial_grad_norm=grad_norm,
+        noise_ratio=noise, grad_dot_previous_grad=zeros, diverged=torch.zeros_like(loss, dtype=torch.bool),
+    )
+
+
+def observe(state: UnrollState, horizon: int, log_lr_range: tuple[float, float], loss_floor: float = 1e-6) -> torch.Tensor:
+    """``LRCore.observe()`` (SGD, no validation feature) of ``state``: ``(B, 8)``, differentiable."""
+    low, high = log_lr_range
+    floor = loss_floor * state.initial_loss
+    grad_norm = state.grad_norm
+    cosine = state.grad_dot_previous_grad / (grad_norm * state.previous_grad_norm + _TINY)
+    columns = [
+        torch.log((state.loss + floor) / (state.initial_loss + _TINY)),
+        torch.log((state.loss + floor) / (state.previous_loss + floor)),
+        torch.log((grad_norm + _TINY) / (state.initial_grad_norm + _TINY)),
+        cosine,
+        torch.log(state.noise_ratio + _TINY),
+        2.0 * (state.log_lr - low) / (high - low) - 1.0,
+        torch.full_like(state.loss, state.step / horizon),
+        cosine,  # SGD: the last update's direction is the last gradient, so update_cosine == grad_cosine
+    ]
+    obs = torch.stack(columns, dim=-1).to(torch.float32)
+    obs = torch.nan_to_num(obs, nan=0.0, posinf=1e30, neginf=-1e30)
+    return torch.maximum(torch.minimum(obs, FEATURE_HIGH.to(obs.device)), FEATURE_LOW.to(obs.device))
+
+
+def sgd_step(
+    family: TaskFamily, problems: Problems, state: UnrollState, log_lr: torch.Tensor,
+    create_graph: bool = True, divergence_threshold: float = 1e4,
+) -> UnrollState:
+    """One ``LRCore.step`` with ``action_every=1`` and SGD at rate ``exp(log_lr)``, differentiably.
+
+    Rows that have diverged keep their state (frozen), so their loss stays finite.
+    """
+    lr = torch.exp(log_lr)
+    new_params = state.params - lr.unsqueeze(-1) * state.grad
+    step = state.step + 1
+    loss, grad, grad_norm, noise = _measure(family, new_params, problems.tasks, problems.run_key, step, create_graph)
+    dot = torch.linalg.vecdot(grad, state.grad)
+    bad = ~torch.isfinite(loss) | (loss > divergence_threshold * state.initial_loss) | ~torch.isfinite(grad_norm)
+    frozen = state.diverged
+
+    def keep(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        mask = frozen.view(-1, *([1] * (new.dim() - 1)))
+        return torch.where(mask, old, new)
+
+    return UnrollState(
+        params=keep(state.params, new_params), step=step, log_lr=keep(state.log_lr, log_lr),
+        initial_loss=state.initial_loss, loss=keep(state.loss, loss), previous_loss=keep(state.previous_loss, state.loss),
+        grad=keep(state.grad, grad), grad_norm=keep(state.grad_norm, grad_norm),
+        previous_grad_norm=keep(state.previous_grad_norm, state.grad_norm),
+        initial_grad_norm=state.initial_grad_norm, noise_ratio=keep(state.noise_ratio, noise),
+        grad_dot_previous_grad=keep(state.grad_dot_previous_grad, dot), diverged=frozen | bad,
+    )
+
+
+class LRNet(nn.Module):
+    """Features (scaled to [-1, 1]) -> action in (-1, 1) (tanh), the absolute-mode action of the next rate."""
+
+    def __init__(self, hidden: int = 32, initial_action: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(len(LR_FEATURES), hidden)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)  # starts as the constant rate of ``initial_action``
+        nn.init.constant_(self.out.bias, math.atanh(max(min(initial_action, 0.999), -0.999)))
+        self.register_buffer("scale", FEATURE_SCALE.clone())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(torch.tanh(self.hidden(features / self.scale)))).squeeze(-1)
+
+
+@dataclass
+class UnrollResult:
+    features: torch.Tensor  # (T, B, 8): the observation each decision was taken on
+    log_lrs: torch.Tensor  # (T, B)
+    log_loss_ratios: torch.Tensor  # (T + 1, B): log((L_t + floor) / L_0), frozen after divergence
+    diverged: torch.Tensor  # (B,) bool
+    meta_loss: torch.Tensor  # scalar, the sum of the window losses (each window detached from the last)
+    state: UnrollState = field(repr=False)
+
+
+class LearnedLRController(Controller):
+    """An MLP learning-rate controller for SGD on MetaOpt-LR-v0, meta-trained through unrolled inner loops.
+
+    ``predict(observation, ...)`` takes LR-env observations ``(n, 8)`` and returns
+    absolute-mode actions ``(n, 1)`` for ``lr_range`` (the env's, default
+    ``(1e-4, 10)``); rates are the network's ``tanh`` output mapped onto
+    ``[log low, log high]``, so they always lie in ``lr_range``.
+    """
+
+    name = "learned_lr"
+
+    def __init__(
+        self, hidden: int = 32, lr_range: tuple[float, float] = (1e-4, 10.0), initial_lr: float = 0.01,
+        horizon: int = 50, loss_floor: float = 1e-6, seed: int = 0,
+    ) -> None:
+        super().__init__(lr_range)
+        self.lr_range = (float(lr_range[0]), float(lr_range[1]))
+        self.hidden_size, self.initial_lr, self.horizon, self.loss_floor = hidden, initial_lr, horizon, loss_floor
+        torch.manual_seed(seed)
+        self.net = LRNet(hidden, initial_action=float(self.lr_to_action(np.array([initial_lr]))[0, 0]))
+        self.history: list[dict[str, float]] = []
+
+    # ---------------------------------------------------------------- the policy
+    @property
+    def log_lr_range(self) -> tuple[float, float]:
+        return self.log_low, self.log_high
+
+    def log_lr(self, features: torch.Tensor) -> torch.Tensor:
+        """Next log rate ``(B,)`` from features ``(B, 8)``, differentiable."""
+        action = self.net(features)
+        return self.log_low + 0.5 * (action + 1.0) * (self.log_high - self.log_low)
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            features = torch.as_tensor(np.asarray(observation)[:, : len(LR_FEATURES)], dtype=torch.float32)
+            return torch.exp(self.log_lr(features)).double().numpy()
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        observation = np.atleast_2d(np.asarray(observation, dtype=np.float32))
+        with torch.no_grad():
+            features = torch.as_tensor(observation[:, : len(LR_FEATURES)])
+            action = self.net(features).numpy()
+        return np.clip(action, -1.0, 1.0).astype(np.float32).reshape(-1, 1), state
+
+    # ---------------------------------------------------------------- meta-training
+    def meta_train(
+        self, family: str | TaskFamily = "quadratic", iterations: int = 200, num_tasks: int = 32, horizon: int | None = None,
+        truncation: int = 10, meta_lr: float = 3e-3, clip: float = 1.0, objective: str = "mean", seed: int = 0,
+        time_budget_s: float | None = None, log_every: int = 0, validation: Problems | None = None,
+        validate_every: int = 10,
+    ) -> list[dict[str, float]]:
+        """Adam on the controller through truncated unrolls of SGD on fresh training tasks.
+
+        Each iteration draws ``num_tasks`` training-split problems and unrolls
+        ``horizon`` steps; every ``truncation`` steps the window's meta-loss is
+        backpropagated, the gradient clipped to norm ``clip``, Adam steps, and the
+        inner state is detached. ``time_budget_s`` stops early. With ``validation``
+        problems (draw them from the training split), the mean final log loss on them
+        is measured every ``validate_every`` iterations and the best network is kept.
+        """
+        import time
+
+        family = _as_family(family)
+        horizon = horizon or self.horizon
+        self.horizon = horizon
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=meta_lr)
+        start, best = time.perf_counter(), None
+        for iteration in range(iterations):
+            keys = rng.keys_from_seeds(torch.arange(num_tasks) + 1_000_003 * (seed + 1) + iteration * num_tasks)
+            problems = sample_problems(family, keys, "train")
+            window_losses: list[float] = []
+
+            def update(window_loss: torch.Tensor) -> None:
+                optimizer.zero_grad()
+                window_loss.backward()
+                for p in self.net.parameters():
+                    if p.grad is not None:
+                        torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+                optimizer.step()
+                window_losses.append(float(window_loss.detach()))
+
+            result = unroll(self, family, problems, horizon, truncation, objective=objective, on_window=update)
+            final = float(result.log_loss_ratios[-1].detach().mean() / math.log(10.0))
+            record = {"iteration": iteration, "meta_loss": float(np.mean(window_losses)), "log10_final": final}
+            stop = time_budget_s is not None and time.perf_counter() - start > time_budget_s
+            if validation is not None and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
+                record["validation_log10_final"] = score = float(self.evaluate_unroll(family, validation, horizon).mean())
+                if best is None or score < best[0]:
+                    best = (score, copy.deepcopy(self.net.state_dict()))
+            self.history.append(record)
+            if log_every and iteration % log_every == 0:
+                print(f"[learned_lr] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}", flush=True)
+            if stop:
+                break
+        if best is not None:
+            self.net.load_state_dict(best[1])
+        return self.history
+
+    def evaluate_unroll(self, family: str | TaskFamily, problems: Problems, horizon: int | None = None) -> np.ndarray:
+        """Per-task final ``log10(L_T / L_0)`` of the controller's SGD run (30 where it diverged, as the harness)."""
+        family = _as_family(family)
+        result = unroll(self, family, problems, horizon or self.horizon, None, create_graph=False)
+        return final_log10(result.state.loss, result.state.initial_loss, result.diverged)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str) -> None:
+        torch.save({"config": {"hidden": self.hidden_size, "lr_range": self.lr_range, "initial_lr": self.initial_lr,
+                               "horizon": self.horizon, "loss_floor": self.loss_floor},
+                    "state_dict": self.net.state_dict(), "history": self.history}, path)
+
+    @classmethod
+    def load(cls, path: str) -> LearnedLRController:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        controller = cls(**blob["config"])
+        controller.net.load_state_dict(blob["state_dict"])
+        controller.history = blob.get("history", [])
+        return controller
+
+
+def final_log10(loss: torch.Tensor, initial_loss: torch.Tensor, diverged: torch.Tensor) -> np.ndarray:
+    """The harness's metric: ``log10(L_T / L_0)`` per task, ``log10(1e30)`` where the run diverged."""
+    with torch.no_grad():
+        ratio = torch.log10((loss / initial_loss.clamp_min(1e-30)).clamp(1e-30, 1e30))
+        return torch.where(diverged, torch.full_like(ratio, DIVERGED_LOG10), ratio).double().numpy()
+
+
+def unroll(
+    controller: LearnedLRController, family: str | TaskFamily, tasks: Problems | TaskData, horizon: int,
+    truncation: int | None = None, *, params: torch.Tensor | None = None, run_key: torch.Tensor | None = None,
+    objective: str = "mean", create_graph: bool = True, divergence_threshold: float = 1e4, on_window: Any = None,
+) -> UnrollResult:
+    """Unroll ``horizon`` SGD steps with the controller choosing each rate from the LR core's features.
+
+    ``tasks``: a :class:`Problems` (tasks, initial params, minibatch keys), or
+    task data with ``params`` and ``run_key``. The rate in force at the start is
+    the core's default (the geometric middle of ``lr_range``), so the first
+    observation equals ``LRCore.observe()`` after a reset. Every ``truncation``
+    steps (``None``: never) the inner state is detached; the window's meta-loss is
+    the mean over its steps of ``log((L_t + floor) / L_0)`` (``objective="mean"``) or
+    that of its last step (``"final"``), averaged over tasks; ``on_window(loss)``
+    (if given) is called with each window's loss before the detach, e.g. to take
+    a meta-optimizer step. ``meta_loss`` sums the window losses.
+    """
+    family = _as_family(family)
+    problems = tasks if isinstance(tasks, Problems) else Problems(tasks, params, run_key)
+    if objective not in ("mean", "final"):
+        raise ValueError(f"objective must be 'mean' or 'final', got {objective!r}")
+    low, high = controller.log_lr_range
+    state = init_unroll_state(family, problems, 0.5 * (low + high), create_graph)
+    floor = controller.loss_floor
+    features, log_lrs, ratios = [], [], [torch.log((state.loss + floor * state.initial_loss) / state.initial_loss)]
+    window: list[torch.Tensor] = []
+    meta_loss = torch.zeros(())
+    with torch.enable_grad() if create_graph else torch.no_grad():
+        for t in range(horizon):
+            obs = observe(state, horizon, (low, high), floor)
+            log_lr = controller.log_lr(obs)
+            features.append(obs)
+            log_lrs.append(log_lr)
+            state = sgd_step(family, problems, state, log_lr, create_graph, divergence_threshold)
+            ratio = torch.log((state.loss + floor * state.initial_loss) / state.initial_loss)
+            ratios.append(ratio)
+            window.append(ratio)
+            end = t + 1 == horizon or (truncation is not None and (t + 1) % truncation == 0)
+            if end:
+                window_loss = (torch.stack(window).mean(0) if objective == "mean" else window[-1]).mean()
+                if on_window is not None and window_loss.requires_grad:
+                    on_window(window_loss)
+                meta_loss = meta_loss + (window_loss.detach() if on_window is not None else window_loss)
+                window = []
+                if truncation is not None:
+                    state = state.detach()
+    return UnrollResult(torch.stack(features), torch.stack(log_lrs), torch.stack(ratios), state.diverged, meta_loss, state)
+
+
+# ====================================================================== LSTM optimizer
+def preprocess_gradient(grad: torch.Tensor, p: float = 10.0) -> torch.Tensor:
+    """Andrychowicz et al. (2016), appendix A: ``(log|g| / p, sign g)`` if ``|g| >= e^-p``, else ``(-1, e^p g)``. -> (..., 2)."""
+    magnitude = grad.abs()
+    big = magnitude >= math.exp(-p)
+    first = torch.where(big, torch.log(magnitude.clamp_min(math.exp(-p))) / p, torch.full_like(grad, -1.0))
+    second = torch.where(big, torch.sign(grad), math.exp(p) * grad)
+    return torch.stack([first, second], dim=-1)
+
+
+class CoordinatewiseLSTMOptimizer(nn.Module):
+    """Andrychowicz et al. (2016)'s coordinatewise LSTM optimizer.
+
+    One two-layer LSTM (``hidden`` 20) with shared weights runs on every
+    coordinate of every problem (batch = problems x parameters); its input is
+    the preprocessed gradient (:func:`preprocess_gradient`) and its output, times
+    ``output_scale`` (0.1), the update added to that coordinate. The gradient it
+    sees is the LR core's: the mean of the two paired minibatch gradients.
+    Meta-trained by truncated BPTT (:meth:`meta_train`); gradients are treated as
+    constants in the meta-gradient unless ``second_order`` (the paper's choice).
+    """
+
+    def __init__(self, hidden: int = 20, output_scale: float = 0.1, preprocess_p: float = 10.0, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.hidden_size, self.output_scale, self.preprocess_p = hidden, output_scale, preprocess_p
+        self.cell1 = nn.LSTMCell(2, hidden)
+        self.cell2 = nn.LSTMCell(hidden, hidden)
+        self.head = nn.Linear(hidden, 1)
+        self.history: list[dict[str, float]] = []
+
+    def init_state(self, count: int) -> tuple[torch.Tensor, ...]:
+        zeros = torch.zeros(count, self.hidden_size)
+        return zeros, zeros.clone(), zeros.clone(), zeros.clone()
+
+    def update(self, grad: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Update ``(B, P)`` for gradient ``(B, P)`` and the new LSTM state (rows = B * P coordinates)."""
+        x = preprocess_gradient(grad.reshape(-1), self.preprocess_p)
+        h1, c1 = self.cell1(x, (state[0], state[1]))
+        h2, c2 = self.cell2(h1, (state[2], state[3]))
+        return self.output_scale * self.head(h2).view_as(grad), (h1, c1, h2, c2)
+
+    def run(
+        self, family: TaskFamily, problems: Problems, horizon: int, truncation: int | None = None,
+        on_window: Any = None, train: bool = True, second_order: bool = False, divergence_threshold: float = 1e4,
+        loss_floor: float = 1e-6,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unroll ``horizon`` steps; returns losses ``(T + 1, B)`` (frozen after divergence), initial loss, diverged."""
+        b = problems.num
+        params = problems.params.detach().clone()
+        lstm = self.init_state(b * params.shape[1])
+        create_graph = train and second_order
+        loss, g_a, g_b = paired_grads(family, params, problems.tasks, problems.run_key, 0, create_graph)
+        initial = loss.detach()
+        grad = ((g_a + g_b) / 2.0).detach() if not create_graph else (g_a + g_b) / 2.0
+        diverged = torch.zeros(b, dtype=torch.bool)
+        losses, window = [loss.detach()], []
+        floor = loss_floor * initial
+        with torch.enable_grad() if train else torch.no_grad():
+            for t in range(horizon):
+                step, lstm = self.update(grad, lstm)
+                new_params = params + step
+                new_loss, g_a, g_b = paired_grads(family, new_params, problems.tasks, problems.run_key, t + 1, create_graph)
+                if train and not create_graph:  # the loss itself must stay differentiable in the params
+                    new_loss = family.loss(new_params, problems.tasks, "train")
+                new_grad = (g_a + g_b) / 2.0
+                if not create_graph:
+                    new_grad = new_grad.detach()
+                mask = diverged.unsqueeze(-1)
+                params = torch.where(mask, params, new_params)
+                grad = torch.where(mask, grad, new_grad)
+                loss = torch.where(diverged, loss, new_loss)
+                diverged = diverged | ~torch.isfinite(loss) | (loss > divergence_threshold * initial) | ~torch.isfinite(grad).all(-1)
+                losses.append(loss.detach())
+                window.append(torch.log((loss + floor) / initial))
+                end = t + 1 == horizon or (truncation is not None and (t + 1) % truncation == 0)
+                if end:
+                    if on_window is not None and train:
+                        on_window(torch.stack(window).mean())
+                    window = []
+                    if truncation is not None:
+                        params, grad, loss = params.detach(), grad.detach(), loss.detach()
+                        lstm = tuple(s.detach() for s in lstm)
+        return torch.stack(losses), initial, diverged
+
+    def meta_train(
+        self, family: str | TaskFamily = "quadratic", iterations: int = 200, num_tasks: int = 32, horizon: int = 50,
+        truncation: int = 10, meta_lr: float = 3e-3, clip: float = 1.0, seed: int = 0,
+        time_budget_s: float | None = None, second_order: bool = False, log_every: int = 0,
+        validation: Problems | None = None, validate_every: int = 10,
+    ) -> list[dict[str, float]]:
+        """Adam on the LSTM through truncated unrolls on fresh training-split problems (one step per window).
+
+        ``validation`` / ``validate_every``: keep the best weights by mean final log loss, as
+        :meth:`LearnedLRController.meta_train`.
+        """
+        import time
+
+        family = _as_family(family)
+        optimizer = torch.optim.Adam(self.parameters(), lr=meta_lr)
+        start, best = time.perf_counter(), None
+        for iteration in range(iterations):
+            keys = rng.keys_from_seeds(torch.arange(num_tasks) + 2_000_003 * (seed + 1) + iteration * num_tasks)
+            problems = sample_problems(family, keys, "train")
+            window_losses: list[float] = []
+
+            def update(window_loss: torch.Tensor) -> None:
+                optimizer.zero_grad()
+                window_loss.backward()
+                for p in self.parameters():
+                    if p.grad is not None:
+                        torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+                torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
+                optimizer.step()
+                window_losses.append(float(window_loss.detach()))
+
+            losses, initial, diverged = self.run(family, problems, horizon, truncation, update, True, second_order)
+            final = float(np.mean(final_log10(losses[-1], initial, diverged)))
+            record = {"iteration": iteration, "meta_loss": float(np.mean(window_losses)), "log10_final": final}
+            stop = time_budget_s is not None and time.perf_counter() - start > time_budget_s
+            if validation is not None and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
+                record["validation_log10_final"] = score = float(self.optimize(validation, horizon, family)[1].mean())
+                if best is None or score < best[0]:
+                    best = (score, copy.deepcopy(self.state_dict()))
+            self.history.append(record)
+            if log_every and iteration % log_every == 0:
+                print(f"[lstm] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}", flush=True)
+            if stop:
+                break
+        if best is not None:
+            self.load_state_dict(best[1])
+        return self.history
+
+    def optimize(
+        self, tasks: Problems, horizon: int, family: str | TaskFamily = "quadratic"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the learned optimizer on ``tasks`` (a :class:`Problems`) for ``horizon`` steps.
+
+        Returns the per-task loss curves ``(B, T + 1)`` (``L_0 .. L_T``, frozen once a
+        task diverges) and the harness's metric, final ``log10(L_T / L_0)`` per task
+        (``log10(1e30)`` where it diverged).
+        """
+        family = _as_family(family)
+        losses, initial, diverged = self.run(family, tasks, horizon, None, None, train=False)
+        return losses.T.double().numpy(), final_log10(losses[-1], initial, diverged)
+
+    def save(self, path: str) -> None:
+        torch.save({"config": {"hidden": self.hidden_size, "output_scale": self.output_scale,
+                               "preprocess_p": self.preprocess_p},
+                    "state_dict": self.state_dict(), "history": self.history}, path)
+
+    @classmethod
+    def load(cls, path: str) -> CoordinatewiseLSTMOptimizer:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = cls(**blob["config"])
+        model.load_state_dict(blob["state_dict"])
+        model.history = blob.get("history", [])
+        return model
