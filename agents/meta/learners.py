@@ -33,7 +33,7 @@ import torch
 from torch.func import grad, vmap
 from torch.utils import _pytree as pytree
 
-from agents.meta.functional import init_mlp, mlp_forward, mse
+from agents.meta.functional import flatten_params, init_mlp, mlp_forward, mse
 from agents.meta.tasks import SinusoidTasks, support_query
 from metaopt_envs.problems.base import TaskData
 
@@ -66,6 +66,19 @@ class MetaLearner:
             leaf.requires_grad_(True)
         self.sampler = SinusoidTasks()
         self.iterations_trained = 0
+
+    def initialization(self) -> torch.Tensor:
+        """The meta-learned network as one flat float32 vector in the LR env's sinusoid layout.
+
+        ``MetaOpt-LR-v0`` with ``task_family="sinusoid"`` and ``initial_params=learner.initialization()``
+        starts every inner problem from it, so meta-learned initialization and learned control
+        (RL², the baselines) can be measured together. Both lay out each layer as its
+        ``(fan_in, fan_out)`` weight, row-major, then its bias.
+        """
+        if self.input_dim != 1 or self.hidden != (40, 40):
+            raise ValueError("initialization() needs the 1-40-40-1 network of the LR env's sinusoid family "
+                             f"(input_dim 1, hidden (40, 40)); this learner has {self.input_dim}, {self.hidden}")
+        return flatten_params({k: v.detach() for k, v in self.meta["net"].items()}).to(torch.float32)
 
     # ---- per-task pieces (overridden by the learners) -------------------------------------
     def _init_meta(self) -> Tree:

@@ -78,6 +78,7 @@ class LRCore(BatchedCore):
         divergence_penalty: float = 10.0,
         loss_floor: float = 1e-6,
         chunk_size: int = 1024,
+        initial_params: torch.Tensor | np.ndarray | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -125,6 +126,15 @@ class LRCore(BatchedCore):
         self.divergence_threshold, self.divergence_penalty = divergence_threshold, divergence_penalty
         self.loss_floor = loss_floor
         self.chunk_size = int(chunk_size)
+        self.initial_params = None
+        if initial_params is not None:
+            initial = torch.as_tensor(initial_params, dtype=torch.float32, device=self.device).reshape(-1)
+            if initial.numel() != self.family.param_dim or not torch.isfinite(initial).all():
+                raise ValueError(
+                    f"initial_params must be {self.family.param_dim} finite numbers (the {self.family.name!r} family's "
+                    f"parameter vector), got {tuple(torch.as_tensor(initial_params).shape)}"
+                )
+            self.initial_params = initial  # e.g. a MAML or Reptile initialization: every inner problem starts here
 
         features = LR_FEATURES + ((VALIDATION_FEATURE,) if observe_validation else ())
         self.observation_names = tuple(name for name, _, _ in features)
@@ -197,7 +207,10 @@ class LRCore(BatchedCore):
             put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
         task_key = self.task_key[index]
         self.run_key[index] = rng.fold(task_key, 2, self.inner_episode[index])
-        self.params[index] = self.family.init_params(take(self.tasks, index), rng.fold(task_key, 1, self.inner_episode[index]))
+        if self.initial_params is not None:
+            self.params[index] = self.initial_params
+        else:
+            self.params[index] = self.family.init_params(take(self.tasks, index), rng.fold(task_key, 1, self.inner_episode[index]))
         self.opt_state = self.optimizer.reset_rows(self.opt_state, rows)
         self.inner_step[index] = 0
         self.log_lr[index] = self.initial_log_lr
