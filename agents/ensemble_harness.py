@@ -220,12 +220,10 @@ def markdown_table(summaries: dict[str, EnsembleSummary], reference: str | None 
 
 def plot_ensemble_curves(records: dict[str, list[EnsembleRecord]], path: str, title: str = "") -> None:
     """Mean cumulative loss and mean weight entropy of each agent against the decision (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, entropy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    (loss_axis, entropy_axis) = figure.subplots(1, 2)
     for name, recs in records.items():
         loss_axis.plot(np.mean([r.cumulative_loss for r in recs], axis=0), label=name)
         entropy_axis.plot(np.mean([r.weight_entropy for r in recs], axis=0), label=name)
@@ -234,7 +232,6 @@ def plot_ensemble_curves(records: dict[str, list[EnsembleRecord]], path: str, ti
     loss_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def build_ensemble_agents(specs: list[str], env_kwargs: dict[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -288,12 +288,10 @@ def markdown_table(summaries: dict[str, AgentSummary], reference: str | None = N
 
 def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "") -> None:
     """Mean normalized loss curve and median learning-rate schedule of each agent (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    (loss_axis, lr_axis) = figure.subplots(1, 2)
     for name, recs in records.items():
         length = min(len(r.loss_curve) for r in recs)
         loss_axis.plot(np.mean([r.loss_curve[:length] for r in recs], axis=0), label=name)
@@ -303,4 +301,3 @@ def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "")
     loss_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)

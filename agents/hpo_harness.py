@@ -152,12 +152,10 @@ def markdown_table(summaries: dict[str, HPOSummary], reference: str | None = "ra
 
 def plot_hpo_curves(records: dict[str, list[HPORecord]], path: str, title: str = "") -> None:
     """Median and mean log10 best regret of each agent against evaluations (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (median_axis, mean_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    (median_axis, mean_axis) = figure.subplots(1, 2)
     for name, recs in records.items():
         curves = np.concatenate([r.curves for r in recs])
         steps = np.arange(1, curves.shape[1] + 1)
@@ -168,7 +166,6 @@ def plot_hpo_curves(records: dict[str, list[HPORecord]], path: str, title: str =
     median_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def build_hpo_agents(specs: list[str]) -> dict[str, Any]:
