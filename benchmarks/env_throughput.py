@@ -1,7 +1,10 @@
-"""Throughput of MetaOpt-Ensemble-v0: the batched core against Gymnasium's SyncVectorEnv of single envs.
+"""Throughput of MetaOpt-Ensemble-v0 and MetaOpt-HPO-v0: the batched core against a SyncVectorEnv of single envs.
 
-    python benchmarks/ensemble_throughput.py                      # writes benchmarks/results/ensemble_throughput.{json,md}
-    python benchmarks/ensemble_throughput.py --batch-sizes 1,64 --seconds 2
+    python benchmarks/env_throughput.py                           # Ensemble: benchmarks/results/ensemble_throughput.{json,md}
+    python benchmarks/env_throughput.py --env-id MetaOpt-HPO-v0   # HPO: benchmarks/results/hpo_throughput.{json,md}
+    python benchmarks/env_throughput.py --batch-sizes 1,64 --seconds 2
+
+(``benchmarks/throughput.py`` measures MetaOpt-LR-v0, with its roofline analysis.)
 
 Both sides run whole episodes with autoresets (a reset samples a stream and computes every
 forecaster for it, so its cost is included), random actions generated beforehand, one torch thread
@@ -27,7 +30,11 @@ import torch
 
 import metaopt_envs  # noqa: F401  (registers the ids)
 
-ENV_ID = "MetaOpt-Ensemble-v0"
+SETTINGS = {
+    # env id: (family argument, default families, episode-length argument, output name)
+    "MetaOpt-Ensemble-v0": ("stream_family", "switching_ar,regimes,real", "horizon", "ensemble_throughput"),
+    "MetaOpt-HPO-v0": ("task_family", "branin,hartmann6,gp,sklearn,mixture", "budget", "hpo_throughput"),
+}
 
 
 def steps_per_second(envs: Any, num_envs: int, seconds: float, repeats: int) -> float:
@@ -46,26 +53,34 @@ def steps_per_second(envs: Any, num_envs: int, seconds: float, repeats: int) -> 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default="switching_ar,regimes,real")
+    parser.add_argument("--env-id", default="MetaOpt-Ensemble-v0", choices=sorted(SETTINGS))
+    parser.add_argument("--families", default=None, help="comma-separated families (default: every family of the env)")
     parser.add_argument("--batch-sizes", default="1,64,1024")
     parser.add_argument("--sync-max-envs", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--horizon", type=int, default=100, help="decisions per episode (short, so resets count)")
-    parser.add_argument("--out", default="benchmarks/results/ensemble_throughput")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="decisions per episode, short so that resets count (Ensemble: 100; HPO: its budget, 32)")
+    parser.add_argument("--out", default=None, help="output path without suffix (default: benchmarks/results/<env>_throughput)")
     args = parser.parse_args(argv)
+    family_argument, families, length_argument, name = SETTINGS[args.env_id]
+    args.families = args.families or families
+    args.horizon = args.horizon or (100 if length_argument == "horizon" else 32)
+    args.out = args.out or f"benchmarks/results/{name}"
     torch.set_num_threads(args.threads)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    kwargs = {"horizon": args.horizon, "warmup": 50, "max_episode_steps": args.horizon}
+    kwargs = {length_argument: args.horizon, "max_episode_steps": args.horizon}
+    if args.env_id == "MetaOpt-Ensemble-v0":
+        kwargs["warmup"] = 50
     rows = []
     for family in args.families.split(","):
         for b in (int(x) for x in args.batch_sizes.split(",")):
-            batched = gym.make_vec(ENV_ID, num_envs=b, stream_family=family, **kwargs)
+            batched = gym.make_vec(args.env_id, num_envs=b, **{family_argument: family}, **kwargs)
             fast = steps_per_second(batched, b, args.seconds, args.repeats)
             sync = None
             if b <= args.sync_max_envs:
-                envs = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID, stream_family=family, **kwargs)] * b)
+                envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id, **{family_argument: family}, **kwargs)] * b)
                 sync = steps_per_second(envs, b, args.seconds, args.repeats)
             rows.append({"family": family, "num_envs": b, "batched_steps_per_s": fast, "sync_steps_per_s": sync,
                          "ratio": fast / sync if sync else None})
@@ -73,16 +88,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "commit": commit, "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(), "loadavg": list(os.getloadavg()),
-        "horizon": args.horizon, "seconds": args.seconds, "repeats": args.repeats, "rows": rows,
+        "env_id": args.env_id, "horizon": args.horizon, "seconds": args.seconds, "repeats": args.repeats, "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     lines = [
-        "# MetaOpt-Ensemble-v0 throughput: batched core vs SyncVectorEnv",
+        f"# {args.env_id} throughput: batched core vs SyncVectorEnv",
         "",
         f"commit `{commit}`, torch {torch.__version__}, {args.threads} torch thread(s), {os.cpu_count()} CPUs, "
-        f"episodes of {args.horizon} decisions after a 50-step warm-up (autoresets included), best of "
+        f"episodes of {args.horizon} decisions (autoresets included, so resets count), best of "
         f"{args.repeats} windows of {args.seconds} s; load average at the end {report['loadavg']}.",
         "",
         "| family | num_envs | batched steps/s | SyncVectorEnv steps/s | ratio |",
