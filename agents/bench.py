@@ -36,8 +36,11 @@ TUNED = ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine
 
 
 def git_commit() -> str:
+    """HEAD's commit of this repository (the results files record it), or ``"unknown"``."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 import metaopt_envs  # noqa: F401  (registers the ids)
+from agents.bench import git_commit
 
 SETTINGS = {
     # env id: (family argument, default families, episode-length argument, output name)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.horizon = args.horizon or (100 if length_argument == "horizon" else 32)
     args.out = args.out or f"benchmarks/results/{name}"
     torch.set_num_threads(args.threads)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = git_commit()
     kwargs = {length_argument: args.horizon, "max_episode_steps": args.horizon}
     if args.env_id == "MetaOpt-Ensemble-v0":
         kwargs["warmup"] = 50

@@ -49,32 +49,9 @@ from agents.meta.learned_optimizers import (  # noqa: E402
     harness_problems,
     sample_problems,
 )
+from agents.bench import git_commit  # noqa: E402
 from metaopt_envs import rng  # noqa: E402
 from metaopt_envs.problems import make_task_family  # noqa: E402
-
-
-def git_commit() -> str:
-    """HEAD's commit, read from .git without running git (uncommitted changes are not reflected)."""
-    git = REPO_ROOT / ".git"
-    try:
-        if git.is_file():  # a worktree: "gitdir: <path>"
-            git = Path(git.read_text().split(":", 1)[1].strip())
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        common = git / (git / "commondir").read_text().strip() if (git / "commondir").exists() else git
-        for base in (git, common):
-            if (base / ref).exists():
-                return (base / ref).read_text().strip()
-            packed = base / "packed-refs"
-            if packed.exists():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split()[0]
-    except OSError:
-        pass
-    return "unknown"
 
 
 def summary(final: np.ndarray, reference: np.ndarray | None) -> dict:

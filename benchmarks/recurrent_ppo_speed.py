@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -62,6 +61,7 @@ if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/recurrent_ppo_spe
     sys.path.insert(0, str(REPO_ROOT))
 
 from agents.rl2.fast_recurrent import FastRecurrentPPO  # noqa: E402
+from agents.bench import git_commit  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -297,15 +297,6 @@ def run_config(cfg: BenchConfig, algos: list[str], timesteps: int, seed: int, de
             )
         )
     return results
-
-
-def git_commit() -> str:
-    """Current commit of the repository (read-only), or 'unknown'."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def to_markdown(meta: dict[str, Any], results: list[RunResult], speedups: dict[str, float]) -> str:

@@ -49,44 +49,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from agents.meta import LEARNERS, SinusoidTasks  # noqa: E402
+from agents.bench import git_commit  # noqa: E402
+from agents.harness import bootstrap_ci  # noqa: E402
 
 # Reference 5-shot query MSE (steps -> value), as given for Finn et al. (2017).
 PUBLISHED_5SHOT = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrained": {1: 2.41, 5: 2.23, 10: 2.19}}
 REPORT_STEPS = (0, 1, 5, 10)
 METHOD_LABEL = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "metasgd": "Meta-SGD",
                 "cavia": "CAVIA", "pretrained": "Pretrained"}
-
-
-def git_commit() -> str:
-    """HEAD's commit, read from .git without running git (uncommitted changes are not reflected)."""
-    git = REPO_ROOT / ".git"
-    try:
-        if git.is_file():  # a worktree: "gitdir: <path>"
-            git = Path(git.read_text().split(":", 1)[1].strip())
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        for base in (git, Path((git / "commondir").read_text().strip()) if (git / "commondir").exists() else git):
-            base = base if base.is_absolute() else git / base
-            if (base / ref).exists():
-                return (base / ref).read_text().strip()
-            packed = base / "packed-refs"
-            if packed.exists():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split()[0]
-    except OSError:
-        pass
-    return "unknown"
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
-    gen = np.random.default_rng(seed)
-    idx = gen.integers(0, len(values), size=(resamples, len(values)))
-    means = values[idx].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def method_settings(name: str, args: argparse.Namespace) -> dict:
@@ -147,7 +117,7 @@ def main() -> None:
                 if bad:  # diverged on some tasks (Meta-SGD's lrs, learned for one step, can overshoot later steps)
                     per_step[str(step)] = {"mean": None, "ci95": [None, None], "nonfinite_tasks": bad}
                     continue
-                lo, hi = bootstrap_ci(col, args.bootstrap, seed=step)
+                lo, hi = bootstrap_ci(col, np.mean, args.bootstrap, seed=step)
                 per_step[str(step)] = {"mean": float(col.mean()), "ci95": [lo, hi], "nonfinite_tasks": 0}
             results[name]["shots"][str(shots)] = {
                 "train_iterations": args.iterations, "train_wall_s": log["wall_s"], "eval_wall_s": eval_s,
