@@ -45,6 +45,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, started: float) -> dict[str, Any]:
+    """``results.json`` and ``results.md`` in ``out_dir``, with the wall time since ``started``."""
+    report["wall_seconds"] = time.perf_counter() - started
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "results.md").write_text("\n".join(markdown))
+    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
+    return report
+
+
 def build_agents(specs: list[str], env_id: str, env_kwargs: dict[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Agents by display name, and the tuning record of each tuned baseline."""
     agents: dict[str, Any] = {}
@@ -141,11 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         markdown += [f"## {family}", "", markdown_table(summaries, reference), "", f"![{family}]({plot_path.name})", ""]
         print(f"\n## {family}\n\n{markdown_table(summaries, reference)}", flush=True)
-    report["wall_seconds"] = time.perf_counter() - started
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "results.md").write_text("\n".join(markdown))
-    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
-    return report
+    return write_report(report, markdown, out_dir, started)
 
 
 def suite_main(
@@ -178,11 +183,7 @@ def suite_main(
         report["families"][family] = {"summaries": summaries, "tuning": tuning, "plot": plot_path.name}
         markdown += [f"## {family}", "", table, "", f"![{family}]({plot_path.name})", ""]
         print(f"\n## {family}\n\n{table}", flush=True)
-    report["wall_seconds"] = time.perf_counter() - started
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "results.md").write_text("\n".join(markdown))
-    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
-    return report
+    return write_report(report, markdown, out_dir, started)
 
 
 def cli() -> None:

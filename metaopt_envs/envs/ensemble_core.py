@@ -227,7 +227,8 @@ class EnsembleCore(BatchedCore):
         """Weight the pool's forecasts of each row's next value with ``actions: (B, K)``, then reveal it."""
         weights = self.actions_to_weights(actions)
         predictions = self._current_forecasts()
-        value = self.values.gather(1, self.t.clamp(max=self.length - 1).unsqueeze(-1)).squeeze(-1)
+        now = self.t.clamp(max=self.length - 1).unsqueeze(-1)
+        value = self.values.gather(1, now).squeeze(-1)
         sigma = self.sigma
         error = (predictions - value.unsqueeze(-1)) / sigma.unsqueeze(-1)
         ens_error = (weights * error).sum(-1)
@@ -241,7 +242,7 @@ class EnsembleCore(BatchedCore):
         self.ens_fast = (1.0 - FAST_RATE) * self.ens_fast + FAST_RATE * ens_sq
         self.ens_slow = (1.0 - SLOW_RATE) * self.ens_slow + SLOW_RATE * ens_sq
         self.weights = weights
-        regime = self.regime.gather(1, self.t.clamp(max=self.length - 1).unsqueeze(-1)).squeeze(-1)
+        regime = self.regime.gather(1, now).squeeze(-1)
         decision = self.t - self.warmup
         self.t = self.t + 1
         loss = torch.nan_to_num(loss, nan=1e30, posinf=1e30)
