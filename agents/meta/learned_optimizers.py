@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +235,25 @@ class UnrollResult:
     state: UnrollState = field(repr=False)
 
 
+
+def _window_update(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor], clip: float,
+                   log: list[float]) -> Callable[[torch.Tensor], None]:
+    """The truncated-BPTT step taken at the end of each unroll window: backward, non-finite
+    gradients zeroed, norm clipped to ``clip``, one optimizer step; the window's loss goes to ``log``."""
+
+    def update(window_loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        window_loss.backward()
+        for p in parameters:
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        torch.nn.utils.clip_grad_norm_(parameters, clip)
+        optimizer.step()
+        log.append(float(window_loss.detach()))
+
+    return update
+
+
 class LearnedLRController(Controller):
     """An MLP learning-rate controller for SGD on MetaOpt-LR-v0, meta-trained through unrolled inner loops.
 
@@ -305,16 +325,7 @@ class LearnedLRController(Controller):
             keys = rng.keys_from_seeds(torch.arange(num_tasks) + 1_000_003 * (seed + 1) + iteration * num_tasks)
             problems = sample_problems(family, keys, "train")
             window_losses: list[float] = []
-
-            def update(window_loss: torch.Tensor) -> None:
-                optimizer.zero_grad()
-                window_loss.backward()
-                for p in self.net.parameters():
-                    if p.grad is not None:
-                        torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
-                optimizer.step()
-                window_losses.append(float(window_loss.detach()))
+            update = _window_update(optimizer, list(self.net.parameters()), clip, window_losses)
 
             result = unroll(self, family, problems, horizon, truncation, objective=objective, on_window=update)
             final = float(result.log_loss_ratios[-1].detach().mean() / math.log(10.0))
@@ -515,16 +526,7 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
             keys = rng.keys_from_seeds(torch.arange(num_tasks) + 2_000_003 * (seed + 1) + iteration * num_tasks)
             problems = sample_problems(family, keys, "train")
             window_losses: list[float] = []
-
-            def update(window_loss: torch.Tensor) -> None:
-                optimizer.zero_grad()
-                window_loss.backward()
-                for p in self.parameters():
-                    if p.grad is not None:
-                        torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-                torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
-                optimizer.step()
-                window_losses.append(float(window_loss.detach()))
+            update = _window_update(optimizer, list(self.parameters()), clip, window_losses)
 
             losses, initial, diverged = self.run(family, problems, horizon, truncation, update, True, second_order)
             final = float(np.mean(final_log10(losses[-1], initial, diverged)))
