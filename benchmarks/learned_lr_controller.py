@@ -5,9 +5,9 @@
   ``--lr-budget-s`` seconds by truncated BPTT (windows of ``--truncation`` steps)
   through unrolled SGD on fresh training-split quadratics, keeping the best
   weights on 64 training-split validation tasks; evaluated with
-  :func:`agents.harness.evaluate` (its ``predict``) beside the constant and
+  :func:`agents.evaluation.lr.evaluate` (its ``predict``) beside the constant and
   hypergradient baselines (``lr`` tuned on the training split by
-  :func:`agents.harness.tune_baseline`) and the analytic optimal constant (oracle).
+  :func:`agents.evaluation.lr.tune_baseline`) and the analytic optimal constant (oracle).
 * Coordinatewise LSTM optimizer (Andrychowicz et al. 2016,
   :class:`~agents.meta.learned_optimizers.CoordinatewiseLSTMOptimizer`):
   meta-trained for ``--lstm-budget-s`` seconds likewise, then run on exactly the
@@ -41,17 +41,17 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from agents.baselines import ConstantLR, HypergradientLR, QuadraticOracleLR  # noqa: E402
-from agents.harness import bootstrap_ci, evaluate, iqm, tune_baseline  # noqa: E402
+from agents.controllers.lr import ConstantLR, HypergradientLR, QuadraticOracleLR  # noqa: E402
+from agents.evaluation.lr import bootstrap_ci, evaluate, iqm, tune_baseline  # noqa: E402
 from agents.meta.learned_optimizers import (  # noqa: E402
     CoordinatewiseLSTMOptimizer,
     LearnedLRController,
     harness_problems,
     sample_problems,
 )
-from agents.bench import git_commit  # noqa: E402
-from metaopt_envs import rng  # noqa: E402
-from metaopt_envs.problems import make_task_family  # noqa: E402
+from agents.cli.bench import git_commit  # noqa: E402
+from metaopt_envs.core import rng  # noqa: E402
+from metaopt_envs.lr.families import make_task_family  # noqa: E402
 
 
 def summary(final: np.ndarray, reference: np.ndarray | None) -> dict:

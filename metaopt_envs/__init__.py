@@ -16,8 +16,8 @@ LR_DEFAULT_HORIZON = 100
 
 register(
     id="MetaOpt-LR-v0",
-    entry_point="metaopt_envs.envs.lr:MetaOptLREnv",
-    vector_entry_point="metaopt_envs.envs.lr:MetaOptLRVectorEnv",
+    entry_point="metaopt_envs.lr.env:MetaOptLREnv",
+    vector_entry_point="metaopt_envs.lr.env:MetaOptLRVectorEnv",
     max_episode_steps=LR_DEFAULT_HORIZON,
 )
 
@@ -25,8 +25,8 @@ ENSEMBLE_DEFAULT_HORIZON = 300
 
 register(
     id="MetaOpt-Ensemble-v0",
-    entry_point="metaopt_envs.envs.ensemble:MetaOptEnsembleEnv",
-    vector_entry_point="metaopt_envs.envs.ensemble:MetaOptEnsembleVectorEnv",
+    entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleEnv",
+    vector_entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleVectorEnv",
     max_episode_steps=ENSEMBLE_DEFAULT_HORIZON,
 )
 
@@ -34,8 +34,8 @@ HPO_DEFAULT_BUDGET = 32
 
 register(
     id="MetaOpt-HPO-v0",
-    entry_point="metaopt_envs.envs.hpo:MetaOptHPOEnv",
-    vector_entry_point="metaopt_envs.envs.hpo:MetaOptHPOVectorEnv",
+    entry_point="metaopt_envs.hpo.env:MetaOptHPOEnv",
+    vector_entry_point="metaopt_envs.hpo.env:MetaOptHPOVectorEnv",
     max_episode_steps=HPO_DEFAULT_BUDGET,
 )
 
@@ -44,7 +44,7 @@ def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = N
     """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``)."""
     from gymnasium.envs.registration import load_env_creator
 
-    from metaopt_envs.vector import RL2TrialCore
+    from metaopt_envs.core import RL2TrialCore
 
     spec = gym.spec(env_id)
     if not isinstance(spec.vector_entry_point, str) or not spec.id.startswith("MetaOpt-"):
@@ -62,7 +62,7 @@ def make_sb3_vec_env(
     ``seed`` seeds row ``i`` with ``seed + i`` at the first ``reset()``;
     ``episodes_per_trial=K`` turns on RL² trial mode; ``kwargs`` are the env's arguments.
     """
-    from metaopt_envs.vector import CoreSB3VecEnv
+    from metaopt_envs.core import CoreSB3VecEnv
 
     vec_env = CoreSB3VecEnv(make_core(env_id, num_envs, episodes_per_trial, **kwargs))
     if seed is not None:

@@ -84,7 +84,7 @@ print(f"action {action[0]:+.3f} -> lr {info['lr']:.4f}; reward {reward:+.4f}; in
 The observation is a vector of 8 features, all scale-free so that one agent can work across
 problems whose losses differ by orders of magnitude. Their names live on the batched core behind
 the env (`env.unwrapped.core.observation_names`); the full table with ranges is in
-`help(metaopt_envs.envs.lr.MetaOptLREnv)`.
+`help(metaopt_envs.lr.env.MetaOptLREnv)`.
 """),
     code("""
 names = env.unwrapped.core.observation_names
@@ -111,18 +111,18 @@ env.close()
 ## 2. Two baselines through the harness
 
 Every agent — a hand-designed controller, a trained SB3 model or your own class — only needs SB3's
-`predict(observation, state, episode_start, deterministic)`. `agents.harness.evaluate` runs all of
+`predict(observation, state, episode_start, deterministic)`. `agents.evaluation.lr.evaluate` runs all of
 them on **exactly the same** held-out test tasks (the `test` split, keyed by the seeds) with one
 batched tensor program, and summarizes per agent: mean return with a bootstrap 95% CI, the
 interquartile mean (IQM), the final `log10 LT/L0`, the win rate against a reference agent and the
 divergence rate.
 
-The controllers of `agents.baselines` emit absolute-mode actions, so the env keeps
+The controllers of `agents.controllers.lr` emit absolute-mode actions, so the env keeps
 `action_mode="absolute"`.
 """),
     code("""
-from agents.baselines import ConstantLR, CosineLR
-from agents.harness import evaluate, markdown_table
+from agents.controllers.lr import ConstantLR, CosineLR
+from agents.evaluation.lr import evaluate, markdown_table
 
 env_kwargs = {"task_family": "quadratic", "horizon": HORIZON, "action_mode": "absolute"}
 agents = {
@@ -143,7 +143,7 @@ compare the two columns before trusting a mean. These rates are hand-picked; `me
 ## 3. Loss curves and learning-rate schedules
 
 `evaluate` also returns the raw records: per seed, the mean `log10(L_t / L0)` and the geometric-mean
-learning rate at each decision. (`agents.harness.plot_curves(records, path)` writes the same two
+learning rate at each decision. (`agents.evaluation.lr.plot_curves(records, path)` writes the same two
 panels to a PNG file, as the command-line tools do; here we plot inline.)
 """),
     code("""
@@ -221,7 +221,7 @@ action multiplies the current rate by at most 2x per decision). We override the 
 import tempfile
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from agents.train import CONFIG_DIR, train
+from agents.cli.train import CONFIG_DIR, train
 
 out_dir = tempfile.mkdtemp(prefix="metaopt-rl2-")
 overrides = [
@@ -290,7 +290,7 @@ for name, tune in tuning.items():
     md("""
 ## 4. Curves
 
-`curves.png` (written by `agents.harness.plot_curves`) shows the mean normalized loss and the
+`curves.png` (written by `agents.evaluation.lr.plot_curves`) shows the mean normalized loss and the
 learning-rate schedule of each agent on the test tasks. RL²'s schedule is whatever the policy chose
 from its observations: in relative mode it starts at the env's `initial_lr` and moves the rate
 multiplicatively — here it learned a warm-up to a large rate followed by a decay, a schedule nobody
@@ -308,8 +308,8 @@ the horizon) through `agent_env_kwargs` so that the tasks stay the same for ever
 """),
     code("""
 from agents.rl2.fast_recurrent import FastRecurrentPPO
-from agents.harness import evaluate, markdown_table
-from agents.baselines import ConstantLR
+from agents.evaluation.lr import evaluate, markdown_table
+from agents.controllers.lr import ConstantLR
 
 model = FastRecurrentPPO.load(result["model"], device="cpu")
 trained_kwargs = OmegaConf.to_container(cfg.env.kwargs)
@@ -348,7 +348,7 @@ absolute-mode actions. It keeps no memory of its own — the rate in force is in
 (`log_lr`) — so `state` passes through unchanged.
 """),
     code("""
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from metaopt_envs.lr.core import LR_FEATURES
 
 FEATURE = {name: i for i, (name, _, _) in enumerate(LR_FEATURES)}
 
@@ -375,8 +375,8 @@ log grid by mean return, on tasks disjoint from the test tasks) and with hypergr
 same 32 x 2 test quadratics:
 """),
     code("""
-from agents.baselines import ConstantLR, HypergradientLR
-from agents.harness import evaluate, markdown_table, tune_baseline
+from agents.controllers.lr import ConstantLR, HypergradientLR
+from agents.evaluation.lr import evaluate, markdown_table, tune_baseline
 
 HORIZON = 50
 env_kwargs = {"task_family": "quadratic", "horizon": HORIZON, "action_mode": "absolute"}
@@ -419,7 +419,7 @@ Subclass `TaskFamily` and implement four methods with tensor operations over the
 (`n` problems at once):
 
 - `sample(keys, split)`: task data from int64 keys (one per problem) — all randomness must come from
-  the keys (`metaopt_envs.rng`), so a batched run equals `n` single runs;
+  the keys (`metaopt_envs.core.rng`), so a batched run equals `n` single runs;
 - `init_params(tasks, keys)`: the `(n, P)` starting parameters;
 - `loss(params, tasks, split)`: the full-data loss `(n,)`;
 - `minibatch_loss(params, tasks, keys)`: one minibatch loss per problem (its autograd gradient is
@@ -429,8 +429,8 @@ Here: `1/2 mean((X w - y)^2)` with 5 features and 64 noisy samples per task; the
 true weights shifted by +3, so train and test tasks differ.
 """),
     code("""
-from metaopt_envs import rng
-from metaopt_envs.problems import TaskFamily
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families import TaskFamily
 
 
 class LeastSquares(TaskFamily):
@@ -548,12 +548,12 @@ the same held-out tasks. Sizes here are small so that the notebook runs in secon
 `stream_family="switching_ar"` draws AR(2) processes that switch between 4 regimes;
 `forecasters=("expert0", ..., "expert3")` gives a pool of each regime's *true* AR(2) model, so the
 right weight changes abruptly at every switch. The online-learning baselines of
-`agents.ensemble_baselines` run in `action_mode="simplex"` (the action is the weight vector).
+`agents.controllers.ensemble` run in `action_mode="simplex"` (the action is the weight vector).
 We use 120 decisions per stream after a 50-step warm-up.
 """),
     code("""
-from agents.ensemble_baselines import (ExponentiatedGradient, FixedShare, Hedge, RegimeOracle, Uniform)
-from agents.ensemble_harness import evaluate_ensemble, markdown_table as ensemble_table
+from agents.controllers.ensemble import (ExponentiatedGradient, FixedShare, Hedge, RegimeOracle, Uniform)
+from agents.evaluation.ensemble import evaluate_ensemble, markdown_table as ensemble_table
 
 ens_kwargs = {
     "stream_family": "switching_ar",
@@ -603,7 +603,7 @@ To *see* the weights, step the vector env directly with Fixed-Share on one strea
 regime in force (`info["regime"]`):
 """),
     code("""
-from agents.ensemble_baselines import FixedShare
+from agents.controllers.ensemble import FixedShare
 
 envs = gym.make_vec("MetaOpt-Ensemble-v0", num_envs=1, split="test", **ens_kwargs)
 obs, _ = envs.reset(seed=8)  # a test stream with three regime switches
@@ -647,8 +647,8 @@ GP-EI is sequential model-based optimization with a Matérn-5/2 Gaussian process
 Improvement, batched in torch across problems.
 """),
     code("""
-from agents.hpo_baselines import GPEI, RandomSearch, Sobol
-from agents.hpo_harness import evaluate_hpo, markdown_table as hpo_table
+from agents.controllers.hpo import GPEI, RandomSearch, Sobol
+from agents.evaluation.hpo import evaluate_hpo, markdown_table as hpo_table
 
 hpo_kwargs = {"task_family": "branin", "budget": 16}
 hpo_agents = {"random": RandomSearch(), "sobol": Sobol(), "gp_ei": GPEI()}

@@ -1,8 +1,8 @@
 """Build the precomputed table of the ``"sklearn"`` objective family.
 
 Trains every (problem, dataset, grid point) of
-:mod:`metaopt_envs.objectives.sklearn_problems` and writes
-``metaopt_envs/objectives/data/hpo_tables.npz`` (compressed, a few tens of kB).
+:mod:`metaopt_envs.hpo.families.sklearn_problems` and writes
+``metaopt_envs/hpo/families/data/hpo_tables.npz`` (compressed, a few tens of kB).
 Deterministic: fixed data splits and model seeds, one thread. About 3 minutes
 on one CPU core::
 
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metaopt_envs.objectives import sklearn_problems as sp  # noqa: E402
+from metaopt_envs.hpo.families import sklearn_problems as sp  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "metaopt_envs" / "objectives" / "data" / "hpo_tables.npz"
 

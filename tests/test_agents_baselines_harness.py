@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import metaopt_envs
-from agents.baselines import BASELINES, FEATURE, CosineLR, HypergradientLR, StepDecayLR, WarmupCosineLR
-from agents.bench import main as bench_main
-from agents.harness import bootstrap_ci, evaluate, iqm, load_agent, markdown_table, run_agent
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from agents.controllers.lr import BASELINES, FEATURE, CosineLR, HypergradientLR, StepDecayLR, WarmupCosineLR
+from agents.cli.bench import main as bench_main
+from agents.evaluation.lr import bootstrap_ci, evaluate, iqm, load_agent, markdown_table, run_agent
+from metaopt_envs.lr.core import LR_FEATURES
 
 FAMILIES = ["quadratic", "logistic", "sinusoid", "sklearn", "mixture"]
 

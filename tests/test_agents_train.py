@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agents.train import CONFIG_DIR, latest_checkpoint, train
+from agents.cli.train import CONFIG_DIR, latest_checkpoint, train
 
 SMALL = [
     "budget=smoke",
@@ -80,7 +80,7 @@ def test_hydra_multirun_sweeps_seeds_locally(tmp_path):
     overrides = [o for o in SMALL if not o.startswith("budget")] + [
         "budget.total_timesteps=160", "budget.checkpoint_every=160", "evaluate=false",
     ]
-    command = [sys.executable, "-m", "agents.train", "--multirun", "seed=0,1", *overrides]
+    command = [sys.executable, "-m", "agents.cli.train", "--multirun", "seed=0,1", *overrides]
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     for seed in (0, 1):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ensemble_baselines import (
+from agents.controllers.ensemble import (
     ENSEMBLE_BASELINES,
     BestSingleInHindsight,
     ExponentiatedGradient,

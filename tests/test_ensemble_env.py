@@ -18,7 +18,7 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import metaopt_envs
-from metaopt_envs.envs.ensemble_core import EnsembleCore
+from metaopt_envs.ensemble.core import EnsembleCore
 
 SMALL = {"horizon": 30, "warmup": 20, "max_episode_steps": 30}
 FAMILIES = ("switching_ar", "regimes", "real", "mixture")

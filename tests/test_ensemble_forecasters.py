@@ -1,6 +1,6 @@
 """The forecaster bank: no look-ahead, agreement with per-series references, AR recovery, bad names.
 
-Promises (metaopt_envs.streams.forecasters docstring): ``out[:, k, t]`` uses
+Promises (metaopt_envs.ensemble.forecasters docstring): ``out[:, k, t]`` uses
 ``values[:, :t]`` only; 0.0 at ``t = 0``; the last value until a forecaster
 has enough history; each forecaster is the documented estimator (checked
 against a direct per-series numpy implementation: ``numpy.linalg.lstsq`` on
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaopt_envs.streams.forecasters import (
+from metaopt_envs.ensemble.forecasters import (
     DEFAULT_FORECASTERS,
     RIDGE,
     ar_min_pairs,

@@ -19,11 +19,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import metaopt_envs
-from agents.bench import main as bench_main
-from agents.ensemble_baselines import FixedShare, RegimeOracle, Uniform
-from agents.ensemble_harness import evaluate_ensemble, load_ensemble_agent, markdown_table, run_ensemble_agent
-from agents.train import CONFIG_DIR, train
-from metaopt_envs.envs.ensemble_core import EnsembleCore
+from agents.cli.bench import main as bench_main
+from agents.controllers.ensemble import FixedShare, RegimeOracle, Uniform
+from agents.evaluation.ensemble import evaluate_ensemble, load_ensemble_agent, markdown_table, run_ensemble_agent
+from agents.cli.train import CONFIG_DIR, train
+from metaopt_envs.ensemble.core import EnsembleCore
 
 EXPERTS = {
     "stream_family": "switching_ar",
@@ -36,7 +36,7 @@ EXPERTS = {
 
 def test_experts_are_the_regimes_true_ar2_predictors():
     core = EnsembleCore(num_envs=3, **EXPERTS)
-    stream = core.family.sample(core.task_key, metaopt_envs.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train")
+    stream = core.family.sample(core.task_key, metaopt_envs.core.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train")
     torch.testing.assert_close(stream["values"], core.values)
     y, params = core.values.double(), stream["regime_params"].double()
     for r in range(4):

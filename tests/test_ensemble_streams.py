@@ -1,6 +1,6 @@
 """Stream families: shapes, keyed determinism, batch equivalence, task/episode keys, splits, pools, segments.
 
-Promises (metaopt_envs.streams.base docstring): the task key fixes the process
+Promises (metaopt_envs.ensemble.families.base docstring): the task key fixes the process
 (regimes and their parameters, or the real series and their rescaling), the
 episode key one realisation of it; the split is folded into the task key; row
 ``i`` of a batch equals sampling that row alone; regime labels are contiguous
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from metaopt_envs import rng
-from metaopt_envs.streams import (
+from metaopt_envs.core import rng
+from metaopt_envs.ensemble.families import (
     STREAM_FAMILIES,
     TEST_SERIES,
     TRAIN_SERIES,
@@ -186,7 +186,7 @@ def test_real_crops_are_standardized_and_rescaled(families):
 
 
 def test_real_data_loads_from_bundled_files():
-    from metaopt_envs.streams.real import SERIES_SPECS, load_real_series
+    from metaopt_envs.ensemble.families.real import SERIES_SPECS, load_real_series
 
     series = load_real_series()
     assert set(series) == set(SERIES_SPECS) == set(TRAIN_SERIES) | set(TEST_SERIES)

@@ -17,7 +17,7 @@ from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-from agents.hpo_baselines import (
+from agents.controllers.hpo import (
     GPEI,
     HPO_BASELINES,
     TPE,

@@ -16,7 +16,7 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import metaopt_envs
-from metaopt_envs.envs.hpo_core import HPOCore
+from metaopt_envs.hpo.core import HPOCore
 
 FAMILIES = ("branin", "hartmann3", "hartmann6", "gp", "sklearn", "mixture")
 

@@ -1,6 +1,6 @@
 """Objective families of MetaOpt-HPO-v0: shapes, keyed determinism, batch equivalence, splits, optima, tables.
 
-Promises (metaopt_envs.objectives docstrings): every family returns the common
+Promises (metaopt_envs.hpo.families docstrings): every family returns the common
 fields with fixed shapes; the split is folded into the key; row ``i`` of a batch
 equals sampling that row alone; ``f_opt`` is the exact minimum where
 ``exact_optimum`` (Branin/Hartmann after their shift and scale, the sklearn
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from metaopt_envs import rng
-from metaopt_envs.objectives import (
+from metaopt_envs.core import rng
+from metaopt_envs.hpo.families import (
     COMMON_FIELDS,
     OBJECTIVE_FAMILIES,
     BraninFamily,
@@ -30,8 +30,8 @@ from metaopt_envs.objectives import (
     SklearnTableFamily,
     make_objective_family,
 )
-from metaopt_envs.objectives.base import uniform_points
-from metaopt_envs.objectives.tables import load_tables
+from metaopt_envs.hpo.families.base import uniform_points
+from metaopt_envs.hpo.families.tables import load_tables
 
 NAMES = ("branin", "hartmann3", "hartmann6", "gp", "sklearn", "mixture")
 MAX_DIM = {"branin": 2, "hartmann3": 3, "hartmann6": 6, "gp": 6, "sklearn": 3, "mixture": 6}
@@ -216,7 +216,7 @@ def _grid_point(fam: SklearnTableFamily, tasks, row: int, index: tuple[int, ...]
 
 def test_sklearn_interpolation_hits_table_and_fresh_fit():
     pytest.importorskip("sklearn")
-    from metaopt_envs.objectives import sklearn_problems as sp
+    from metaopt_envs.hpo.families import sklearn_problems as sp
 
     fam = SklearnTableFamily(problems=("svm", "sgd"), train_datasets=("iris",), test_datasets=("wine",))
     tasks = fam.sample(_keys(64, 0), "train")

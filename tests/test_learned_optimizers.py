@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import metaopt_envs
-from agents.baselines import ConstantLR
-from agents.harness import evaluate
+from agents.controllers.lr import ConstantLR
+from agents.evaluation.lr import evaluate
 from agents.meta.learned_optimizers import (
     CoordinatewiseLSTMOptimizer,
     LearnedLRController,
@@ -19,9 +19,9 @@ from agents.meta.learned_optimizers import (
     sample_problems,
     unroll,
 )
-from metaopt_envs import rng
+from metaopt_envs.core import rng
 from metaopt_envs.core import seeds_to_keys
-from metaopt_envs.problems import make_task_family
+from metaopt_envs.lr.families import make_task_family
 
 
 class FixedRate(LearnedLRController):

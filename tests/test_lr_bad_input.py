@@ -184,7 +184,7 @@ def test_make_sb3_vec_env_rejects_unknown_id():
 
 
 def test_family_instance_with_family_kwargs_is_rejected():
-    from metaopt_envs.problems import NoisyQuadraticFamily
+    from metaopt_envs.lr.families import NoisyQuadraticFamily
 
     with pytest.raises(ValueError, match="task_family_kwargs"):
         gym.make("MetaOpt-LR-v0", task_family=NoisyQuadraticFamily(), task_family_kwargs={"min_dim": 2})

@@ -17,9 +17,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
-from metaopt_envs import make_sb3_vec_env, rng
-from metaopt_envs.problems import TaskFamily
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from metaopt_envs import make_sb3_vec_env
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families import TaskFamily
+from metaopt_envs.lr.core import LR_FEATURES
 
 HORIZON = 15
 LR_RANGE = (1e-4, 10.0)

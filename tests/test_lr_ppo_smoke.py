@@ -14,7 +14,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecMonitor
 
 from metaopt_envs import make_sb3_vec_env
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from metaopt_envs.lr.core import LR_FEATURES
 
 
 def _weights(model) -> torch.Tensor:

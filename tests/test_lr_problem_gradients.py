@@ -10,8 +10,8 @@ autograd, in float64, on the same minibatch rows.
 import pytest
 import torch
 
-from metaopt_envs import rng
-from metaopt_envs.problems import make_task_family
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families import make_task_family
 
 
 def _reference_loss(family, params, inputs, targets, tasks):

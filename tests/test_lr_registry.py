@@ -22,8 +22,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
-from metaopt_envs.envs.lr import MetaOptLREnv, MetaOptLRVectorEnv
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from metaopt_envs.lr.env import MetaOptLREnv, MetaOptLRVectorEnv
+from metaopt_envs.lr.core import LR_FEATURES
 
 FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
 WITH_VALIDATION = ("logistic", "sinusoid", "sklearn")
@@ -83,8 +83,8 @@ def test_sb3_check_env(family):
 def test_registered_spec():
     spec = gym.spec("MetaOpt-LR-v0")
     assert spec.max_episode_steps == 100
-    assert spec.entry_point == "metaopt_envs.envs.lr:MetaOptLREnv"
-    assert spec.vector_entry_point == "metaopt_envs.envs.lr:MetaOptLRVectorEnv"
+    assert spec.entry_point == "metaopt_envs.lr.env:MetaOptLREnv"
+    assert spec.vector_entry_point == "metaopt_envs.lr.env:MetaOptLRVectorEnv"
     env = gym.make("MetaOpt-LR-v0", task_family="quadratic")
     assert env.spec.max_episode_steps == 100
     assert env.unwrapped.core.horizon == 100

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from metaopt_envs import make_sb3_vec_env
-from metaopt_envs.vector import RL2TrialCore
-from metaopt_envs.envs.lr_core import LR_FEATURES
+from metaopt_envs.core import RL2TrialCore
+from metaopt_envs.lr.core import LR_FEATURES
 
 HORIZON = 6
 K = 3

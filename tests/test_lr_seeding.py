@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from metaopt_envs import make_core, make_sb3_vec_env
-from metaopt_envs.problems import SklearnMLPFamily
+from metaopt_envs.lr.families import SklearnMLPFamily
 
 HORIZON = 10
 FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from metaopt_envs import make_core, rng
+from metaopt_envs import make_core
+from metaopt_envs.core import rng
 from metaopt_envs.core import seeds_to_keys
-from metaopt_envs.problems import (
+from metaopt_envs.lr.families import (
     LogisticRegressionFamily,
     MixtureFamily,
     NoisyQuadraticFamily,
@@ -32,7 +33,7 @@ from metaopt_envs.problems import (
     SklearnMLPFamily,
     TaskFamily,
 )
-from metaopt_envs.problems.base import take
+from metaopt_envs.lr.families.base import take
 
 NUM_STEPS = 20
 NUM_ROWS = 3

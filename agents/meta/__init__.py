@@ -7,8 +7,8 @@ inner loop is ``torch.func.grad`` steps on one task, and a batch of tasks is a
 * :mod:`agents.meta.functional` -- the MLP (1-40-40-1 ReLU by default) over a
   dict or flat parameter set;
 * :mod:`agents.meta.tasks` -- K-shot support / query sets drawn from
-  :class:`metaopt_envs.problems.mlp.SinusoidMLPFamily` with keyed train/test
-  splits (:mod:`metaopt_envs.rng`);
+  :class:`metaopt_envs.lr.families.mlp.SinusoidMLPFamily` with keyed train/test
+  splits (:mod:`metaopt_envs.core.rng`);
 * :mod:`agents.meta.learners` -- :class:`MAML` (second order), :class:`FOMAML`,
   :class:`Reptile`, :class:`MetaSGD`, :class:`CAVIA` and the joint-training
   :class:`Pretrained` baseline, all with ``meta_train(...)`` and

@@ -1,12 +1,12 @@
 """Learned optimizers meta-trained by differentiating through unrolled inner loops.
 
 * :class:`LearnedLRController` -- a small MLP (8 -> 32 -> 1 by default) from the
-  MetaOpt-LR-v0 observation features (:data:`metaopt_envs.envs.lr_core.LR_FEATURES`)
+  MetaOpt-LR-v0 observation features (:data:`metaopt_envs.lr.core.LR_FEATURES`)
   to the next log learning rate of SGD. It is meta-trained by backpropagating
   through a truncated, unrolled inner loop (:func:`unroll`) that recomputes the
-  features exactly as :class:`~metaopt_envs.envs.lr_core.LRCore` does (same
+  features exactly as :class:`~metaopt_envs.lr.core.LRCore` does (same
   formulas, same minibatch keys), and it answers SB3's ``predict`` on LR-env
-  observations (absolute action mode), so :func:`agents.harness.evaluate` runs
+  observations (absolute action mode), so :func:`agents.evaluation.lr.evaluate` runs
   it beside the hand-designed baselines.
 * :class:`CoordinatewiseLSTMOptimizer` -- Andrychowicz et al. (2016): a two-layer
   LSTM (hidden 20) shared by every coordinate of every problem, fed the
@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.baselines import Controller
-from metaopt_envs import rng
+from agents.controllers.lr import Controller
+from metaopt_envs.core import rng
 from metaopt_envs.core import seeds_to_keys
-from metaopt_envs.envs.lr_core import _SPLIT_ID, _TINY, LR_FEATURES
-from metaopt_envs.problems import TaskFamily, make_task_family
-from metaopt_envs.problems.base import TaskData
+from metaopt_envs.lr.core import _SPLIT_ID, _TINY, LR_FEATURES
+from metaopt_envs.lr.families import TaskFamily, make_task_family
+from metaopt_envs.lr.families.base import TaskData
 
 FEATURE_LOW = torch.tensor([low for _, low, _ in LR_FEATURES])
 FEATURE_HIGH = torch.tensor([high for _, _, high in LR_FEATURES])
@@ -77,7 +77,7 @@ def sample_problems(family: TaskFamily, keys: torch.Tensor, split: str = "train"
 
 
 def harness_problems(family: TaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
-    """The problems :func:`agents.harness.evaluate` runs for ``seed`` (it resets with ``10_000 + seed``)."""
+    """The problems :func:`agents.evaluation.lr.evaluate` runs for ``seed`` (it resets with ``10_000 + seed``)."""
     return sample_problems(family, seeds_to_keys(10_000 + seed, num_tasks, torch.device("cpu")), split)
 
 

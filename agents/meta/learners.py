@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 
 from agents.meta.functional import flatten_params, init_mlp, mlp_forward, mse
 from agents.meta.tasks import SinusoidTasks, support_query
-from metaopt_envs.problems.base import TaskData
+from metaopt_envs.lr.families.base import TaskData
 
 Tree = Any
 

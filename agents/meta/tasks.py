@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from metaopt_envs import rng
-from metaopt_envs.problems.base import TaskData, check_split
-from metaopt_envs.problems.mlp import SinusoidMLPFamily
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families.base import TaskData, check_split
+from metaopt_envs.lr.families.mlp import SinusoidMLPFamily
 
-SPLIT_ID = {"train": 0, "test": 1}  # as in metaopt_envs.envs.lr_core
+SPLIT_ID = {"train": 0, "test": 1}  # as in metaopt_envs.lr.core
 
 
 class SinusoidTasks:

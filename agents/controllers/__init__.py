@@ -1,0 +1,1 @@
+"""Hand-designed and baseline agents per environment family, behind one base (:mod:`.base`)."""

@@ -1,0 +1,210 @@
+"""Hand-designed learning-rate controllers with SB3's ``predict`` interface.
+
+Every controller answers ``predict(observation, state=None, episode_start=None,
+deterministic=True) -> (actions, state)`` on a batch of MetaOpt-LR-v0
+observations ``(n, obs_dim)``, so one evaluator scores them, a trained SB3
+model, and a user's own agent alike. They read what they need from the
+observation (documented per class) and emit absolute-mode actions:
+
+- ``progress`` (feature 6) drives the schedules;
+- ``log_lr`` (feature 5) is the rate in force, which hypergradient descent updates;
+- ``update_cosine`` (feature 7) is the normalized hypergradient.
+
+Rates are mapped to actions with the environment's ``lr_range``; build a
+controller with :meth:`Controller.for_env` to take it from the env.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from metaopt_envs.lr.core import LR_FEATURES
+
+FEATURE = {name: i for i, (name, _, _) in enumerate(LR_FEATURES)}
+
+
+class Controller:
+    """Base: maps a learning rate per row to the absolute-mode action of ``lr_range``."""
+
+    name = "controller"
+
+    def __init__(self, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        self.log_low, self.log_high = math.log(lr_range[0]), math.log(lr_range[1])
+
+    @classmethod
+    def for_env(cls, env: Any, **kwargs: Any) -> Controller:
+        """A controller for ``env`` (any form: Env, VectorEnv, SB3 VecEnv or core)."""
+        core = getattr(env, "unwrapped", env)
+        core = getattr(core, "core", core)
+        core = getattr(core, "core", core)  # through an RL² trial wrapper
+        if getattr(core, "action_mode", "absolute") != "absolute":
+            raise ValueError("hand-designed controllers emit absolute-mode actions; make the env with action_mode='absolute'")
+        return cls(lr_range=(math.exp(core.log_lr_low), math.exp(core.log_lr_high)), **kwargs)
+
+    def lr_to_action(self, lr: np.ndarray) -> np.ndarray:
+        action = 2.0 * (np.log(lr) - self.log_low) / (self.log_high - self.log_low) - 1.0
+        return np.clip(action, -1.0, 1.0).astype(np.float32).reshape(-1, 1)
+
+    def current_lr(self, observation: np.ndarray) -> np.ndarray:
+        scaled = observation[:, FEATURE["log_lr"]]
+        return np.exp(self.log_low + 0.5 * (scaled + 1.0) * (self.log_high - self.log_low))
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        """The rate ``(n,)`` to use next."""
+        raise NotImplementedError
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        observation = np.atleast_2d(np.asarray(observation, dtype=np.float64))
+        return self.lr_to_action(self.learning_rate(observation)), state
+
+
+class ConstantLR(Controller):
+    """A constant rate ``lr``."""
+
+    name = "constant"
+
+    def __init__(self, lr: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.lr = lr
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        return np.full(observation.shape[0], self.lr)
+
+
+class CosineLR(Controller):
+    """Cosine annealing from ``lr`` to ``lr * final_fraction`` over the episode (reads ``progress``)."""
+
+    name = "cosine"
+
+    def __init__(self, lr: float = 0.1, final_fraction: float = 0.0, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.lr, self.final_fraction = lr, final_fraction
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        progress = observation[:, FEATURE["progress"]]
+        shape = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + np.cos(np.pi * progress))
+        return self.lr * np.maximum(shape, 1e-12)
+
+
+class StepDecayLR(Controller):
+    """``lr`` times ``factor`` at each milestone fraction of the episode (reads ``progress``)."""
+
+    name = "step_decay"
+
+    def __init__(
+        self, lr: float = 0.1, factor: float = 0.1, milestones: tuple[float, ...] = (0.5, 0.75),
+        lr_range: tuple[float, float] = (1e-4, 10.0),
+    ) -> None:
+        super().__init__(lr_range)
+        self.lr, self.factor, self.milestones = lr, factor, np.asarray(milestones)
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        progress = observation[:, FEATURE["progress"]]
+        passed = (progress[:, None] >= self.milestones[None, :]).sum(-1)
+        return self.lr * self.factor**passed
+
+
+class ExponentialDecayLR(Controller):
+    """``lr * final_fraction ** progress``: geometric decay to ``lr * final_fraction``."""
+
+    name = "exponential_decay"
+
+    def __init__(self, lr: float = 0.1, final_fraction: float = 0.01, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.lr, self.final_fraction = lr, final_fraction
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        return self.lr * self.final_fraction ** observation[:, FEATURE["progress"]]
+
+
+class WarmupCosineLR(Controller):
+    """Linear warm-up to ``lr`` over ``warmup_fraction`` of the episode, then cosine annealing to 0."""
+
+    name = "warmup_cosine"
+
+    def __init__(self, lr: float = 0.1, warmup_fraction: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        if not 0.0 < warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in (0, 1), got {warmup_fraction}")
+        self.lr, self.warmup_fraction = lr, warmup_fraction
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        progress = observation[:, FEATURE["progress"]]
+        warm = (progress + 1e-3) / self.warmup_fraction
+        decay = 0.5 * (1.0 + np.cos(np.pi * (progress - self.warmup_fraction) / (1.0 - self.warmup_fraction)))
+        return self.lr * np.maximum(np.where(progress < self.warmup_fraction, warm, decay), 1e-12)
+
+
+class HypergradientLR(Controller):
+    """Hypergradient descent (Baydin et al., 2018), multiplicative (normalized) form.
+
+    ``lr_t = lr_{t-1} * exp(beta * cos(g_t, u_{t-1}))``, where ``u`` is the last
+    update direction: the observation's ``update_cosine`` feature, so the rule
+    works for SGD, momentum and Adam alike. The rate in force comes from the
+    ``log_lr`` feature; an episode starts at ``lr`` (``progress == 0``).
+    """
+
+    name = "hypergradient"
+
+    def __init__(self, lr: float = 0.01, beta: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.lr, self.beta = lr, beta
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        start = observation[:, FEATURE["progress"]] == 0.0
+        updated = self.current_lr(observation) * np.exp(self.beta * observation[:, FEATURE["update_cosine"]])
+        return np.where(start, self.lr, updated)
+
+
+class RandomLR(Controller):
+    """Uniformly random actions (a random log learning rate each decision)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        n = np.atleast_2d(observation).shape[0]
+        return self.rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32), state
+
+
+class QuadraticOracleLR(Controller):
+    """The analytic optimal constant SGD step of each quadratic task (an oracle row, not an agent).
+
+    It reads the task itself, which no agent can: the harness binds it to the
+    core (``bind_core``) after every reset. Needs ``task_family="quadratic"``
+    and ``inner_optimizer="sgd"``.
+    """
+
+    name = "oracle"
+
+    def __init__(self, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr_range)
+        self.core: Any = None
+
+    def bind_core(self, core: Any) -> None:
+        self.core = getattr(core, "core", core)  # through an RL² trial wrapper
+        self.rates = self.core.optimal_constant_lr().cpu().numpy()
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        if self.core is None:
+            raise RuntimeError("the oracle must be bound to the env's core first (the harness does this)")
+        return self.rates
+
+
+BASELINES: dict[str, type[Controller]] = {
+    cls.name: cls
+    for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR, RandomLR, QuadraticOracleLR)
+}
+"""Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""

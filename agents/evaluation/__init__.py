@@ -1,0 +1,1 @@
+"""The one evaluation path: rollout loop, per-family suites, statistics and reports."""

@@ -1,0 +1,29 @@
+"""What every environment family shares.
+
+* :mod:`~metaopt_envs.core.base`: the batched-core contract (``reset_rows`` / ``observe`` / ``step``),
+  row-key bookkeeping and seeding;
+* :mod:`~metaopt_envs.core.rng`: counter-based per-row random streams;
+* :mod:`~metaopt_envs.core.family`: plain task data, splits and row helpers of every task family;
+* :mod:`~metaopt_envs.core.trial`: the RL² trial wrapper;
+* the adapters: :mod:`~metaopt_envs.core.env` (``gymnasium.Env``), :mod:`~metaopt_envs.core.vector_env`
+  (``gymnasium.vector.VectorEnv``, same-step autoreset) and :mod:`~metaopt_envs.core.sb3` (SB3 ``VecEnv``).
+"""
+
+from metaopt_envs.core import rng
+from metaopt_envs.core.base import BatchedCore, StepResult, resolve_device, seeds_to_keys
+from metaopt_envs.core.env import CoreEnv
+from metaopt_envs.core.sb3 import CoreSB3VecEnv
+from metaopt_envs.core.trial import RL2TrialCore
+from metaopt_envs.core.vector_env import CoreVectorEnv
+
+__all__ = [
+    "BatchedCore",
+    "CoreEnv",
+    "CoreSB3VecEnv",
+    "CoreVectorEnv",
+    "RL2TrialCore",
+    "StepResult",
+    "resolve_device",
+    "rng",
+    "seeds_to_keys",
+]

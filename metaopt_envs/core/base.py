@@ -1,0 +1,110 @@
+"""The contract every batched environment core keeps, and what its adapters rely on.
+
+A core holds the state of ``num_envs`` environments as tensors and advances
+all of them with one set of tensor operations. It never resets by itself:
+the adapters (:mod:`metaopt_envs.core`) decide when rows reset (autoreset,
+RL² trials) and call :meth:`BatchedCore.reset_rows`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metaopt_envs.core import rng
+
+
+class StepResult(NamedTuple):
+    """What a core returns from ``step``; every field has leading dimension ``num_envs``.
+
+    ``observation``: (B, obs_dim) float32; ``reward``: (B,) float32;
+    ``terminated`` and ``truncated``: (B,) bool; ``info``: name -> (B, ...) tensor.
+    """
+
+    observation: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    info: dict[str, torch.Tensor]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from error
+
+
+def seeds_to_keys(seed: int | list[int] | None, num_envs: int, device: torch.device) -> torch.Tensor:
+    """Row keys ``(B,)`` for ``reset(seed=...)``.
+
+    An int seeds row ``i`` with ``seed + i`` (Gymnasium's convention, so row
+    ``i`` equals a single env reset with ``seed + i``); a list gives each row
+    its seed; ``None`` draws fresh entropy from the operating system.
+    """
+    if seed is None:
+        seeds = np.random.SeedSequence().generate_state(num_envs, dtype=np.uint32).astype(np.int64).tolist()
+    elif isinstance(seed, (int, np.integer)):
+        seeds = [int(seed) + i for i in range(num_envs)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != num_envs:
+            raise ValueError(f"seed must be an int or a list of {num_envs} ints, got a list of {len(seeds)}")
+    return rng.keys_from_seeds(seeds, device)
+
+
+class BatchedCore(ABC):
+    """Base of the batched cores: spaces, device, and the reset/step contract."""
+
+    num_envs: int
+    device: torch.device
+    single_observation_space: gym.spaces.Box
+    single_action_space: gym.spaces.Box
+    observation_names: tuple[str, ...]
+
+    # Keyed cores keep per-row ``row_key``, ``episode_index``, ``inner_episode`` and ``task_key`` (B,) int64.
+    def advance_keys(self, index: torch.Tensor, keys: torch.Tensor | None, same_task: bool, split_id: int) -> bool:
+        """Key bookkeeping of a reset of rows ``index``; True where they draw new tasks.
+
+        ``keys`` reseeds the rows (episode counters restart); ``same_task`` counts another inner
+        episode on the current task; otherwise each row moves to its next episode. A row's task
+        key is a pure function of (row key, split, episode index), so row ``i`` of a batch and a
+        single env seeded alike draw the same tasks.
+        """
+        if keys is not None:
+            self.row_key[index] = keys[index]
+            self.episode_index[index] = 0
+            self.inner_episode[index] = 0
+        elif same_task:
+            self.inner_episode[index] += 1
+        else:
+            self.episode_index[index] += 1
+            self.inner_episode[index] = 0
+        if keys is not None or not same_task:
+            self.task_key[index] = rng.fold(self.row_key[index], split_id, self.episode_index[index])
+            return True
+        return False
+
+    @abstractmethod
+    def reset_rows(self, rows: torch.Tensor, keys: torch.Tensor | None = None, same_task: bool = False) -> None:
+        """Start a new episode in the rows where ``rows: (B,) bool`` is set.
+
+        ``keys: (B,)`` reseeds those rows; otherwise a row draws its next task
+        from its own stream. ``same_task`` keeps each row's task and draws only
+        a new initialization (the next inner episode of an RL² trial).
+        """
+
+    @abstractmethod
+    def observe(self) -> torch.Tensor:
+        """The current observation ``(B, obs_dim)`` float32."""
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> StepResult:
+        """Advance every row by one decision; ``actions: (B, action_dim)``."""

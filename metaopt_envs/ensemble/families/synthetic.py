@@ -1,0 +1,206 @@
+"""Synthetic regime-switching streams: switching AR(2) processes and richer structural regimes.
+
+Both families share the switching mechanism. A task has ``R`` regimes (``R``
+uniform in ``num_regimes``, default 2..4) with parameters drawn from the task
+key. An episode cuts the series into segments of at least ``min_segment``
+steps (``min_segment`` plus a geometric number of steps, ``mean_segment`` on
+average), puts each segment in a regime different from the previous one, and
+runs the regimes' dynamics; the AR state carries over across switches. A
+burn-in of ``burn_in`` steps in the first segment's regime starts the series
+near stationarity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families.base import gather_rows
+from metaopt_envs.ensemble.families.base import (
+    StreamData,
+    StreamFamily,
+    ar2_recursion,
+    check_range,
+    episode_stream,
+    geometric_segments,
+    regime_sequence,
+    stable_ar2,
+    task_stream,
+    uniform_count,
+)
+
+
+class _SwitchingFamily(StreamFamily):
+    """Shared parameters and the segment/regime draws of the synthetic families."""
+
+    _salt = 0
+
+    def __init__(
+        self,
+        num_regimes: tuple[int, int] = (2, 4),
+        mean_segment: float = 80.0,
+        min_segment: int = 25,
+        max_modulus: float = 0.95,
+        burn_in: int = 50,
+    ) -> None:
+        self.num_regimes = check_range("num_regimes", num_regimes)
+        if isinstance(min_segment, bool) or not isinstance(min_segment, int) or min_segment < 1:
+            raise ValueError(f"min_segment must be a positive integer, got {min_segment!r}")
+        if not mean_segment >= min_segment:
+            raise ValueError(f"mean_segment must be >= min_segment={min_segment}, got {mean_segment!r}")
+        if not 0.0 < max_modulus < 1.0:
+            raise ValueError(f"max_modulus must be in (0, 1) for stationary regimes, got {max_modulus!r}")
+        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
+            raise ValueError(f"burn_in must be a non-negative integer, got {burn_in!r}")
+        self.mean_segment, self.min_segment = float(mean_segment), min_segment
+        self.max_modulus, self.burn_in = max_modulus, burn_in
+        self.max_regimes = self.num_regimes[1]
+
+    def _switches(
+        self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Task stream, episode stream, ``R: (n,)`` and the segment index ``(n, length)``."""
+        task = task_stream(task_keys, split, self._salt)
+        episode = episode_stream(task, episode_keys)
+        count = uniform_count(rng.fold(task, 1), *self.num_regimes)
+        segment = geometric_segments(rng.fold(episode, 1), length, self.min_segment, self.mean_segment)
+        return task, episode, count, segment
+
+    def _regimes(self, episode: torch.Tensor, count: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+        most = math.ceil(segment.shape[1] / self.min_segment) + 1  # as many as geometric_segments draws
+        return regime_sequence(rng.fold(episode, 2), count, most).gather(1, segment)
+
+    def _with_burn_in(self, per_step: torch.Tensor) -> torch.Tensor:
+        """Prepend ``burn_in`` copies of the first step's value: ``(n, L)`` -> ``(n, burn_in + L)``."""
+        return torch.cat([per_step[:, :1].expand(-1, self.burn_in), per_step], dim=1)
+
+
+class SwitchingARFamily(_SwitchingFamily):
+    """Zero-mean AR(2) processes whose coefficients switch between ``R`` stable regimes.
+
+    Regime parameters (``param_names``): ``phi1, phi2`` with characteristic roots
+    of modulus below ``max_modulus`` (default 0.95; real or a complex pair, see
+    :func:`~metaopt_envs.ensemble.families.base.stable_ar2`). The innovations have standard
+    deviation ``noise_std`` (default 1) in every regime, so regimes differ only
+    in their dynamics.
+    """
+
+    name = "switching_ar"
+    param_names = ("phi1", "phi2")
+    _salt = 0x5A1
+
+    def __init__(self, noise_std: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not noise_std > 0:
+            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+        self.noise_std = float(noise_std)
+
+    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
+        self._check(task_keys, episode_keys, length, split)
+        task, episode, count, segment = self._switches(task_keys, episode_keys, length, split)
+        phi1, phi2 = stable_ar2(rng.fold(task, 2), (self.max_regimes,), self.max_modulus)
+        regime = self._regimes(episode, count, segment)
+        noise = self.noise_std * rng.normal(rng.fold(episode, 3), (self.burn_in + length,))
+        values = ar2_recursion(
+            self._with_burn_in(phi1.gather(1, regime)), self._with_burn_in(phi2.gather(1, regime)), noise, self.burn_in
+        )
+        used = torch.arange(self.max_regimes, device=task.device) < count.unsqueeze(-1)
+        params = torch.stack([phi1, phi2], dim=-1) * used.unsqueeze(-1)
+        n = task_keys.shape[0]
+        return {
+            "values": values,
+            "regime": regime,
+            "family": torch.zeros(n, dtype=torch.int64, device=task.device),
+            "num_regimes": count,
+            "regime_params": params,
+        }
+
+
+class RegimesFamily(_SwitchingFamily):
+    """Structural regimes: level, trend, noise scale, seasonality and AR(2) dynamics all switch.
+
+    Within a segment in regime ``r`` that starts at step ``s``::
+
+        values_t = level_r + slope_r * (t - s) + amplitude_r * sin(2 pi t / period_r + phase_r) + z_t
+        z_t = phi1_r z_{t-1} + phi2_r z_{t-2} + noise_r * e_t,   e_t ~ N(0, 1)
+
+    so a switch shifts the level, restarts the trend with a new slope, changes
+    the noise scale, the seasonal pattern and the dynamics (``z`` carries over).
+    Regime parameters (``param_names``): ``phi1, phi2`` (roots of modulus below
+    ``max_modulus``, default 0.9), ``level ~ N(0, level_std^2)``,
+    ``slope ~ N(0, slope_std^2)``, ``noise`` log-uniform in ``noise_range``,
+    ``amplitude`` log-uniform in ``amplitude_range`` with probability
+    ``seasonal_prob`` (else 0), ``period`` from ``periods``, ``phase ~ U(0, 2 pi)``.
+    With the defaults values stay within a few tens (far below 1e3).
+    """
+
+    name = "regimes"
+    param_names = ("phi1", "phi2", "level", "slope", "noise", "amplitude", "period", "phase")
+    _salt = 0x5A2
+
+    def __init__(
+        self,
+        level_std: float = 3.0,
+        slope_std: float = 0.03,
+        noise_range: tuple[float, float] = (0.3, 3.0),
+        amplitude_range: tuple[float, float] = (0.5, 3.0),
+        seasonal_prob: float = 0.6,
+        periods: tuple[int, ...] = (4, 7, 12),
+        max_modulus: float = 0.9,
+        **kwargs,
+    ) -> None:
+        super().__init__(max_modulus=max_modulus, **kwargs)
+        for label, (low, high) in (("noise_range", noise_range), ("amplitude_range", amplitude_range)):
+            if not 0 < low <= high:
+                raise ValueError(f"{label} must satisfy 0 < low <= high, got {(low, high)}")
+        if level_std < 0 or slope_std < 0:
+            raise ValueError(f"level_std and slope_std must be >= 0, got {level_std!r}, {slope_std!r}")
+        if not 0.0 <= seasonal_prob <= 1.0:
+            raise ValueError(f"seasonal_prob must be in [0, 1], got {seasonal_prob!r}")
+        if len(periods) == 0 or min(periods) < 2:
+            raise ValueError(f"periods must be a non-empty list of integers >= 2, got {periods!r}")
+        self.level_std, self.slope_std = float(level_std), float(slope_std)
+        self.noise_range, self.amplitude_range = tuple(noise_range), tuple(amplitude_range)
+        self.seasonal_prob, self.periods = float(seasonal_prob), tuple(int(p) for p in periods)
+
+    def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
+        """``(n, max_regimes, 8)`` float32 parameters, columns ``param_names``, from the task stream."""
+        shape = (self.max_regimes,)
+        phi1, phi2 = stable_ar2(rng.fold(task, 2), shape, self.max_modulus)
+        level = self.level_std * rng.normal(rng.fold(task, 3), shape)
+        slope = self.slope_std * rng.normal(rng.fold(task, 4), shape)
+        noise = rng.log_uniform(rng.fold(task, 5), *self.noise_range, shape)
+        seasonal = rng.uniform(rng.fold(task, 6), shape) < self.seasonal_prob
+        amplitude = rng.log_uniform(rng.fold(task, 7), *self.amplitude_range, shape) * seasonal
+        periods = torch.tensor(self.periods, dtype=torch.float32, device=task.device)
+        period = periods[rng.randint(rng.fold(task, 8), len(self.periods), shape)]
+        phase = 2.0 * math.pi * rng.uniform(rng.fold(task, 9), shape)
+        return torch.stack([phi1, phi2, level, slope, noise, amplitude, period, phase], dim=-1)
+
+    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
+        self._check(task_keys, episode_keys, length, split)
+        task, episode, count, segment = self._switches(task_keys, episode_keys, length, split)
+        n, device = task_keys.shape[0], task.device
+        params = self.regime_parameters(task)
+        regime = self._regimes(episode, count, segment)
+        per_step = gather_rows(params, regime)  # (n, L, 8)
+        phi1, phi2, level, slope, noise, amplitude, period, phase = per_step.permute(2, 0, 1)
+        innovations = rng.normal(rng.fold(episode, 3), (self.burn_in + length,)) * self._with_burn_in(noise)
+        z = ar2_recursion(self._with_burn_in(phi1), self._with_burn_in(phi2), innovations, self.burn_in)
+        steps = torch.arange(length, device=device).expand(n, length)
+        # First step of each step's segment: the running maximum of the switch steps.
+        switch = torch.ones_like(segment, dtype=torch.bool)
+        switch[:, 1:] = segment[:, 1:] != segment[:, :-1]
+        start = torch.where(switch, steps, 0).cummax(1).values
+        seasonal = amplitude * torch.sin((2.0 * math.pi) * steps.to(torch.float32) / period + phase)
+        values = level + slope * (steps - start).to(torch.float32) + seasonal + z
+        used = torch.arange(self.max_regimes, device=device) < count.unsqueeze(-1)
+        return {
+            "values": values,
+            "regime": regime,
+            "family": torch.zeros(n, dtype=torch.int64, device=device),
+            "num_regimes": count,
+            "regime_params": params * used.unsqueeze(-1),
+        }

@@ -1,1 +1,0 @@
-"""Environment families: one batched core each, documented on its Env class."""

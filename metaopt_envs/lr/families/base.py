@@ -1,0 +1,134 @@
+"""The task-family protocol: batched inner problems as behaviour over plain data.
+
+A :class:`TaskFamily` is a seeded sampler of inner problems. Its tasks are
+plain data (:data:`TaskData`, a flat ``dict`` of tensors whose leading
+dimension is the number of problems ``n``), and its methods are pure functions
+of that data, batched over ``n`` problems:
+
+========================================  ====================================
+method                                    shapes
+========================================  ====================================
+``sample(keys, split)``                   keys ``(n,)`` int64 -> TaskData
+``init_params(tasks, keys)``              -> params ``(n, P)``
+``loss(params, tasks, split)``            full-data objective -> ``(n,)``
+``minibatch_loss(params, tasks, keys)``   one minibatch per problem -> ``(n,)``
+``minibatch_loss_and_grad(...)``          -> ``(n,)``, ``(n, P)``; autograd by
+                                          default, closed form where cheaper
+``paired_minibatch_grads(...)``           two minibatch gradients ``(n, P)``;
+                                          two calls by default, one pass where
+                                          a family can batch them
+``loss_and_paired_grads(...)``            full loss ``(n,)`` and both
+                                          gradients ``(n, 2, P)``: one LR-core
+                                          inner step
+========================================  ====================================
+
+Randomness comes only from the int64 ``keys`` (see :mod:`metaopt_envs.core.rng`),
+so a problem's data, initialization and minibatches are a function of its key:
+batched and single runs agree, and no global RNG state is touched.
+
+To bring your own inner problem, subclass :class:`TaskFamily` and implement
+``sample``, ``init_params``, ``loss`` and ``minibatch_loss`` with tensor
+operations over the leading dimension; pass the instance as
+``task_family=`` to any LR environment.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from metaopt_envs.core.family import SPLITS, TaskData, check_split, gather_rows, put, take  # noqa: F401  (re-exported)
+
+
+def split_samples(tasks: TaskData, num_train: int, fields: tuple[str, ...] = ("inputs", "targets")) -> TaskData:
+    """Store the first ``num_train`` samples of ``fields`` as training data and the rest as
+    ``val_*``, each contiguous: a strided slice would be copied by every matmul that reads it."""
+    for name in fields:
+        data = tasks[name]
+        tasks[name], tasks[f"val_{name}"] = data[:, :num_train].contiguous(), data[:, num_train:].contiguous()
+    return tasks
+
+
+class TaskFamily(ABC):
+    """A distribution of batched inner problems with train and test splits.
+
+    Subclasses set ``name`` and ``param_dim`` (``P``, the length of the flat
+    parameter vector, padded to the family's largest problem), and may set
+    ``has_validation`` when ``loss(..., split="val")`` measures held-out data.
+    """
+
+    name: str = "custom"
+    param_dim: int
+    has_validation: bool = False
+
+    @abstractmethod
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        """Draw ``n = len(keys)`` tasks from the ``split`` ("train" or "test") distribution."""
+
+    @abstractmethod
+    def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        """Initial parameters ``(n, P)`` of each task, drawn with ``keys: (n,)``."""
+
+    @abstractmethod
+    def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
+        """Full-data loss ``(n,)`` on the training data ("train") or validation data ("val")."""
+
+    @abstractmethod
+    def minibatch_loss(self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        """Loss ``(n,)`` on one minibatch per problem, drawn with ``keys: (n,)``."""
+
+    def minibatch_loss_and_grad(
+        self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minibatch loss ``(n,)`` and its gradient ``(n, P)``.
+
+        Rows are independent problems, so the gradient of the summed loss is
+        every problem's own gradient.
+        """
+        with torch.enable_grad():
+            leaf = params.detach().requires_grad_(True)
+            loss = self.minibatch_loss(leaf, tasks, keys)
+            (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        return loss.detach(), grad
+
+    def paired_minibatch_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients ``(n, P)`` on two independent minibatches (keys ``(n,)`` each).
+
+        The LR core needs both at every step (their mean to update, their
+        difference to measure noise); families may evaluate them in one pass.
+        """
+        return (
+            self.minibatch_loss_and_grad(params, tasks, keys_a)[1],
+            self.minibatch_loss_and_grad(params, tasks, keys_b)[1],
+        )
+
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full training loss ``(n,)`` and two minibatch gradients ``(n, 2, P)``: one LR-core inner step.
+
+        Families whose minibatches are rows of their training set can share one
+        forward pass between the two (the MLP families do).
+        """
+        grad_a, grad_b = self.paired_minibatch_grads(params, tasks, keys_a, keys_b)
+        return self.loss(params, tasks, "train"), torch.stack([grad_a, grad_b], dim=1)
+
+    def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
+        """Put losses of different tasks on one scale: the fraction of the initial loss left."""
+        return loss / initial_loss.clamp_min(torch.finfo(loss.dtype).tiny)
+
+    def families(self) -> tuple[str, ...]:
+        """Names of the families this sampler draws from (itself, for a single family)."""
+        return (self.name,)
+
+    def family_index(self, tasks: TaskData) -> torch.Tensor:
+        """(n,) index into :meth:`families` of each task's family."""
+        n = next(iter(tasks.values())).shape[0]
+        return torch.zeros(n, dtype=torch.int64, device=next(iter(tasks.values())).device)
+
+    def to(self, device: torch.device) -> TaskFamily:
+        """Move any tensors the family holds (a bundled dataset) to ``device``."""
+        return self

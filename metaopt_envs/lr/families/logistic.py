@@ -1,0 +1,85 @@
+"""Logistic regression on synthetic, ill-conditioned classification data."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+
+
+class LogisticRegressionFamily(TaskFamily):
+    """Binary logistic regression; each task has its own data set.
+
+    A task draws ``num_features`` feature scales log-uniform in
+    ``feature_scale_range`` (ill-conditioning), a true weight vector and bias,
+    and labels ``y ~ Bernoulli(sigmoid(x @ w + b))`` (label noise keeps the data
+    non-separable, so the loss has a finite minimum). ``num_train`` samples
+    are the training objective, ``num_val`` more the validation loss;
+    minibatches of ``batch_size`` are drawn with replacement from the training
+    samples. Parameters: ``(w, b)``, ``P = num_features + 1``, initialized at 0.
+    The gradient is closed form.
+    """
+
+    name = "logistic"
+    has_validation = True
+
+    def __init__(
+        self,
+        num_features: int = 16,
+        num_train: int = 256,
+        num_val: int = 128,
+        batch_size: int = 32,
+        feature_scale_range: tuple[float, float] = (0.1, 10.0),
+        signal_range: tuple[float, float] = (1.0, 10.0),
+    ) -> None:
+        for label, value in (("num_features", num_features), ("num_train", num_train),
+                             ("num_val", num_val), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
+        self.num_features, self.num_train, self.num_val, self.batch_size = num_features, num_train, num_val, batch_size
+        self.feature_scale_range, self.signal_range = feature_scale_range, signal_range
+        self.param_dim = num_features + 1
+
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        check_split(split)
+        d, total = self.num_features, self.num_train + self.num_val
+        scale = rng.log_uniform(rng.fold(keys, 1), *self.feature_scale_range, (d,))
+        x = rng.normal(rng.fold(keys, 2), (total, d)) * scale.unsqueeze(1)
+        signal = rng.log_uniform(rng.fold(keys, 3), *self.signal_range)
+        w = rng.normal(rng.fold(keys, 4), (d,)) / scale
+        w = w * (signal / w.norm(dim=-1)).unsqueeze(-1)
+        b = rng.normal(rng.fold(keys, 5))
+        logits = x @ w.unsqueeze(-1) + b.view(-1, 1, 1)
+        y = (rng.uniform(rng.fold(keys, 6), (total, 1)) < torch.sigmoid(logits)).float()
+        inputs = torch.cat([x, torch.ones_like(y)], dim=-1)  # the bias as a constant feature
+        return split_samples({"inputs": inputs, "targets": y.squeeze(-1)}, self.num_train)
+
+    def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(keys.shape[0], self.param_dim, device=keys.device)
+
+    @staticmethod
+    def _loss(params: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = (inputs @ params.unsqueeze(-1)).squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+
+    def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
+        prefix = "" if split == "train" else "val_"
+        return self._loss(params, tasks[f"{prefix}inputs"], tasks[f"{prefix}targets"])
+
+    def _minibatch(self, tasks: TaskData, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = rng.randint(keys, self.num_train, (self.batch_size,))
+        return gather_rows(tasks["inputs"], index), gather_rows(tasks["targets"], index)
+
+    def minibatch_loss(self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        return self._loss(params, *self._minibatch(tasks, keys))
+
+    def minibatch_loss_and_grad(
+        self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = self._minibatch(tasks, keys)
+        logits = (inputs @ params.unsqueeze(-1)).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        residual = (torch.sigmoid(logits) - targets) / self.batch_size
+        return loss, (residual.unsqueeze(1) @ inputs).squeeze(1)

@@ -1,0 +1,317 @@
+"""Small MLPs, batched over problems: sinusoid regression and scikit-learn classification.
+
+Every problem has its own weights, held in one flat row of ``params: (n, P)``
+and viewed as per-problem layer matrices, so a forward pass over B problems is
+one ``baddbmm`` per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaopt_envs.core import rng
+from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+
+
+def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``h @ weight + bias`` per problem: ``(n, m, in) @ (n, in, out) + (n, out)``.
+
+    Layouts chosen by measurement on the CPU (benchmarks/throughput.py): a
+    width-one input is an outer product (``addcmul``, ~25x faster than a
+    multiply and a separate add); a narrow output is computed transposed,
+    ``(weight^T @ h^T)^T``, where batched GEMM runs 3-4x faster, and returned
+    as a view.
+    """
+    if weight.shape[1] == 1:
+        out = h * weight if bias is None else torch.addcmul(bias.unsqueeze(1), h, weight)
+        return out
+    if weight.shape[2] < _NARROW:
+        transposed = weight.transpose(1, 2)
+        if bias is None:
+            return torch.bmm(transposed, h.transpose(1, 2)).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(-1), transposed, h.transpose(1, 2)).transpose(1, 2)
+    if bias is None:
+        return torch.bmm(h, weight)
+    return torch.baddbmm(bias.unsqueeze(1), h, weight)
+
+
+def _weight_grad(below: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Flat ``below^T @ delta`` per row: ``(r, m, in), (r, m, out)`` -> ``(r, in * out)``."""
+    if below.shape[-1] == 1 or delta.shape[-1] == 1:
+        return (below * delta).sum(1)
+    return torch.bmm(below.transpose(1, 2), delta).flatten(1)
+
+
+_NARROW = 16  # outputs narrower than this are computed transposed
+
+
+class MLPFamily(TaskFamily):
+    """Shared parts of the MLP families: parameter layout, initialization, forward pass."""
+
+    has_validation = True
+
+    def __init__(self, layer_sizes: tuple[int, ...], num_train: int, num_val: int, batch_size: int) -> None:
+        if len(layer_sizes) < 2 or min(layer_sizes) < 1:
+            raise ValueError(f"layer_sizes needs at least two positive sizes, got {layer_sizes}")
+        for label, value in (("num_train", num_train), ("num_val", num_val), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
+        self.layer_sizes = tuple(layer_sizes)
+        self.num_train, self.num_val, self.batch_size = num_train, num_val, batch_size
+        self.shapes = [(fan_in, fan_out) for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self.param_dim = sum(i * o + o for i, o in self.shapes)
+
+    def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        # torch.nn.Linear's default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bounds = torch.cat(
+            [torch.full((i * o + o,), 1.0 / math.sqrt(i), device=keys.device) for i, o in self.shapes]
+        )
+        return (2.0 * rng.uniform(keys, (self.param_dim,)) - 1.0) * bounds
+
+    def forward(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``params: (n, P)``, ``inputs: (n, m, in)`` -> outputs ``(n, m, out)``."""
+        return self._forward_activations(params, inputs)[-1]
+
+    def _data(self, tasks: TaskData, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of the training samples at positions ``index: (n, m)``."""
+        return gather_rows(tasks["inputs"], index), gather_rows(tasks["targets"], index)
+
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
+        """Per-problem loss ``(n * repeat,)``; rows of ``outputs`` repeat each task ``repeat`` times."""
+        raise NotImplementedError
+
+    def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
+        if split == "train":
+            inputs, targets = tasks["inputs"], tasks["targets"]
+        else:
+            inputs, targets = tasks["val_inputs"], tasks["val_targets"]
+        return self._criterion(self.forward(params, inputs), targets, tasks)
+
+    def minibatch_loss(self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
+        index = rng.randint(keys, self.num_train, (self.batch_size,))
+        inputs, targets = self._data(tasks, index)
+        return self._criterion(self.forward(params, inputs), targets, tasks)
+
+    def paired_minibatch_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self._paired_index(keys_a, keys_b)
+        inputs, targets = self._data(tasks, index)
+        grads = self._paired_backward(params, self._forward_activations(params, inputs), targets, tasks)
+        return grads[:, 0], grads[:, 1]
+
+    def loss_and_paired_grads(
+        self, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The minibatches are rows of the training set at the same parameters: one forward
+        # pass over the training set gives the full loss, and the minibatch rows of its
+        # activations feed the backward pass. The minibatch forward costs nothing extra.
+        inputs, targets = tasks["inputs"], tasks["targets"]
+        activations = self._forward_activations(params, inputs)
+        loss = self._criterion(activations[-1], targets, tasks)
+        index = self._paired_index(keys_a, keys_b)
+        picked = [gather_rows(a, index) for a in activations]
+        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks)
+
+    def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
+        """``(n, 2m)`` training-row positions: minibatch a, then minibatch b."""
+        m = self.batch_size
+        return torch.cat([rng.randint(keys_a, self.num_train, (m,)), rng.randint(keys_b, self.num_train, (m,))], -1)
+
+    def _forward_activations(self, params: torch.Tensor, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Inputs, every hidden activation (after ReLU) and the outputs, each ``(n, rows, width)``."""
+        layers = self._layers(params)
+        activations, h = [inputs], inputs
+        for depth, (weight, bias) in enumerate(layers):
+            h = _affine(h, weight, bias)
+            if depth < len(layers) - 1:
+                h = h.relu_()  # a fresh tensor: in place saves a large allocation
+            activations.append(h)
+        return activations
+
+    def _paired_backward(
+        self, params: torch.Tensor, activations: list[torch.Tensor], targets: torch.Tensor, tasks: TaskData
+    ) -> torch.Tensor:
+        """Gradients ``(n, 2, P)`` of the two halves of ``2m`` rows, from their activations; written out so that
+        the weight gradients of both halves come from one bmm over ``2n`` (a free view)."""
+        n, m = params.shape[0], self.batch_size
+        layers = self._layers(params)
+        delta = self._output_grad(activations[-1], targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
+        grads: list[torch.Tensor] = []
+        for depth in reversed(range(len(layers))):
+            below = activations[depth]
+            pair_below = below.reshape(2 * n, m, below.shape[-1])
+            pair_delta = delta.reshape(2 * n, m, delta.shape[-1])
+            grads.append(pair_delta.sum(1))
+            grads.append(_weight_grad(pair_below, pair_delta))
+            if depth > 0:
+                # ReLU's backward in one fused kernel (a masked fill is ~20x slower here).
+                delta = torch.ops.aten.threshold_backward(_affine(delta, layers[depth][0].transpose(1, 2), None), below, 0.0)
+        return torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
+
+    def _layers(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-problem (weight ``(n, in, out)``, bias ``(n, out)``) views of ``params``."""
+        n, offset, layers = params.shape[0], 0, []
+        for fan_in, fan_out in self.shapes:
+            weight = params[:, offset : offset + fan_in * fan_out].view(n, fan_in, fan_out)
+            offset += fan_in * fan_out
+            layers.append((weight, params[:, offset : offset + fan_out]))
+            offset += fan_out
+        return layers
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        """Gradient of each half's mean loss w.r.t. ``outputs: (n, 2m, out)``."""
+        raise NotImplementedError
+
+
+class SinusoidMLPFamily(MLPFamily):
+    """MLP regression of ``y = amplitude * sin(x - phase)``: the MAML sinusoid distribution.
+
+    Amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5] (Finn et al., 2017);
+    network 1-40-40-1 with ReLU; mean squared error. Each task has
+    ``num_train`` training and ``num_val`` validation points.
+    """
+
+    name = "sinusoid"
+
+    def __init__(
+        self,
+        hidden_sizes: tuple[int, ...] = (40, 40),
+        num_train: int = 128,
+        num_val: int = 64,
+        batch_size: int = 16,
+        amplitude_range: tuple[float, float] = (0.1, 5.0),
+        phase_range: tuple[float, float] = (0.0, math.pi),
+        input_range: tuple[float, float] = (-5.0, 5.0),
+    ) -> None:
+        super().__init__((1, *hidden_sizes, 1), num_train, num_val, batch_size)
+        self.amplitude_range, self.phase_range, self.input_range = amplitude_range, phase_range, input_range
+
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        check_split(split)
+        total = self.num_train + self.num_val
+
+        def scaled(key: torch.Tensor, bounds: tuple[float, float], shape: tuple[int, ...] = ()) -> torch.Tensor:
+            return bounds[0] + (bounds[1] - bounds[0]) * rng.uniform(key, shape)
+
+        amplitude = scaled(rng.fold(keys, 1), self.amplitude_range)
+        phase = scaled(rng.fold(keys, 2), self.phase_range)
+        x = scaled(rng.fold(keys, 3), self.input_range, (total,))
+        y = amplitude.unsqueeze(-1) * torch.sin(x - phase.unsqueeze(-1))
+        tasks = {"inputs": x.unsqueeze(-1), "targets": y.unsqueeze(-1), "amplitude": amplitude, "phase": phase}
+        return split_samples(tasks, self.num_train)
+
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
+        return ((outputs - targets) ** 2).mean(dim=(1, 2))
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        return (outputs - targets) * (2.0 / (self.batch_size * outputs.shape[-1]))
+
+
+SKLEARN_DATASETS = ("digits", "breast_cancer", "wine")
+
+
+@lru_cache(maxsize=None)
+def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset bundled inside scikit-learn (no download), features standardized."""
+    from sklearn import datasets
+
+    loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine}
+    x, y = loaders[name](return_X_y=True)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+class SklearnMLPFamily(MLPFamily):
+    """MLP classifiers on real data bundled with scikit-learn.
+
+    A task picks a dataset from its split, then ``num_train`` training and
+    ``num_val`` validation rows without replacement, and trains a
+    ``max_features``-``hidden``-``max_classes`` ReLU MLP with cross-entropy.
+    Features are zero-padded to the widest dataset and logits of classes the
+    dataset lacks are masked out. By default ``wine`` is held out of training:
+    the train split draws digits and breast cancer, the test split wine.
+    """
+
+    name = "sklearn"
+
+    def __init__(
+        self,
+        train_datasets: tuple[str, ...] = ("digits", "breast_cancer"),
+        test_datasets: tuple[str, ...] = ("wine",),
+        hidden_sizes: tuple[int, ...] = (32,),
+        num_train: int = 128,
+        num_val: int = 48,
+        batch_size: int = 32,
+    ) -> None:
+        for name in (*train_datasets, *test_datasets):
+            if name not in SKLEARN_DATASETS:
+                raise ValueError(f"datasets must be among {SKLEARN_DATASETS}, got {name!r}")
+        if not train_datasets or not test_datasets:
+            raise ValueError("train_datasets and test_datasets must each name at least one dataset")
+        self.datasets = tuple(dict.fromkeys((*train_datasets, *test_datasets)))
+        loaded = [_load_sklearn(name) for name in self.datasets]
+        smallest = min(len(y) for _, y in loaded)
+        if num_train + num_val > smallest:
+            raise ValueError(f"num_train + num_val must be <= {smallest} (the smallest dataset), got {num_train + num_val}")
+        self.max_features = max(x.shape[1] for x, _ in loaded)
+        self.max_classes = int(max(y.max() + 1 for _, y in loaded))
+        super().__init__((self.max_features, *hidden_sizes, self.max_classes), num_train, num_val, batch_size)
+        self.split_datasets = {
+            "train": torch.tensor([self.datasets.index(n) for n in train_datasets]),
+            "test": torch.tensor([self.datasets.index(n) for n in test_datasets]),
+        }
+        pool_x = np.zeros((sum(len(y) for _, y in loaded), self.max_features), dtype=np.float32)
+        pool_y, offsets, start = [], [], 0
+        for x, y in loaded:
+            pool_x[start : start + len(y), : x.shape[1]] = x
+            pool_y.append(y)
+            offsets.append(start)
+            start += len(y)
+        self.pool_inputs = torch.from_numpy(pool_x)
+        self.pool_targets = torch.from_numpy(np.concatenate(pool_y))
+        self.offsets = torch.tensor(offsets)
+        self.sizes = torch.tensor([len(y) for _, y in loaded])
+        self.num_classes = torch.tensor([int(y.max() + 1) for _, y in loaded])
+
+    def to(self, device: torch.device) -> SklearnMLPFamily:
+        for field in ("pool_inputs", "pool_targets", "offsets", "sizes", "num_classes"):
+            setattr(self, field, getattr(self, field).to(device))
+        self.split_datasets = {k: v.to(device) for k, v in self.split_datasets.items()}
+        return self
+
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        check_split(split)
+        choices = self.split_datasets[split]
+        dataset = choices[rng.randint(rng.fold(keys, 1), len(choices))]
+        largest = int(self.sizes.max())
+        u = rng.uniform(rng.fold(keys, 2), (largest,))
+        u = torch.where(torch.arange(largest, device=keys.device) < self.sizes[dataset].unsqueeze(-1), u, 2.0)
+        rows = self.offsets[dataset].unsqueeze(-1) + u.argsort(-1)[:, : self.num_train + self.num_val]
+        # Materialized per task: every step reads the training set once (the full loss),
+        # and reading it is cheaper than gathering it from the pool each time.
+        tasks = {"inputs": self.pool_inputs[rows], "targets": self.pool_targets[rows], "dataset": dataset}
+        return split_samples(tasks, self.num_train)
+
+    def _criterion(
+        self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData, repeat: int = 1
+    ) -> torch.Tensor:
+        num_classes = self.num_classes[tasks["dataset"]].repeat_interleave(repeat)
+        present = torch.arange(self.max_classes, device=outputs.device) < num_classes.unsqueeze(-1)
+        logits = outputs.masked_fill(~present.unsqueeze(1), -1e9)
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
+
+    def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
+        present = torch.arange(self.max_classes, device=outputs.device) < self.num_classes[tasks["dataset"]].unsqueeze(-1)
+        probs = torch.softmax(outputs.masked_fill(~present.unsqueeze(1), -1e9), dim=-1)
+        probs = probs - F.one_hot(targets, self.max_classes).to(probs.dtype)
+        return probs / self.batch_size
