@@ -32,7 +32,7 @@ from agents.cli.bench import git_commit
 
 SETTINGS = {
     # env id: (family argument, default families, episode-length argument, output name)
-    "MetaOpt-Ensemble-v0": ("stream_family", "switching_ar,regimes,real", "horizon", "ensemble_throughput"),
+    "MetaOpt-Ensemble-v0": ("task_family", "switching_ar,regimes,real", "horizon", "ensemble_throughput"),
     "MetaOpt-HPO-v0": ("task_family", "branin,hartmann6,gp,sklearn,mixture", "budget", "hpo_throughput"),
 }
 

@@ -545,7 +545,7 @@ the same held-out tasks. Sizes here are small so that the notebook runs in secon
     md("""
 ## Part 1 · Ensemble weighting on switching streams
 
-`stream_family="switching_ar"` draws AR(2) processes that switch between 4 regimes;
+`task_family="switching_ar"` draws AR(2) processes that switch between 4 regimes;
 `forecasters=("expert0", ..., "expert3")` gives a pool of each regime's *true* AR(2) model, so the
 right weight changes abruptly at every switch. The online-learning baselines of
 `agents.controllers.ensemble` run in `action_mode="simplex"` (the action is the weight vector).
@@ -556,7 +556,7 @@ from agents.controllers.ensemble import (ExponentiatedGradient, FixedShare, Hedg
 from agents.evaluation.ensemble import evaluate_ensemble, markdown_table as ensemble_table
 
 ens_kwargs = {
-    "stream_family": "switching_ar",
+    "task_family": "switching_ar",
     "forecasters": ("expert0", "expert1", "expert2", "expert3"),
     "horizon": 120,
     "action_mode": "simplex",

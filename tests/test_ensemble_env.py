@@ -29,7 +29,7 @@ FAMILIES = ("switching_ar", "regimes", "real", "mixture")
 def test_check_env_every_family_and_mode(family, mode):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = gym.make("MetaOpt-Ensemble-v0", stream_family=family, action_mode=mode, **SMALL)
+    env = gym.make("MetaOpt-Ensemble-v0", task_family=family, action_mode=mode, **SMALL)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
     obs, _ = env.reset(seed=0)
@@ -61,7 +61,7 @@ def _run_single(kwargs, seed, actions):
 
 @pytest.mark.parametrize("family", ("switching_ar", "regimes", "real", "mixture"))
 def test_vector_rows_equal_single_envs_across_autoreset(family):
-    kwargs = {"stream_family": family, "horizon": 15, "warmup": 20}
+    kwargs = {"task_family": family, "horizon": 15, "warmup": 20}
     num_envs, seed, steps = 3, 40, 35  # two whole episodes and part of a third
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, num_envs, 8)).astype(np.float32)
     envs = gym.make_vec("MetaOpt-Ensemble-v0", num_envs=num_envs, max_episode_steps=1000, **kwargs)
@@ -82,7 +82,7 @@ def test_vector_rows_equal_single_envs_across_autoreset(family):
 
 
 def test_reward_and_observation_follow_the_definition():
-    core = EnsembleCore(num_envs=6, stream_family="regimes", horizon=40, warmup=20, loss_clip=4.0)
+    core = EnsembleCore(num_envs=6, task_family="regimes", horizon=40, warmup=20, loss_clip=4.0)
     core.reset_rows(torch.ones(6, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(5, 6, core.device))
     values, forecasts, sigma = core.values.double(), core.forecasts.double(), core.sigma.double()
     generator = np.random.default_rng(1)
@@ -105,7 +105,7 @@ def test_reward_and_observation_follow_the_definition():
 
 def test_sigma_uses_warmup_only():
     """Changing the stream after the warm-up leaves sigma and the first observation unchanged."""
-    core = EnsembleCore(num_envs=4, stream_family="switching_ar", horizon=30, warmup=20)
+    core = EnsembleCore(num_envs=4, task_family="switching_ar", horizon=30, warmup=20)
     sigma = core.values[:, :20].double().diff(dim=-1).square().mean(-1).sqrt()
     np.testing.assert_allclose(core.sigma.double(), sigma, rtol=1e-5)
     obs = core.observe()
@@ -115,7 +115,7 @@ def test_sigma_uses_warmup_only():
 
 
 def test_simplex_mode_uses_weights_and_zero_mass_is_uniform():
-    core = EnsembleCore(num_envs=2, stream_family="switching_ar", action_mode="simplex", horizon=10, warmup=20)
+    core = EnsembleCore(num_envs=2, task_family="switching_ar", action_mode="simplex", horizon=10, warmup=20)
     actions = np.zeros((2, 8), dtype=np.float32)
     actions[0, 3] = 0.5
     result = core.step(actions)
@@ -125,7 +125,7 @@ def test_simplex_mode_uses_weights_and_zero_mass_is_uniform():
 
 def test_rl2_trial_keeps_the_process_and_changes_the_realization():
     core = metaopt_envs.make_core("MetaOpt-Ensemble-v0", num_envs=2, episodes_per_trial=2,
-                                  stream_family="switching_ar", horizon=10, warmup=20)
+                                  task_family="switching_ar", horizon=10, warmup=20)
     base = core.core
     first_values, task_key = base.values.clone(), base.task_key.clone()
     for _ in range(10):
@@ -140,7 +140,7 @@ def test_rl2_trial_keeps_the_process_and_changes_the_realization():
 
 
 def test_no_nan_in_observations_on_flat_and_huge_streams():
-    core = EnsembleCore(num_envs=2, stream_family="switching_ar", horizon=10, warmup=20)
+    core = EnsembleCore(num_envs=2, task_family="switching_ar", horizon=10, warmup=20)
     core.values[0] = 3.0  # a flat stream: sigma is floored, not zero
     core.values[1] = torch.linspace(0, 1e6, core.length)
     core.forecasts[:] = 0.0
@@ -152,7 +152,7 @@ def test_no_nan_in_observations_on_flat_and_huge_streams():
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"stream_family": "nope"}, "stream_family"),
+        ({"task_family": "nope"}, "task_family"),
         ({"split": "val"}, "split"),
         ({"horizon": 0}, "horizon"),
         ({"warmup": 3}, "warmup"),

@@ -26,8 +26,8 @@ from agents.cli.train import CONFIG_DIR, train
 from metaopt_envs.ensemble.core import EnsembleCore
 
 EXPERTS = {
-    "stream_family": "switching_ar",
-    "stream_family_kwargs": {"num_regimes": (4, 4)},
+    "task_family": "switching_ar",
+    "task_family_kwargs": {"num_regimes": (4, 4)},
     "forecasters": ("expert0", "expert1", "expert2", "expert3"),
     "horizon": 150,
     "warmup": 30,
@@ -50,9 +50,9 @@ def test_experts_are_the_regimes_true_ar2_predictors():
 
 def test_experts_need_switching_ar():
     with pytest.raises(ValueError, match="switching_ar"):
-        EnsembleCore(num_envs=1, stream_family="regimes", forecasters=("expert0", "last"))
+        EnsembleCore(num_envs=1, task_family="regimes", forecasters=("expert0", "last"))
     with pytest.raises(ValueError, match="expert"):
-        EnsembleCore(num_envs=1, stream_family="switching_ar", forecasters=("expertX", "last"))
+        EnsembleCore(num_envs=1, task_family="switching_ar", forecasters=("expertX", "last"))
 
 
 def test_oracle_beats_fixed_share_beats_uniform_on_experts():

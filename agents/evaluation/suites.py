@@ -72,7 +72,7 @@ def _hpo_plot(records, path, title):
 SUITES: dict[str, Suite] = {
     "MetaOpt-Ensemble-v0": Suite(
         env_id="MetaOpt-Ensemble-v0",
-        family_argument="stream_family",
+        family_argument="task_family",
         default_families="switching_ar,regimes,real",
         description=(
             "Normalized MSE = mean over decisions of the weighted forecast's squared error / sigma^2 "

@@ -60,8 +60,8 @@ class EnsembleCore(BatchedCore):
     def __init__(
         self,
         num_envs: int = 1,
-        stream_family: str | StreamFamily = "mixture",
-        stream_family_kwargs: dict[str, Any] | None = None,
+        task_family: str | StreamFamily = "mixture",
+        task_family_kwargs: dict[str, Any] | None = None,
         split: str = "train",
         forecasters: tuple[str, ...] | list[str] = DEFAULT_FORECASTERS,
         forecaster_window: int = 40,
@@ -94,13 +94,13 @@ class EnsembleCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = make_stream_family(stream_family, **(stream_family_kwargs or {})).to(self.device)
+        self.family = make_stream_family(task_family, **(task_family_kwargs or {})).to(self.device)
         self.split = check_split(split)
         self.forecaster_names = forecasters
         self.forecaster_window = int(forecaster_window)
         if self.experts and getattr(self.family, "name", None) != "switching_ar":
             raise ValueError(
-                "forecasters 'expert<r>' (the true AR(2) model of regime r) need stream_family='switching_ar', "
+                "forecasters 'expert<r>' (the true AR(2) model of regime r) need task_family='switching_ar', "
                 f"got {getattr(self.family, 'name', self.family)!r}"
             )
         self.pool = tuple(name for name in forecasters if not name.startswith("expert"))

@@ -65,13 +65,13 @@ class MetaOptEnsembleEnv(CoreEnv):
     import gymnasium as gym
     import metaopt_envs
 
-    env = gym.make("MetaOpt-Ensemble-v0", stream_family="switching_ar", horizon=300)
+    env = gym.make("MetaOpt-Ensemble-v0", task_family="switching_ar", horizon=300)
     ```
 
     | argument | default | meaning |
     |---|---|---|
-    | stream_family | "mixture" | "switching_ar", "regimes", "real", "mixture" (the synthetic ones) or a ``StreamFamily`` |
-    | stream_family_kwargs | None | keyword arguments of the family's constructor |
+    | task_family | "mixture" | "switching_ar", "regimes", "real", "mixture" (the synthetic ones) or a ``StreamFamily`` |
+    | task_family_kwargs | None | keyword arguments of the family's constructor |
     | split | "train" | "train" or "test"; "real" uses disjoint series for the two |
     | forecasters | 8 defaults | names of the pool (see ``metaopt_envs.ensemble.forecasters``) |
     | forecaster_window | 40 | window of the rolling forecasters (drift, AR fits) |

@@ -27,22 +27,22 @@ STREAM_FAMILIES: dict[str, type[StreamFamily]] = {
 (by default the synthetic ones, ``switching_ar`` and ``regimes``)."""
 
 
-def make_stream_family(stream_family: str | StreamFamily = "mixture", **kwargs: Any) -> StreamFamily:
+def make_stream_family(task_family: str | StreamFamily = "mixture", **kwargs: Any) -> StreamFamily:
     """A stream family from its name (``STREAM_FAMILIES`` or ``"mixture"``), or a user's instance as is.
 
     ``kwargs`` go to the family's constructor; for ``"mixture"``: ``members=``
     (names or instances, default ``("switching_ar", "regimes")``) and ``weights=``.
     """
-    if isinstance(stream_family, StreamFamily):
+    if isinstance(task_family, StreamFamily):
         if kwargs:
             raise ValueError("stream family kwargs cannot be combined with a StreamFamily instance")
-        return stream_family
-    if stream_family == "mixture":
+        return task_family
+    if task_family == "mixture":
         return StreamMixture(**kwargs)
-    if stream_family not in STREAM_FAMILIES:
+    if task_family not in STREAM_FAMILIES:
         allowed = (*STREAM_FAMILIES, "mixture")
-        raise ValueError(f"stream_family must be one of {allowed} or a StreamFamily instance, got {stream_family!r}")
-    return STREAM_FAMILIES[stream_family](**kwargs)
+        raise ValueError(f"task_family must be one of {allowed} or a StreamFamily instance, got {task_family!r}")
+    return STREAM_FAMILIES[task_family](**kwargs)
 
 
 __all__ = [
