@@ -69,6 +69,14 @@ class BatchedCore(ABC):
     single_action_space: gym.spaces.Box
     observation_names: tuple[str, ...]
 
+    @property
+    def unwrapped(self) -> BatchedCore:
+        """The family's own core under any wrappers (an RL² trial); the core itself here.
+
+        The one way to reach it, as Gymnasium's ``Env.unwrapped``: never ``getattr(core, "core", core)``.
+        """
+        return self
+
     # Keyed cores keep per-row ``row_key``, ``episode_index``, ``inner_episode`` and ``task_key`` (B,) int64.
     def advance_keys(self, index: torch.Tensor, keys: torch.Tensor | None, same_task: bool, split_id: int) -> bool:
         """Key bookkeeping of a reset of rows ``index``; True where they draw new tasks.

@@ -52,6 +52,10 @@ class RL2TrialCore(BatchedCore):
         self.new_episode = torch.ones(b, device=self.device)
         self.episodes_done = torch.zeros(b, dtype=torch.int64, device=self.device)
 
+    @property
+    def unwrapped(self) -> BatchedCore:
+        return self.core.unwrapped
+
     def __getattr__(self, name: str):
         # Core attributes (horizon, family, ...) read through the wrapper.
         if name == "core":
