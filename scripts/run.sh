@@ -2,6 +2,7 @@
 # One entry point for a fresh machine with only Python 3.10+:
 #   bash scripts/run.sh main   # set up .venv, then run the main job
 #   bash scripts/run.sh test   # set up .venv, then run the test suite
+#   bash scripts/run.sh lint   # set up .venv, then ruff (lint, format check) and mypy
 # Extra arguments go to the job (e.g. `bash scripts/run.sh test -k registry`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,13 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 case "$job" in
   main) metaopt-train "$@" ;;
   test) python -m pytest -q "$@" ;;
-  *) echo "usage: bash scripts/run.sh [main|test] [args...]" >&2; exit 2 ;;
+  lint)
+    # All three run, so one pass reports every kind of finding; any failure fails the job.
+    status=0
+    ruff check . || status=1
+    ruff format --check . || status=1
+    mypy || status=1
+    exit "$status"
+    ;;
+  *) echo "usage: bash scripts/run.sh [main|test|lint] [args...]" >&2; exit 2 ;;
 esac
