@@ -118,7 +118,7 @@ def test_core_of_reaches_the_family_core_through_every_adapter():
 
 def _old_iqm(values):
     values = np.sort(np.asarray(values, dtype=np.float64))
-    low, high = int(math.floor(0.25 * len(values))), int(math.ceil(0.75 * len(values)))
+    low, high = math.floor(0.25 * len(values)), math.ceil(0.75 * len(values))
     return float(values[low:high].mean()) if high > low else float(values.mean())
 
 
@@ -145,7 +145,7 @@ def test_metrics():
 
 def test_nothing_imports_from_the_clis():
     root = Path(__file__).resolve().parents[1]
-    pattern = re.compile(r"^\s*(from|import)\s+agents\.cli\b", re.M)
+    pattern = re.compile(r"^\s*(from|import)\s+agents\.cli\b", re.MULTILINE)
     offenders = [str(path.relative_to(root)) for folder in ("agents", "benchmarks") for path in (root / folder).rglob("*.py")
                  if "cli" not in path.relative_to(root).parts and pattern.search(path.read_text())]
     assert not offenders

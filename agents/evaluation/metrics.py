@@ -38,4 +38,4 @@ def per_family(values: np.ndarray, family: np.ndarray, families: tuple[str, ...]
     return {name: float(statistic(values[family == i])) for i, name in enumerate(families) if (family == i).any()}
 
 
-__all__ = ["TEST_SEED_OFFSET", "TUNE_SEED", "diverged_percent", "gap_closed", "per_family", "evaluation_seed", "win_rate"]
+__all__ = ["TEST_SEED_OFFSET", "TUNE_SEED", "diverged_percent", "evaluation_seed", "gap_closed", "per_family", "win_rate"]

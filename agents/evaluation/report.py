@@ -44,10 +44,10 @@ def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, sta
 def header(suite: Suite, commit: str, num_tasks: int, seeds: Sequence[int], env_kwargs: Mapping[str, Any],
            tune_tasks: int) -> list[str]:
     """The first lines of ``results.md``: the env, the commit, the budget and what the table reports."""
-    return [f"# metaopt-bench: {suite.env_id}", "",
-            f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
-            f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
-            f"({tune_tasks} tasks per grid point). {suite.description}", ""]
+    summary = (f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
+               f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
+               f"({tune_tasks} tasks per grid point). {suite.description}")
+    return [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
 
 
 def benchmark_family(

@@ -22,7 +22,6 @@ from agents.controllers.base import Controller
 from metaopt_envs.core import seeds_to_keys
 
 
-
 class Step(NamedTuple):
     """One step of :func:`rollout`, as numpy arrays over the rows ``(n, ...)``."""
 
