@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import metaopt_envs  # noqa: F401  (registers the ids)
-from agents.cli.bench import git_commit
+from agents.evaluation.report import git_commit
 
 SETTINGS = {
     # env id: (family argument, default families, episode-length argument, output name)

@@ -42,14 +42,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from agents.controllers.lr import ConstantLR, HypergradientLR, QuadraticOracleLR  # noqa: E402
-from agents.evaluation.lr import bootstrap_ci, evaluate, iqm, tune_baseline  # noqa: E402
+from agents.evaluation.lr import evaluate, tune_baseline  # noqa: E402
+from agents.evaluation.stats import bootstrap_ci, iqm  # noqa: E402
 from agents.meta.learned_optimizers import (  # noqa: E402
     CoordinatewiseLSTMOptimizer,
     LearnedLRController,
     harness_problems,
     sample_problems,
 )
-from agents.cli.bench import git_commit  # noqa: E402
+from agents.evaluation.report import git_commit  # noqa: E402
 from metaopt_envs.core import rng  # noqa: E402
 from metaopt_envs.lr.families import make_task_family  # noqa: E402
 

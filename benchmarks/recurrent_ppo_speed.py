@@ -61,7 +61,7 @@ if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/recurrent_ppo_spe
     sys.path.insert(0, str(REPO_ROOT))
 
 from agents.rl2.fast_recurrent import FastRecurrentPPO  # noqa: E402
-from agents.cli.bench import git_commit  # noqa: E402
+from agents.evaluation.report import git_commit  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 

@@ -49,8 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from agents.meta import LEARNERS, SinusoidTasks  # noqa: E402
-from agents.cli.bench import git_commit  # noqa: E402
-from agents.evaluation.lr import bootstrap_ci  # noqa: E402
+from agents.evaluation.report import git_commit  # noqa: E402
+from agents.evaluation.stats import bootstrap_ci  # noqa: E402
 
 # Reference 5-shot query MSE (steps -> value), as given for Finn et al. (2017).
 PUBLISHED_5SHOT = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrained": {1: 2.41, 5: 2.23, 10: 2.19}}

@@ -11,7 +11,8 @@ import torch
 import metaopt_envs
 from agents.controllers.lr import BASELINES, FEATURE, CosineLR, HypergradientLR, StepDecayLR, WarmupCosineLR
 from agents.cli.bench import main as bench_main
-from agents.evaluation.lr import bootstrap_ci, evaluate, iqm, load_agent, markdown_table, run_agent
+from agents.evaluation.lr import evaluate, load_agent, markdown_table, run_agent
+from agents.evaluation.stats import bootstrap_ci, iqm
 from metaopt_envs.lr.core import LR_FEATURES
 
 FAMILIES = ["quadratic", "logistic", "sinusoid", "sklearn", "mixture"]

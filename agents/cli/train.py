@@ -15,7 +15,6 @@ baselines (tuned on the training split) on held-out test tasks.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import metaopt_envs
+from agents.controllers.base import core_of
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -77,8 +77,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     else:
         hyperparameters = OmegaConf.to_container(cfg.agent.hyperparameters)
         if hyperparameters.get("n_steps") is None:  # one whole trial per env and rollout
-            base = getattr(env.venv, "core", None)
-            decisions = base.num_decisions if base is not None else 100
+            decisions = core_of(env).num_decisions
             hyperparameters["n_steps"] = int(cfg.env.get("episodes_per_trial") or 1) * int(decisions)
         model = algo(
             cfg.agent.policy,
@@ -127,55 +126,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """The trained agent and the tuned baselines on the same held-out test tasks."""
-    import dataclasses
+    """The trained agent and the tuned baselines on the same held-out test tasks (the env's suite)."""
+    from agents.evaluation.report import compare_with_baselines
+    from agents.evaluation.suites import get_suite
 
-    if cfg.env.id in ("MetaOpt-Ensemble-v0", "MetaOpt-HPO-v0"):
-        return evaluate_suite_against_baselines(model, cfg, out_dir)
-
-    from agents.cli.bench import build_agents
-    from agents.evaluation.lr import evaluate, markdown_table, plot_curves
-
-    agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
-    # The baselines emit absolute-mode actions; the tasks are the same in either mode.
-    env_kwargs = {**agent_kwargs, "action_mode": "absolute"}
-    agents, tuning = build_agents(["baselines"], cfg.env.id, env_kwargs, int(cfg.tune_tasks))
-    name = f"RL² ({cfg.agent.algo})"
-    agents = {name: model, **agents}
-    reference = next(n for n in agents if n.startswith("constant"))
-    summaries, records = evaluate(
-        agents, cfg.env.id, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds),
-        int(cfg.env.get("episodes_per_trial") or 1), reference, agent_env_kwargs={name: agent_kwargs},
+    report, table = compare_with_baselines(
+        get_suite(cfg.env.id), model, f"RL² ({cfg.agent.algo})", OmegaConf.to_container(cfg.env.kwargs),
+        int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), int(cfg.tune_tasks), cfg.env.get("episodes_per_trial"), out_dir,
     )
-    table = markdown_table(summaries, reference)
-    plot_curves(records, str(out_dir / "curves.png"), title="(test split)")
-    (out_dir / "results.md").write_text(table + "\n")
-    report = {"summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()}, "tuning": tuning}
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
-    print("\n" + table, flush=True)
-    return report
-
-
-def evaluate_suite_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Ensemble and HPO families: the trained agent and the baselines on the same held-out tasks."""
-    from agents.evaluation.suites import SUITES, evaluate_suite
-
-    suite = SUITES[cfg.env.id]
-    agent_kwargs = OmegaConf.to_container(cfg.env.kwargs)
-    agents, tuning = suite.build(["baselines"], agent_kwargs, int(cfg.tune_tasks))
-    from agents.evaluation.rollout import SampledActions
-
-    name = f"RL² ({cfg.agent.algo})"
-    sampled = f"RL² ({cfg.agent.algo}, sampled actions)"
-    agents = {name: model, sampled: SampledActions(model), **agents}
-    env_kwargs = {k: v for k, v in agent_kwargs.items() if k != "action_mode"}
-    summaries, table = evaluate_suite(
-        suite, agents, env_kwargs, int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), cfg.env.get("episodes_per_trial"),
-        {name: agent_kwargs, sampled: agent_kwargs}, str(out_dir / "curves.png"), "(test split)",
-    )
-    (out_dir / "results.md").write_text(table + "\n")
-    report = {"summaries": summaries, "tuning": tuning}
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     print("\n" + table, flush=True)
     return report
 

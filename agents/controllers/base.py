@@ -1,11 +1,17 @@
-"""Shared base of the batched, per-row-state controllers (ensemble weighting and HPO search).
+"""The one base of every hand-designed agent: learning-rate control, ensemble weighting, HPO search.
 
-:class:`BatchController` holds what :class:`agents.controllers.ensemble.EnsembleController` and
-:class:`agents.controllers.hpo.HPOController` have in common: SB3's ``predict`` signature (the
-``state`` argument is passed through untouched), the observation checks (a 1-D observation is
-a batch of one; the width must fit the env's layout; no NaN or inf), the ``episode_start``
-flags (one per row), and re-initialising the per-row state when the batch size or the size
-read from the observation width changes (every row then starts an episode).
+:class:`Controller` holds what :class:`agents.controllers.lr.LRController`,
+:class:`agents.controllers.ensemble.EnsembleController` and :class:`agents.controllers.hpo.HPOController`
+share: SB3's ``predict`` signature (the ``state`` argument is passed through untouched), the
+observation checks (a 1-D observation is a batch of one; the width must fit the env's layout; no
+NaN or inf), the ``episode_start`` flags (one per row), re-initialising the per-row state when the
+batch size or the size read from the observation width changes (every row then starts an episode),
+the ``action_mode`` its actions are meant for (the evaluators make the env with it), and
+:func:`core_of`, the one way an oracle's ``bind_core`` reaches the family's core.
+
+The evaluator (:func:`agents.evaluation.rollout.rollout`) shows a controller only the env's own
+features (not the RL² trial extras) and an ``episode_start`` at every inner episode: a
+hand-designed agent restarts on every task.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchController", "check_positive"]
+__all__ = ["BatchController", "Controller", "check_positive", "core_of"]
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -29,7 +35,20 @@ def check_positive(name: str, value: Any) -> float:
     return value
 
 
-class BatchController:
+def core_of(env: Any) -> Any:
+    """The family's batched core behind ``env``: a core, an RL² trial core, an Env, a VectorEnv or an SB3 VecEnv.
+
+    A stand-in that is none of these (a test's namespace of tensors) is returned as it is, or its ``.core``.
+    """
+    from metaopt_envs.core import BatchedCore
+
+    inner = getattr(env, "unwrapped", env)  # through Gymnasium and SB3 wrappers; a core's own .unwrapped
+    if not isinstance(inner, BatchedCore) and hasattr(inner, "core"):
+        inner = inner.core  # the adapters (Env, VectorEnv, SB3 VecEnv) hold their core as .core
+    return inner.unwrapped if isinstance(inner, BatchedCore) else inner
+
+
+class Controller:
     """Base: observation checks, episode-start flags, per-row state sizing, and ``predict``.
 
     Subclasses set :attr:`observation_width` (the width formula named in error messages, e.g.
@@ -39,12 +58,18 @@ class BatchController:
     and the re-allocation and returns the episode-start mask.
     """
 
-    name = "batch_controller"
+    name = "controller"
     observation_width = "W"
+    action_mode: str | None = None
+    """The env's ``action_mode`` this controller's actions are for (None: the env has only one)."""
 
     def __init__(self) -> None:
         self._n: int | None = None  # batch size of the allocated state
         self._size: int | None = None  # size read from the observation width (K, D)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments, for result files."""
+        return {}
 
     # ----------------------------------------------------------------- observation checks
     @staticmethod
@@ -106,3 +131,6 @@ class BatchController:
     ) -> tuple[np.ndarray, Any]:
         """Actions for a batch of observations (:meth:`_act`); ``state`` is passed through."""
         return self._act(observation, episode_start), state
+
+
+BatchController = Controller  # its name before every hand-designed agent shared one base

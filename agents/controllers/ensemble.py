@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.controllers.base import BatchController
+from agents.controllers.base import Controller, core_of
 from agents.controllers.base import check_positive as _check_positive
 
 __all__ = [
@@ -92,11 +92,11 @@ def _take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
     return np.asarray(x)[rows]
 
 
-class EnsembleController(BatchController):
+class EnsembleController(Controller):
     """Base: per-row online state, the episode-start convention, and ``predict``.
 
     The observation checks, the ``episode_start`` flags and the re-allocation when the batch
-    size or ``K`` changes come from :class:`agents.controllers.base.BatchController`.
+    size or ``K`` changes come from :class:`agents.controllers.base.Controller`.
     Subclasses implement :meth:`_allocate` (fresh state for ``n`` rows and ``K`` forecasters),
     :meth:`_reset_rows` (initial state for the rows of a boolean mask), :meth:`_update`
     (every row's update from the losses ``(n, K)`` and the observation) and :meth:`_weights`
@@ -309,9 +309,8 @@ class _HindsightOracle(EnsembleController):
         self._last_t: np.ndarray | None = None
 
     def bind_core(self, core: Any) -> None:
-        """Read the episodes from ``core`` (an EnsembleCore, or a wrapper with ``.core``)."""
-        core = getattr(core, "unwrapped", core)
-        self.core = getattr(core, "core", core)  # through an RL² trial wrapper
+        """Read the episodes from ``core`` (an EnsembleCore, an RL² trial over one, or any adapter of it)."""
+        self.core = core_of(core)
         self._plan, self._last_t = None, None
 
     def _squared_errors(self, rows: np.ndarray) -> tuple[np.ndarray, int]:

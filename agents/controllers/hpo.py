@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.controllers.base import BatchController
+from agents.controllers.base import Controller
 from agents.controllers.base import check_positive as _check_positive
 
 __all__ = [
@@ -213,11 +213,11 @@ def log_expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: torch.
 
 
 # ---------------------------------------------------------------------------- base controller
-class HPOController(BatchController):
+class HPOController(Controller):
     """Base: per-row histories, the episode-start convention, timing, and ``predict``.
 
     The observation checks, the ``episode_start`` flags and the re-allocation when the batch
-    size or ``D`` changes come from :class:`agents.controllers.base.BatchController`.
+    size or ``D`` changes come from :class:`agents.controllers.base.Controller`.
     Subclasses implement :meth:`_propose` (one configuration per row of a list, in the row's
     active dimensions) and may extend :meth:`_reset_row` (fresh per-row state at an episode
     start; ``self.rng[row]`` is already the episode's generator).

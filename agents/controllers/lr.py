@@ -11,7 +11,8 @@ observation (documented per class) and emit absolute-mode actions:
 - ``update_cosine`` (feature 7) is the normalized hypergradient.
 
 Rates are mapped to actions with the environment's ``lr_range``; build a
-controller with :meth:`Controller.for_env` to take it from the env.
+controller with :meth:`LRController.for_env` to take it from the env. Every controller
+is a :class:`agents.controllers.base.Controller` (the one base of the hand-designed agents).
 """
 
 from __future__ import annotations
@@ -21,26 +22,36 @@ from typing import Any
 
 import numpy as np
 
+from agents.controllers.base import Controller, core_of
 from metaopt_envs.lr.core import LR_FEATURES
 
 FEATURE = {name: i for i, (name, _, _) in enumerate(LR_FEATURES)}
 
 
-class Controller:
+def _num_features(obs_dim: int) -> int:
+    """The width itself; ValueError below the LR env's feature count (extra columns are ignored)."""
+    if int(obs_dim) < len(LR_FEATURES):
+        raise ValueError(f"observation width must be at least {len(LR_FEATURES)} (MetaOpt-LR-v0), got {obs_dim}")
+    return int(obs_dim)
+
+
+class LRController(Controller):
     """Base: maps a learning rate per row to the absolute-mode action of ``lr_range``."""
 
-    name = "controller"
+    name = "lr_controller"
+    action_mode = "absolute"
+    observation_width = f">= {len(LR_FEATURES)}"
+    _size_from_width = staticmethod(_num_features)
 
     def __init__(self, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__()
         self.log_low, self.log_high = math.log(lr_range[0]), math.log(lr_range[1])
 
     @classmethod
-    def for_env(cls, env: Any, **kwargs: Any) -> Controller:
+    def for_env(cls, env: Any, **kwargs: Any) -> LRController:
         """A controller for ``env`` (any form: Env, VectorEnv, SB3 VecEnv or core)."""
-        core = getattr(env, "unwrapped", env)
-        core = getattr(core, "core", core)
-        core = getattr(core, "core", core)  # through an RL² trial wrapper
-        if getattr(core, "action_mode", "absolute") != "absolute":
+        core = core_of(env)
+        if core.action_mode != "absolute":
             raise ValueError("hand-designed controllers emit absolute-mode actions; make the env with action_mode='absolute'")
         return cls(lr_range=(math.exp(core.log_lr_low), math.exp(core.log_lr_high)), **kwargs)
 
@@ -56,18 +67,12 @@ class Controller:
         """The rate ``(n,)`` to use next."""
         raise NotImplementedError
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        observation = np.atleast_2d(np.asarray(observation, dtype=np.float64))
-        return self.lr_to_action(self.learning_rate(observation)), state
+    def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
+        obs, _ = self._check_observation(observation)
+        return self.lr_to_action(self.learning_rate(obs))
 
 
-class ConstantLR(Controller):
+class ConstantLR(LRController):
     """A constant rate ``lr``."""
 
     name = "constant"
@@ -80,7 +85,7 @@ class ConstantLR(Controller):
         return np.full(observation.shape[0], self.lr)
 
 
-class CosineLR(Controller):
+class CosineLR(LRController):
     """Cosine annealing from ``lr`` to ``lr * final_fraction`` over the episode (reads ``progress``)."""
 
     name = "cosine"
@@ -95,7 +100,7 @@ class CosineLR(Controller):
         return self.lr * np.maximum(shape, 1e-12)
 
 
-class StepDecayLR(Controller):
+class StepDecayLR(LRController):
     """``lr`` times ``factor`` at each milestone fraction of the episode (reads ``progress``)."""
 
     name = "step_decay"
@@ -113,7 +118,7 @@ class StepDecayLR(Controller):
         return self.lr * self.factor**passed
 
 
-class ExponentialDecayLR(Controller):
+class ExponentialDecayLR(LRController):
     """``lr * final_fraction ** progress``: geometric decay to ``lr * final_fraction``."""
 
     name = "exponential_decay"
@@ -126,7 +131,7 @@ class ExponentialDecayLR(Controller):
         return self.lr * self.final_fraction ** observation[:, FEATURE["progress"]]
 
 
-class WarmupCosineLR(Controller):
+class WarmupCosineLR(LRController):
     """Linear warm-up to ``lr`` over ``warmup_fraction`` of the episode, then cosine annealing to 0."""
 
     name = "warmup_cosine"
@@ -144,7 +149,7 @@ class WarmupCosineLR(Controller):
         return self.lr * np.maximum(np.where(progress < self.warmup_fraction, warm, decay), 1e-12)
 
 
-class HypergradientLR(Controller):
+class HypergradientLR(LRController):
     """Hypergradient descent (Baydin et al., 2018), multiplicative (normalized) form.
 
     ``lr_t = lr_{t-1} * exp(beta * cos(g_t, u_{t-1}))``, where ``u`` is the last
@@ -165,7 +170,7 @@ class HypergradientLR(Controller):
         return np.where(start, self.lr, updated)
 
 
-class RandomLR(Controller):
+class RandomLR(LRController):
     """Uniformly random actions (a random log learning rate each decision)."""
 
     name = "random"
@@ -174,12 +179,12 @@ class RandomLR(Controller):
         super().__init__(lr_range)
         self.rng = np.random.default_rng(seed)
 
-    def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        n = np.atleast_2d(observation).shape[0]
-        return self.rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32), state
+    def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
+        n = self._check_observation(observation)[0].shape[0]
+        return self.rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32)
 
 
-class QuadraticOracleLR(Controller):
+class QuadraticOracleLR(LRController):
     """The analytic optimal constant SGD step of each quadratic task (an oracle row, not an agent).
 
     It reads the task itself, which no agent can: the harness binds it to the
@@ -194,7 +199,7 @@ class QuadraticOracleLR(Controller):
         self.core: Any = None
 
     def bind_core(self, core: Any) -> None:
-        self.core = getattr(core, "core", core)  # through an RL² trial wrapper
+        self.core = core_of(core)
         self.rates = self.core.optimal_constant_lr().cpu().numpy()
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
@@ -203,8 +208,11 @@ class QuadraticOracleLR(Controller):
         return self.rates
 
 
-BASELINES: dict[str, type[Controller]] = {
+BASELINES: dict[str, type[LRController]] = {
     cls.name: cls
     for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR, RandomLR, QuadraticOracleLR)
 }
 """Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""
+
+TUNED = ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine", "hypergradient")
+"""The baselines whose ``lr`` is tuned on the training split (``metaopt-bench --agents baselines``)."""

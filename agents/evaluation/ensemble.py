@@ -1,4 +1,4 @@
-"""Benchmark harness of MetaOpt-Ensemble-v0: every agent on exactly the same held-out streams.
+"""The Ensemble family's evaluation (MetaOpt-Ensemble-v0): every agent on exactly the same held-out streams.
 
 An agent is anything with SB3's ``predict``: an online-learning baseline of
 :mod:`agents.controllers.ensemble` (run in ``action_mode="simplex"``, its action is
@@ -6,7 +6,7 @@ the weight vector), a saved SB3 model (run in the action mode it was trained
 in), or a user's ``module:Class`` (it may set ``action_mode``). Streams are keyed
 by the seeds, so every agent sees the same streams whatever its action mode.
 
-Per agent the harness reports, over every (seed, stream) of the last inner episode:
+Per agent the evaluator (:data:`ENSEMBLE_SUITE`) reports, over every (seed, stream) of the last inner episode:
 
 - the normalized MSE: the mean over decisions of ``((sum_k w_k p_k - y) / sigma)^2``
   (the cumulative loss divided by the horizon), with mean, IQM and bootstrap 95% CIs;
@@ -20,16 +20,18 @@ Per agent the harness reports, over every (seed, stream) of the last inner episo
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-import metaopt_envs
-from agents.evaluation.lr import bootstrap_ci, iqm
-from agents.evaluation.rollout import rollout
+from agents.controllers.ensemble import ENSEMBLE_BASELINES
+from agents.evaluation.metrics import TUNE_SEED, gap_closed, per_family, win_rate
+from agents.evaluation.rollout import Step, rollout
+from agents.evaluation.stats import bootstrap_ci, iqm
+from agents.evaluation.suites import Suite, find
 
 ENV_ID = "MetaOpt-Ensemble-v0"
 
@@ -54,16 +56,15 @@ class EnsembleRecord:
 
 def run_ensemble_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> EnsembleRecord:
     """Run ``agent`` for one trial on each of ``core``'s streams (reset with ``seed``)."""
-    from agents.controllers.ensemble import EnsembleController
-
     n = core.num_envs
-    horizon = getattr(core, "core", core).num_decisions
+    horizon = core.unwrapped.num_decisions
     loss_sum, returns = np.zeros(n), np.zeros(n)
     step_loss, entropy, count = np.zeros(horizon), np.zeros(horizon), np.zeros(horizon)
 
-    def accumulate(info: dict[str, np.ndarray], reward: np.ndarray, last: np.ndarray) -> None:
+    def accumulate(step: Step) -> None:
+        info, last = step.info, step.scored
         loss_sum[last] += info["loss"][last]
-        returns[last] += reward[last]
+        returns[last] += step.reward[last]
         if last.any():
             position = info["decision"][last]
             weights = np.clip(info["weights"][last], 1e-12, 1.0)
@@ -72,7 +73,7 @@ def run_ensemble_agent(agent: Any, core: Any, seed: int, deterministic: bool = T
             np.add.at(count, position, 1.0)
 
     # The online-learning baselines restart at every stream; RL² keeps its memory across a trial.
-    out = rollout(agent, core, seed, accumulate, isinstance(agent, EnsembleController), deterministic)
+    out = rollout(agent, core, seed, accumulate, deterministic=deterministic)
     with np.errstate(all="ignore"):
         mean_loss = step_loss / count
         entropy = entropy / count
@@ -81,26 +82,7 @@ def run_ensemble_agent(agent: Any, core: Any, seed: int, deterministic: bool = T
 
 def load_ensemble_agent(spec: str) -> Any:
     """``"baseline:NAME"`` / ``"baseline:NAME?eta=0.1&alpha=0.01"``, ``module:Class`` or a ``.zip`` model."""
-    from agents.controllers.ensemble import ENSEMBLE_BASELINES
-    from agents.evaluation.lr import load_agent
-
-    if spec.startswith("baseline:"):
-        name, _, query = spec[len("baseline:") :].partition("?")
-        if name not in ENSEMBLE_BASELINES:
-            raise ValueError(f"unknown ensemble baseline {name!r}; choose from {sorted(ENSEMBLE_BASELINES)}")
-        kwargs = {key: float(value) for key, _, value in (part.partition("=") for part in filter(None, query.split("&")))}
-        return ENSEMBLE_BASELINES[name](**kwargs)
-    return load_agent(spec)
-
-
-def _make_core(agent: Any, env_kwargs: dict[str, Any], num_tasks: int, episodes_per_trial: int | None,
-               agent_kwargs: dict[str, Any] | None = None) -> Any:
-    kwargs = dict(env_kwargs)
-    mode = getattr(agent, "action_mode", None)
-    if isinstance(mode, str):
-        kwargs["action_mode"] = mode
-    kwargs.update(agent_kwargs or {})
-    return metaopt_envs.make_core(ENV_ID, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
+    return ENSEMBLE_SUITE.load_agent(spec)
 
 
 @dataclass
@@ -116,16 +98,14 @@ class EnsembleTuneResult:
 
 
 def tune_ensemble_baseline(
-    name: str, env_kwargs: dict[str, Any], num_tasks: int = 64, seed: int = 12345,
+    name: str, env_kwargs: dict[str, Any], num_tasks: int = 64, seed: int = TUNE_SEED,
     grid: dict[str, list[float]] | None = None,
 ) -> EnsembleTuneResult:
     """Grid search of ``name``'s hyperparameters on the *training* split, by mean normalized MSE."""
-    from agents.controllers.ensemble import ENSEMBLE_BASELINES
-
     grid = grid if grid is not None else TUNING_GRIDS[name]
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    core = _make_core(ENSEMBLE_BASELINES[name](), {**env_kwargs, "split": "train"}, num_tasks, None)
-    scores = [float(np.mean(run_ensemble_agent(ENSEMBLE_BASELINES[name](**point), core, seed).mse)) for point in points]
+    scores = ENSEMBLE_SUITE.grid_search(lambda point: ENSEMBLE_BASELINES[name](**point), points, env_kwargs, num_tasks,
+                                        lambda record: np.mean(record.mse), seed)
     best = points[int(np.argmin(scores))]
     return EnsembleTuneResult(name, best, points, scores, num_tasks, len(points) * num_tasks)
 
@@ -155,10 +135,9 @@ def summarize_ensemble(
     win = gap = None
     if reference is not None:
         ref = np.concatenate([r.mse for r in reference])
-        win = float(np.mean(mse < ref) + 0.5 * np.mean(mse == ref))
+        win = win_rate(mse, ref)
         if oracle is not None:
-            span = ref.mean() - np.concatenate([r.mse for r in oracle]).mean()
-            gap = float((ref.mean() - mse.mean()) / span) if abs(span) > 1e-12 else None
+            gap = gap_closed(mse, ref, np.concatenate([r.mse for r in oracle]))
     return EnsembleSummary(
         name=name,
         num_runs=len(mse),
@@ -169,7 +148,7 @@ def summarize_ensemble(
         return_mean=float(np.concatenate([r.returns for r in records]).mean()),
         win_rate=win,
         gap_closed=gap,
-        per_family_mse={fam: float(mse[family == i].mean()) for i, fam in enumerate(families) if (family == i).any()},
+        per_family_mse=per_family(mse, family, families),
     )
 
 
@@ -183,23 +162,14 @@ def evaluate_ensemble(
     oracle: str | None = None,
     agent_env_kwargs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, EnsembleSummary], dict[str, list[EnsembleRecord]]]:
-    """Every agent on the same ``num_tasks`` test streams per seed; summaries and raw records.
+    """Every agent on the same ``num_tasks`` test streams per seed; summaries and raw records (:meth:`Suite.evaluate`).
 
     ``episodes_per_trial`` runs RL² trials (the last inner episode is scored; give it to every
     agent so all are scored on the same streams). ``reference`` and ``oracle`` name the agents
     that win rates and the gap closed are computed against.
     """
-    env_kwargs = {**(env_kwargs or {}), "split": (env_kwargs or {}).get("split", "test")}
-    records: dict[str, list[EnsembleRecord]] = {}
-    families: tuple[str, ...] = ()
-    for name, agent in agents.items():
-        core = _make_core(agent, env_kwargs, num_tasks, episodes_per_trial, (agent_env_kwargs or {}).get(name))
-        families = getattr(core, "core", core).family.families()
-        records[name] = [run_ensemble_agent(agent, core, 10_000 + seed) for seed in seeds]
-    ref = records.get(reference) if reference else None
-    orc = records.get(oracle) if oracle else None
-    summaries = {name: summarize_ensemble(name, recs, ref, orc, families) for name, recs in records.items()}
-    return summaries, records
+    return ENSEMBLE_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
+                                   {"reference": reference, "oracle": oracle})
 
 
 def markdown_table(summaries: dict[str, EnsembleSummary], reference: str | None = None, oracle: str | None = None) -> str:
@@ -236,38 +206,60 @@ def plot_ensemble_curves(records: dict[str, list[EnsembleRecord]], path: str, ti
 
 def build_ensemble_agents(specs: list[str], env_kwargs: dict[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Agents by display name (``"baselines"`` expands to every baseline, tuned where it has a grid)."""
-    from agents.controllers.ensemble import ENSEMBLE_BASELINES
-
-    agents: dict[str, Any] = {}
-    tuning: dict[str, Any] = {}
-    for spec in specs:
-        names = list(ENSEMBLE_BASELINES) if spec == "baselines" else []
-        if spec.startswith("baseline:") and "?" not in spec:
-            names = [spec.split(":", 1)[1]]
-        if not names:
-            agents[spec] = load_ensemble_agent(spec)
-            continue
-        for name in names:
-            if name not in ENSEMBLE_BASELINES:
-                raise ValueError(f"unknown ensemble baseline {name!r}; choose from {sorted(ENSEMBLE_BASELINES)}")
-            if name in TUNING_GRIDS:
-                result = tune_ensemble_baseline(name, env_kwargs, tune_tasks)
-                tuning[name] = dataclasses.asdict(result)
-                label = ", ".join(f"{k}={v:.3g}" for k, v in result.best.items())
-                agents[f"{name} (tuned {label})"] = ENSEMBLE_BASELINES[name](**result.best)
-                if name == "hedge":  # the untuned anytime rate sqrt(8 ln K / t) as well
-                    agents["hedge (anytime rate)"] = ENSEMBLE_BASELINES[name]()
-            else:
-                agents[name] = ENSEMBLE_BASELINES[name]()
-    return agents, tuning
+    return ENSEMBLE_SUITE.build_agents(specs, env_kwargs, tune_tasks)
 
 
-def find(agents: dict[str, Any], prefix: str) -> str | None:
-    """The first agent name starting with ``prefix``."""
-    return next((name for name in agents if name.startswith(prefix)), None)
+class EnsembleSuite(Suite):
+    """MetaOpt-Ensemble-v0: online-learning baselines (tuned on the training split), scored by the normalized MSE."""
 
+    env_id = ENV_ID
+    default_families = ("switching_ar", "regimes", "real")
+    description = (
+        "Normalized MSE = mean over decisions of the weighted forecast's squared error / sigma^2 "
+        "(sigma: RMS one-step change in the warm-up); win rate against tuned Fixed-Share; gap closed = "
+        "(MSE_FixedShare - MSE) / (MSE_FixedShare - MSE_RegimeOracle)."
+    )
+    family_name = "ensemble"
+    baselines = ENSEMBLE_BASELINES
+    plot_prefix = "ensemble_curves"
+    sample_trained_models = True
+
+    def run_agent(self, agent: Any, core: Any, seed: int, deterministic: bool = True) -> EnsembleRecord:
+        return run_ensemble_agent(agent, core, seed, deterministic)
+
+    def summarize(self, name, records, references, families) -> EnsembleSummary:
+        return summarize_ensemble(name, records, references.get("reference"), references.get("oracle"), families)
+
+    def table(self, summaries, references) -> str:
+        return markdown_table(summaries, references.get("reference"), references.get("oracle"))
+
+    def plot(self, records, path, title="") -> None:
+        plot_ensemble_curves(records, path, title)
+
+    def references(self, agents: Mapping[str, Any]) -> dict[str, str | None]:
+        return {"reference": find(agents, "fixed_share"), "oracle": find(agents, "regime_oracle")}
+
+    def build_agents(self, specs, env_kwargs, tune_tasks):
+        # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode.
+        return super().build_agents(specs, {k: v for k, v in env_kwargs.items() if k != "action_mode"}, tune_tasks)
+
+    def expands(self, name: str) -> bool:
+        return name in ENSEMBLE_BASELINES
+
+    def baseline_entries(self, name, env_kwargs, tune_tasks):
+        if name not in TUNING_GRIDS:
+            return {name: ENSEMBLE_BASELINES[name]()}, None
+        result = tune_ensemble_baseline(name, dict(env_kwargs), tune_tasks)
+        label = ", ".join(f"{k}={v:.3g}" for k, v in result.best.items())
+        entries = {f"{name} (tuned {label})": ENSEMBLE_BASELINES[name](**result.best)}
+        if name == "hedge":  # the untuned anytime rate sqrt(8 ln K / t) as well
+            entries["hedge (anytime rate)"] = ENSEMBLE_BASELINES[name]()
+        return entries, result
+
+
+ENSEMBLE_SUITE = EnsembleSuite()
 
 __all__ = [
-    "EnsembleRecord", "EnsembleSummary", "build_ensemble_agents", "evaluate_ensemble", "markdown_table",
-    "plot_ensemble_curves", "run_ensemble_agent", "tune_ensemble_baseline",
+    "ENSEMBLE_SUITE", "EnsembleRecord", "EnsembleSuite", "EnsembleSummary", "build_ensemble_agents", "evaluate_ensemble",
+    "find", "load_ensemble_agent", "markdown_table", "plot_ensemble_curves", "run_ensemble_agent", "tune_ensemble_baseline",
 ]

@@ -1,4 +1,4 @@
-"""Benchmark harness of MetaOpt-HPO-v0: simple regret against evaluations, and time per suggestion.
+"""The HPO family's evaluation (MetaOpt-HPO-v0): simple regret against evaluations, and time per suggestion.
 
 Every agent runs on exactly the same test objectives (keyed by the seeds): the
 search baselines of :mod:`agents.controllers.hpo` (random search, Sobol, GP-EI,
@@ -15,14 +15,17 @@ every (seed, objective), on the last inner episode:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-import metaopt_envs
-from agents.evaluation.lr import bootstrap_ci, iqm
-from agents.evaluation.rollout import rollout
+from agents.controllers.hpo import HPO_BASELINES
+from agents.evaluation.metrics import per_family, win_rate
+from agents.evaluation.rollout import Step, rollout
+from agents.evaluation.stats import bootstrap_ci, iqm
+from agents.evaluation.suites import Suite
 
 ENV_ID = "MetaOpt-HPO-v0"
 
@@ -39,37 +42,21 @@ class HPORecord:
 
 def run_hpo_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> HPORecord:
     """Run ``agent`` for one trial on each of ``core``'s objectives (reset with ``seed``)."""
-    from agents.controllers.hpo import HPOController
-
-    base = getattr(core, "core", core)
+    base = core.unwrapped
     n, budget = core.num_envs, base.budget
     curves = np.zeros((n, budget))
 
-    def accumulate(info: dict[str, np.ndarray], reward: np.ndarray, last: np.ndarray) -> None:
-        rows = np.flatnonzero(last)
-        curves[rows, info["evaluation"][rows] - 1] = np.log10(np.maximum(info["best_regret"][rows], base.regret_floor))
+    def accumulate(step: Step) -> None:
+        rows = np.flatnonzero(step.scored)
+        curves[rows, step.info["evaluation"][rows] - 1] = np.log10(np.maximum(step.info["best_regret"][rows], base.regret_floor))
 
-    out = rollout(agent, core, seed, accumulate, isinstance(agent, HPOController), deterministic)
+    out = rollout(agent, core, seed, accumulate, deterministic=deterministic)
     return HPORecord(curves[:, -1].copy(), curves, out["family"], out["seconds_per_suggestion"])
 
 
 def load_hpo_agent(spec: str) -> Any:
     """``"baseline:NAME"`` (``?key=value`` arguments), ``module:Class`` or a ``.zip`` SB3 model."""
-    from agents.evaluation.lr import load_agent
-    from agents.controllers.hpo import HPO_BASELINES
-
-    if spec.startswith("baseline:"):
-        name, _, query = spec[len("baseline:") :].partition("?")
-        if name not in HPO_BASELINES:
-            raise ValueError(f"unknown HPO baseline {name!r}; choose from {sorted(HPO_BASELINES)}")
-        kwargs = {key: _number(value) for key, _, value in (part.partition("=") for part in filter(None, query.split("&")))}
-        return HPO_BASELINES[name](**kwargs)
-    return load_agent(spec)
-
-
-def _number(text: str) -> int | float:
-    value = float(text)
-    return int(value) if value.is_integer() else value
+    return HPO_SUITE.load_agent(spec)
 
 
 @dataclass
@@ -92,10 +79,7 @@ class HPOSummary:
 def summarize_hpo(name: str, records: list[HPORecord], reference: list[HPORecord] | None, families: tuple[str, ...]) -> HPOSummary:
     final = np.concatenate([r.log10_regret for r in records])
     family = np.concatenate([r.family for r in records])
-    win = None
-    if reference is not None:
-        ref = np.concatenate([r.log10_regret for r in reference])
-        win = float(np.mean(final < ref) + 0.5 * np.mean(final == ref))
+    win = None if reference is None else win_rate(final, np.concatenate([r.log10_regret for r in reference]))
     curves = np.concatenate([r.curves for r in records])
     return HPOSummary(
         name=name,
@@ -107,7 +91,7 @@ def summarize_hpo(name: str, records: list[HPORecord], reference: list[HPORecord
         mean=float(final.mean()),
         win_rate=win,
         seconds_per_suggestion=float(np.mean([r.seconds_per_suggestion for r in records])),
-        per_family_median={f: float(np.median(final[family == i])) for i, f in enumerate(families) if (family == i).any()},
+        per_family_median=per_family(final, family, families, np.median),
         median_curve=[float(v) for v in np.median(curves, axis=0)],
     )
 
@@ -121,17 +105,9 @@ def evaluate_hpo(
     reference: str | None = "random",
     agent_env_kwargs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, HPOSummary], dict[str, list[HPORecord]]]:
-    """Every agent on the same ``num_tasks`` test objectives per seed; summaries and raw records."""
-    env_kwargs = {**(env_kwargs or {}), "split": (env_kwargs or {}).get("split", "test")}
-    records: dict[str, list[HPORecord]] = {}
-    families: tuple[str, ...] = ()
-    for name, agent in agents.items():
-        kwargs = {**env_kwargs, **(agent_env_kwargs or {}).get(name, {})}
-        core = metaopt_envs.make_core(ENV_ID, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
-        families = getattr(core, "core", core).family.families()
-        records[name] = [run_hpo_agent(agent, core, 10_000 + seed) for seed in seeds]
-    ref = records.get(reference) if reference else None
-    return {name: summarize_hpo(name, recs, ref, families) for name, recs in records.items()}, records
+    """Every agent on the same ``num_tasks`` test objectives per seed; summaries and raw records (:meth:`Suite.evaluate`)."""
+    return HPO_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
+                              {"reference": reference})
 
 
 def markdown_table(summaries: dict[str, HPOSummary], reference: str | None = "random") -> str:
@@ -170,18 +146,46 @@ def plot_hpo_curves(records: dict[str, list[HPORecord]], path: str, title: str =
 
 def build_hpo_agents(specs: list[str]) -> dict[str, Any]:
     """Agents by display name; ``"baselines"`` expands to every search baseline."""
-    from agents.controllers.hpo import HPO_BASELINES
+    return HPO_SUITE.build_agents(specs, {}, 0)[0]
 
-    agents: dict[str, Any] = {}
-    for spec in specs:
-        if spec == "baselines":
-            agents.update({name: cls() for name, cls in HPO_BASELINES.items()})
-        else:
-            agents[spec.removeprefix("baseline:")] = load_hpo_agent(spec)
-    return agents
 
+class HPOSuite(Suite):
+    """MetaOpt-HPO-v0: search baselines with their defaults, scored by the final simple regret."""
+
+    env_id = ENV_ID
+    default_families = ("branin", "hartmann3", "hartmann6", "gp", "sklearn")
+    description = (
+        "Simple regret = normalized regret (f - f_opt) / (f_ref - f_opt) of the best configuration found "
+        "(f_ref: median of random points), as log10 floored at 1e-6; win rate against random search; "
+        "time = the agent's predict time per objective."
+    )
+    family_name = "HPO"
+    baselines = HPO_BASELINES
+    plot_prefix = "hpo_regret"
+    sample_trained_models = True
+
+    def run_agent(self, agent: Any, core: Any, seed: int, deterministic: bool = True) -> HPORecord:
+        return run_hpo_agent(agent, core, seed, deterministic)
+
+    def summarize(self, name, records, references, families) -> HPOSummary:
+        return summarize_hpo(name, records, references.get("reference"), families)
+
+    def table(self, summaries, references) -> str:
+        return markdown_table(summaries, references.get("reference"))
+
+    def plot(self, records, path, title="") -> None:
+        plot_hpo_curves(records, path, title)
+
+    def references(self, agents: Mapping[str, Any]) -> dict[str, str | None]:
+        return {"reference": "random"}
+
+    def display_name(self, spec: str) -> str:
+        return spec.removeprefix("baseline:")
+
+
+HPO_SUITE = HPOSuite()
 
 __all__ = [
-    "HPORecord", "HPOSummary", "build_hpo_agents", "evaluate_hpo", "markdown_table", "plot_hpo_curves",
-    "run_hpo_agent",
+    "HPO_SUITE", "HPORecord", "HPOSuite", "HPOSummary", "build_hpo_agents", "evaluate_hpo", "load_hpo_agent",
+    "markdown_table", "plot_hpo_curves", "run_hpo_agent",
 ]

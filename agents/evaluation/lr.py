@@ -1,11 +1,12 @@
-"""Benchmark harness: every agent on exactly the same held-out tasks, with honest statistics.
+"""The LR family's evaluation (MetaOpt-LR-v0): every agent on exactly the same held-out tasks.
 
 An agent is anything with SB3's ``predict(observation, state, episode_start,
 deterministic)``: a hand-designed controller (:mod:`agents.controllers.lr`), a saved
 SB3 / sb3-contrib model, or a user's class given as ``module:Class``. The
-harness runs them on one batched core of ``num_tasks`` test tasks per seed
-(the same seeds for every agent, so the same tasks), one RL² trial of
-``episodes_per_trial`` inner episodes per task, and reports per agent:
+evaluator (:data:`LR_SUITE`, through the one loop :func:`agents.evaluation.rollout.rollout`)
+runs them on one batched core of ``num_tasks`` test tasks per seed (the same seeds for every
+agent, so the same tasks), one RL² trial of ``episodes_per_trial`` inner episodes per task,
+and reports per agent:
 
 - the return of the last inner episode, ``log(L0 / LT)``;
 - the final normalized loss ``LT / L0`` (as ``log10``), per task;
@@ -17,17 +18,23 @@ harness runs them on one batched core of ``num_tasks`` test tasks per seed
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-import metaopt_envs
-from metaopt_envs.core import seeds_to_keys
+from agents.controllers.lr import BASELINES, TUNED
+from agents.evaluation.metrics import TUNE_SEED, diverged_percent, per_family, win_rate
+from agents.evaluation.rollout import Step, rollout
+from agents.evaluation.stats import bootstrap_ci, iqm
+from agents.evaluation.suites import Suite, find
+
+ENV_ID = "MetaOpt-LR-v0"
+DEFAULT_LR_RANGE = (1e-4, 10.0)
+DIVERGED_LOG10 = math.log10(1e30)
+"""The final ``log10(LT / L0)`` of a diverged run."""
 
 
 @dataclass
@@ -42,116 +49,42 @@ class RunRecord:
     lr_curve: np.ndarray  # (T,) geometric-mean learning rate over the tasks at decision t (NaN where none ran)
 
 
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (Agarwal et al., 2021)."""
-    values = np.sort(np.asarray(values, dtype=np.float64))
-    n = len(values)
-    low, high = int(math.floor(0.25 * n)), int(math.ceil(0.75 * n))
-    return float(values[low:high].mean()) if high > low else float(values.mean())
-
-
-def bootstrap_ci(
-    values: np.ndarray, statistic: Callable[[np.ndarray], float], num_resamples: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap 95% confidence interval of ``statistic`` over tasks."""
-    values = np.asarray(values, dtype=np.float64)
-    generator = np.random.default_rng(seed)
-    index = generator.integers(0, len(values), size=(num_resamples, len(values)))
-    stats = np.array([statistic(values[row]) for row in index])
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
 def run_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) -> RunRecord:
     """Run ``agent`` for one trial on each of ``core``'s tasks (reset with ``seed``)."""
-    n = core.num_envs
-    every = torch.ones(n, dtype=torch.bool, device=core.device)
-    core.reset_rows(every, keys=seeds_to_keys(seed, n, core.device))
-    from agents.controllers.lr import Controller
-
-    base = getattr(core, "core", core)
-    if isinstance(agent, Controller) and getattr(base, "action_mode", "absolute") != "absolute":
-        raise ValueError("hand-designed controllers emit absolute-mode actions; evaluate them with action_mode='absolute'")
-    if hasattr(agent, "bind_core"):  # an oracle that reads the tasks (documented as such)
-        agent.bind_core(core)
-    trial = getattr(core, "episodes_per_trial", 1)
-    obs = core.observe().cpu().numpy()
-    state, episode_start = None, np.ones(n, dtype=bool)
-    done = np.zeros(n, dtype=bool)
-    episode = np.zeros(n, dtype=np.int64)
-    returns = np.zeros(n)
+    base = core.unwrapped
+    n, decisions = core.num_envs, base.num_decisions
+    returns, final = np.zeros(n), np.zeros(n)
     diverged = np.zeros(n, dtype=bool)
-    final = np.zeros(n)
-    family = np.zeros(n, dtype=np.int64)
-    decisions = base.num_decisions
     # Curves are indexed by each task's own decision count, so tasks whose last inner episode
     # started at different times (an earlier one diverged) line up.
     loss_sum, log_lr_sum, count = np.zeros(decisions), np.zeros(decisions), np.zeros(decisions)
-    while not done.all():
-        actions, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
-        result = core.step(torch.as_tensor(np.asarray(actions, dtype=np.float32).reshape(n, -1), device=core.device))
-        info = {k: v.cpu().numpy() for k, v in result.info.items()}
-        reward = result.reward.cpu().numpy()
-        inner_done = info.get("inner_episode_done", (result.terminated | result.truncated).cpu().numpy())
-        live = ~done
-        last_episode = live & (episode == trial - 1)
-        returns = np.where(last_episode, returns + reward, returns)
-        diverged |= live & info["diverged"]
+
+    def accumulate(step: Step) -> None:
+        nonlocal returns, final
+        info, scored = step.info, step.scored
+        returns = np.where(scored, returns + step.reward, returns)
+        diverged[:] |= step.live & info["diverged"]
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             ratio = np.log10(np.clip(info["loss"] / np.maximum(info["initial_loss"], 1e-30), 1e-30, 1e30))
-        if last_episode.any():
-            position = info["inner_step"][last_episode] // base.action_every - 1
-            np.add.at(loss_sum, position, ratio[last_episode])
-            np.add.at(log_lr_sum, position, np.log(info["lr"][last_episode]))
+        if scored.any():
+            position = info["inner_step"][scored] // base.action_every - 1
+            np.add.at(loss_sum, position, ratio[scored])
+            np.add.at(log_lr_sum, position, np.log(info["lr"][scored]))
             np.add.at(count, position, 1.0)
-        ended = live & inner_done
-        final = np.where(ended & last_episode, np.where(info["diverged"], np.log10(1e30), ratio), final)
-        family = np.where(ended, info["family"], family)
-        episode += ended
-        done |= live & (episode >= trial)
-        obs = result.observation.cpu().numpy()
-        episode_start = (result.terminated | result.truncated).cpu().numpy()
+        ended = scored & step.inner_done
+        final = np.where(ended, np.where(info["diverged"], DIVERGED_LOG10, ratio), final)
+
+    out = rollout(agent, core, seed, accumulate, deterministic=deterministic)
     with np.errstate(all="ignore"):
         loss_curve = loss_sum / count
         lr_curve = np.exp(log_lr_sum / count)
-    return RunRecord(returns, final, diverged, family, loss_curve, lr_curve)
+    return RunRecord(returns, final, diverged, out["family"], loss_curve, lr_curve)
 
 
 def load_agent(spec: str, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """An agent from a spec.
-
-    - ``"baseline:NAME"`` or ``"baseline:NAME?lr=0.1&beta=0.05"``: a controller of :mod:`agents.controllers.lr`;
-    - ``"module:Class"``: a user's class, constructed without arguments;
-    - a path ending in ``.zip``: a saved SB3 / sb3-contrib model (the algorithm is found by trying PPO,
-      RecurrentPPO and the fast RecurrentPPO).
-    """
-    from agents.controllers.lr import BASELINES
-
-    env_kwargs = env_kwargs or {}
-    if spec.startswith("baseline:"):
-        name, _, query = spec[len("baseline:") :].partition("?")
-        if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
-        kwargs: dict[str, Any] = {}
-        for part in filter(None, query.split("&")):
-            key, _, value = part.partition("=")
-            kwargs[key] = float(value)
-        lr_range = env_kwargs.get("lr_range", (1e-4, 10.0))
-        return BASELINES[name](lr_range=tuple(lr_range), **kwargs)
-    if spec.endswith(".zip"):
-        from sb3_contrib import RecurrentPPO
-        from stable_baselines3 import PPO
-
-        errors = []
-        for algo in (RecurrentPPO, PPO):
-            try:
-                return algo.load(spec, device="cpu")
-            except Exception as error:  # noqa: BLE001 - try the next algorithm
-                errors.append(f"{algo.__name__}: {error}")
-        raise ValueError(f"could not load {spec!r} as an SB3 model: {errors}")
-    if ":" in spec:
-        module_name, _, class_name = spec.partition(":")
-        return getattr(importlib.import_module(module_name), class_name)()
-    raise ValueError(f"agent spec must be 'baseline:NAME', 'module:Class' or a .zip model path, got {spec!r}")
+    """An agent from a spec (:mod:`agents.evaluation.specs`); baselines are those of :mod:`agents.controllers.lr`,
+    built with the env's ``lr_range``."""
+    return LR_SUITE.load_agent(spec, env_kwargs)
 
 
 @dataclass
@@ -169,27 +102,29 @@ class TuneResult:
         self.budget_episodes = len(self.grid) * self.num_tasks
 
 
+def default_grid(lr_range: tuple[float, float]) -> list[float]:
+    """13 log-spaced rates from ``10 * low`` to ``high``."""
+    return list(np.exp(np.linspace(math.log(lr_range[0] * 10), math.log(lr_range[1]), 13)))
+
+
 def tune_baseline(
     name: str,
     env_id: str,
     env_kwargs: dict[str, Any],
     grid: list[float] | None = None,
     num_tasks: int = 64,
-    seed: int = 12345,
+    seed: int = TUNE_SEED,
     extra: dict[str, float] | None = None,
 ) -> TuneResult:
     """Grid search of a baseline's ``lr`` on the *training* split, by mean return."""
-    from agents.controllers.lr import BASELINES
-
-    lr_range = env_kwargs.get("lr_range", (1e-4, 10.0))
-    if grid is None:
-        grid = list(np.exp(np.linspace(math.log(lr_range[0] * 10), math.log(lr_range[1]), 13)))
-    core = metaopt_envs.make_core(env_id, num_envs=num_tasks, **{**env_kwargs, "split": "train"})
-    scores = []
-    for lr in grid:
-        agent = BASELINES[name](lr=lr, lr_range=tuple(lr_range), **(extra or {}))
-        record = run_agent(agent, core, seed)
-        scores.append(float(np.mean(record.returns)))  # divergence is already in the return (its penalty)
+    if env_id != ENV_ID:
+        raise ValueError(f"tune_baseline tunes the baselines of {ENV_ID}, got env_id={env_id!r}")
+    lr_range = tuple(env_kwargs.get("lr_range", DEFAULT_LR_RANGE))
+    grid = default_grid(lr_range) if grid is None else grid
+    scores = LR_SUITE.grid_search(
+        lambda point: BASELINES[name](lr=point["lr"], lr_range=lr_range, **(extra or {})), [{"lr": lr} for lr in grid],
+        env_kwargs, num_tasks, lambda record: np.mean(record.returns), seed,  # divergence is in the return (its penalty)
+    )
     return TuneResult(name, float(grid[int(np.argmax(scores))]), [float(g) for g in grid], scores, num_tasks)
 
 
@@ -214,11 +149,7 @@ def summarize(name: str, records: list[RunRecord], reference: list[RunRecord] | 
     returns = np.concatenate([r.returns for r in records])
     final = np.concatenate([r.log10_final_loss for r in records])
     family = np.concatenate([r.family for r in records])
-    win = None
-    if reference is not None:
-        ref_final = np.concatenate([r.log10_final_loss for r in reference])
-        win = float(np.mean(final < ref_final) + 0.5 * np.mean(final == ref_final))
-    per_family = {fam: float(final[family == i].mean()) for i, fam in enumerate(families) if (family == i).any()}
+    win = None if reference is None else win_rate(final, np.concatenate([r.log10_final_loss for r in reference]))
     return AgentSummary(
         name=name,
         num_runs=len(returns),
@@ -229,44 +160,32 @@ def summarize(name: str, records: list[RunRecord], reference: list[RunRecord] | 
         log10_final_loss_iqm=iqm(final),
         log10_final_loss_ci=bootstrap_ci(final, iqm),
         win_rate=win,
-        diverged_percent=100.0 * float(np.concatenate([r.diverged for r in records]).mean()),
-        per_family_log10_final_loss=per_family,
+        diverged_percent=diverged_percent(np.concatenate([r.diverged for r in records])),
+        per_family_log10_final_loss=per_family(final, family, families),
     )
 
 
 def evaluate(
     agents: dict[str, Any],
-    env_id: str = "MetaOpt-LR-v0",
+    env_id: str = ENV_ID,
     env_kwargs: dict[str, Any] | None = None,
     num_tasks: int = 64,
     seeds: tuple[int, ...] = (0, 1, 2),
-    episodes_per_trial: int = 1,
+    episodes_per_trial: int | None = 1,
     reference: str | None = None,
     agent_env_kwargs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, AgentSummary], dict[str, list[RunRecord]]]:
-    """Every agent on the same ``num_tasks`` test tasks per seed; summaries and raw records.
+    """Every agent on the same ``num_tasks`` test tasks per seed; summaries and raw records (:meth:`Suite.evaluate`).
 
     ``reference`` names the agent that win rates are computed against.
     ``agent_env_kwargs`` overrides env arguments per agent that do not change the
     tasks (e.g. ``action_mode="relative"`` for an agent trained that way): tasks are
     keyed by the seeds, so every agent still sees the same problems.
     """
-    env_kwargs = {**(env_kwargs or {}), "split": (env_kwargs or {}).get("split", "test")}
-    cores: dict[str, Any] = {}
-
-    def core_for(name: str) -> Any:
-        kwargs = {**env_kwargs, **(agent_env_kwargs or {}).get(name, {})}
-        key = repr(sorted(kwargs.items()))
-        if key not in cores:
-            cores[key] = metaopt_envs.make_core(env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
-        return cores[key]
-
-    records = {name: [run_agent(agent, core_for(name), 10_000 + seed) for seed in seeds] for name, agent in agents.items()}
-    base = next(iter(cores.values()))
-    families = getattr(base, "core", base).family.families()
-    ref = records.get(reference) if reference else None
-    summaries = {name: summarize(name, recs, ref, families) for name, recs in records.items()}
-    return summaries, records
+    if env_id != ENV_ID:
+        raise ValueError(f"evaluate runs {ENV_ID}; use agents.evaluation.suites.get_suite({env_id!r}).evaluate")
+    return LR_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
+                             {"reference": reference})
 
 
 def markdown_table(summaries: dict[str, AgentSummary], reference: str | None = None) -> str:
@@ -301,3 +220,56 @@ def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "")
     loss_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+class LRSuite(Suite):
+    """MetaOpt-LR-v0: learning-rate controllers tuned on the training split, scored by the final loss."""
+
+    env_id = ENV_ID
+    default_families = ("quadratic", "logistic", "sinusoid", "sklearn")
+    description = ("Return = log(L0/LT) of the last inner episode; win rate = share of tasks with a lower final loss "
+                   "than the tuned constant.")
+    family_name = "LR"
+    baselines = BASELINES
+    plot_prefix = "curves"
+
+    def run_agent(self, agent: Any, core: Any, seed: int, deterministic: bool = True) -> RunRecord:
+        return run_agent(agent, core, seed, deterministic)
+
+    def summarize(self, name, records, references, families) -> AgentSummary:
+        return summarize(name, records, references.get("reference"), families)
+
+    def table(self, summaries, references) -> str:
+        return markdown_table(summaries, references.get("reference"))
+
+    def plot(self, records, path, title="") -> None:
+        plot_curves(records, path, title)
+
+    def references(self, agents: Mapping[str, Any]) -> dict[str, str | None]:
+        return {"reference": find(agents, "constant")}
+
+    def baseline_defaults(self, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return {"lr_range": tuple(env_kwargs.get("lr_range", DEFAULT_LR_RANGE))}
+
+    def default_baselines(self, env_kwargs: Mapping[str, Any]) -> list[str]:
+        oracle = env_kwargs.get("task_family") == "quadratic" and env_kwargs.get("inner_optimizer", "sgd") == "sgd"
+        return [*TUNED, "random", *(["oracle"] if oracle else [])]
+
+    def expands(self, name: str) -> bool:
+        return name in TUNED
+
+    def baseline_entries(self, name, env_kwargs, tune_tasks):
+        defaults = self.baseline_defaults(env_kwargs)
+        if name in TUNED:
+            result = tune_baseline(name, ENV_ID, dict(env_kwargs), num_tasks=tune_tasks)
+            return {f"{name} (tuned lr={result.best_lr:.3g})": BASELINES[name](lr=result.best_lr, **defaults)}, result
+        label = "oracle: analytic optimal constant" if name == "oracle" else name
+        return {label: BASELINES[name](**defaults)}, None
+
+
+LR_SUITE = LRSuite()
+
+__all__ = [
+    "LR_SUITE", "AgentSummary", "LRSuite", "RunRecord", "TuneResult", "bootstrap_ci", "evaluate", "iqm", "load_agent",
+    "markdown_table", "plot_curves", "run_agent", "summarize", "tune_baseline",
+]

@@ -1,105 +1,235 @@
-"""How ``metaopt-bench`` and ``metaopt-train`` evaluate the Ensemble and HPO families.
+"""One evaluation Suite per environment family, found by env id.
 
-A :class:`Suite` bundles, for one env id, the default task families, the agent
-builder (baselines tuned on the training split where they have
-hyperparameters), the evaluator with its reference rows, the table and the plot.
-The LR family keeps its own path in :mod:`agents.cli.bench` (tuned learning rates,
-absolute-mode controllers).
+A :class:`Suite` bundles, for one env id, the default task families, the agents it
+builds from specs (:mod:`agents.evaluation.specs`; baselines with hyperparameters are
+tuned on the *training* split), the evaluator (every agent on the same held-out tasks,
+through the one loop :func:`agents.evaluation.rollout.rollout`) with its reference
+agents, the table and the plot. ``metaopt-bench`` and ``metaopt-train`` never branch on
+the env id: they call :func:`get_suite`.
+
+    suite = get_suite("MetaOpt-LR-v0")
+    agents, tuning = suite.build_agents(["baselines"], {"task_family": "quadratic"}, tune_tasks=32)
+    result = suite.run(agents, {"task_family": "quadratic"}, num_tasks=64, seeds=(0, 1), plot_path="curves.png")
+    print(result.table)
+
+The family's own part (its record of one run, summary, table and plot) lives in
+:mod:`agents.evaluation.lr`, :mod:`agents.evaluation.ensemble` and :mod:`agents.evaluation.hpo`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
+import metaopt_envs
+from agents.evaluation import specs as agent_specs
+from agents.evaluation.metrics import TUNE_SEED, evaluation_seed
 
-@dataclass(frozen=True)
-class Suite:
-    env_id: str
-    family_argument: str  # the env argument that selects a family
-    default_families: str
-    description: str
-    build: Callable[[list[str], dict[str, Any], int], tuple[dict[str, Any], dict[str, Any]]]
-    run: Callable[..., tuple[dict[str, Any], dict[str, Any], str]]  # -> summaries, records, markdown table
-    plot: Callable[[dict[str, Any], str, str], None]
-    plot_prefix: str
-
-
-def _ensemble_run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs):
-    from agents.evaluation.ensemble import evaluate_ensemble, find, markdown_table
-
-    reference, oracle = find(agents, "fixed_share"), find(agents, "regime_oracle")
-    summaries, records = evaluate_ensemble(
-        agents, env_kwargs, num_tasks, seeds, episodes_per_trial, reference, oracle, agent_env_kwargs
-    )
-    return summaries, records, markdown_table(summaries, reference, oracle)
-
-
-def _ensemble_build(specs, env_kwargs, tune_tasks):
-    from agents.evaluation.ensemble import build_ensemble_agents
-
-    # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode.
-    return build_ensemble_agents(specs, {k: v for k, v in env_kwargs.items() if k != "action_mode"}, tune_tasks)
-
-
-def _ensemble_plot(records, path, title):
-    from agents.evaluation.ensemble import plot_ensemble_curves
-
-    plot_ensemble_curves(records, path, title)
-
-
-def _hpo_run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs):
-    from agents.evaluation.hpo import evaluate_hpo, markdown_table
-
-    summaries, records = evaluate_hpo(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, "random", agent_env_kwargs)
-    return summaries, records, markdown_table(summaries)
-
-
-def _hpo_build(specs, env_kwargs, tune_tasks):
-    from agents.evaluation.hpo import build_hpo_agents
-
-    return build_hpo_agents(specs), {}
-
-
-def _hpo_plot(records, path, title):
-    from agents.evaluation.hpo import plot_hpo_curves
-
-    plot_hpo_curves(records, path, title)
-
-
-SUITES: dict[str, Suite] = {
-    "MetaOpt-Ensemble-v0": Suite(
-        env_id="MetaOpt-Ensemble-v0",
-        family_argument="task_family",
-        default_families="switching_ar,regimes,real",
-        description=(
-            "Normalized MSE = mean over decisions of the weighted forecast's squared error / sigma^2 "
-            "(sigma: RMS one-step change in the warm-up); win rate against tuned Fixed-Share; gap closed = "
-            "(MSE_FixedShare - MSE) / (MSE_FixedShare - MSE_RegimeOracle)."
-        ),
-        build=_ensemble_build, run=_ensemble_run, plot=_ensemble_plot, plot_prefix="ensemble_curves",
-    ),
-    "MetaOpt-HPO-v0": Suite(
-        env_id="MetaOpt-HPO-v0",
-        family_argument="task_family",
-        default_families="branin,hartmann3,hartmann6,gp,sklearn",
-        description=(
-            "Simple regret = normalized regret (f - f_opt) / (f_ref - f_opt) of the best configuration found "
-            "(f_ref: median of random points), as log10 floored at 1e-6; win rate against random search; "
-            "time = the agent's predict time per objective."
-        ),
-        build=_hpo_build, run=_hpo_run, plot=_hpo_plot, plot_prefix="hpo_regret",
-    ),
+SUITES: dict[str, str] = {
+    "MetaOpt-LR-v0": "agents.evaluation.lr:LR_SUITE",
+    "MetaOpt-Ensemble-v0": "agents.evaluation.ensemble:ENSEMBLE_SUITE",
+    "MetaOpt-HPO-v0": "agents.evaluation.hpo:HPO_SUITE",
 }
+"""Env id -> entry point of its suite (imported when first asked for)."""
 
 
-def evaluate_suite(
-    suite: Suite, agents: dict[str, Any], env_kwargs: dict[str, Any], num_tasks: int, seeds: tuple[int, ...],
-    episodes_per_trial: int | None, agent_env_kwargs: dict[str, dict[str, Any]], plot_path: str, title: str,
-) -> tuple[dict[str, Any], str]:
-    """Run, plot and tabulate; returns the JSON-ready summaries and the markdown table."""
-    summaries, records, table = suite.run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs)
-    suite.plot(records, plot_path, title)
-    return {name: dataclasses.asdict(summary) for name, summary in summaries.items()}, table
+def get_suite(env_id: str) -> Suite:
+    """The suite of ``env_id``; ValueError naming the ids that have one."""
+    if env_id not in SUITES:
+        raise ValueError(f"no evaluation suite for env id {env_id!r}; choose from {sorted(SUITES)}")
+    module, _, name = SUITES[env_id].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class SuiteResult(NamedTuple):
+    """What :meth:`Suite.run` returns: JSON-ready summaries, the raw records and the markdown table."""
+
+    summaries: dict[str, dict[str, Any]]
+    records: dict[str, list[Any]]
+    table: str
+
+
+class Suite:
+    """Base of the per-family suites: building agents, tuning, evaluating, tabulating, plotting.
+
+    A family sets the class attributes and implements :meth:`run_agent` (one record of one agent on
+    one core), :meth:`summarize`, :meth:`table`, :meth:`plot` and :meth:`references`; the rest is shared.
+    """
+
+    env_id: str
+    family_argument = "task_family"  # the env argument that selects a task family
+    default_families: tuple[str, ...] = ()
+    description = ""  # what the table reports, for results.md
+    family_name = ""  # in error messages: "unknown LR baseline"
+    baselines: Mapping[str, type] = {}
+    plot_prefix = "curves"
+    sample_trained_models = False  # metaopt-train also reports the trained model with sampled actions
+
+    # ----------------------------------------------------------------- the family's part
+    def run_agent(self, agent: Any, core: Any, seed: int, deterministic: bool = True) -> Any:
+        """One record of ``agent`` on every row of ``core`` (reset with ``seed``), through :func:`rollout`."""
+        raise NotImplementedError
+
+    def summarize(self, name: str, records: list[Any], references: dict[str, list[Any] | None],
+                  families: tuple[str, ...]) -> Any:
+        """Statistics of one agent over its records; ``references`` maps a role to its agent's records."""
+        raise NotImplementedError
+
+    def table(self, summaries: dict[str, Any], references: dict[str, str | None]) -> str:
+        raise NotImplementedError
+
+    def plot(self, records: dict[str, list[Any]], path: str, title: str = "") -> None:
+        raise NotImplementedError
+
+    def references(self, agents: Mapping[str, Any]) -> dict[str, str | None]:
+        """The role (``"reference"``, ``"oracle"``) -> the agent name it is played by, among ``agents``."""
+        return {}
+
+    # ----------------------------------------------------------------- agents from specs
+    def baseline_defaults(self, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments a baseline takes from the env (the LR family's ``lr_range``)."""
+        return {}
+
+    def load_agent(self, spec: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+        """The agent ``spec`` names (:func:`agents.evaluation.specs.load_agent` with this family's baselines)."""
+        return agent_specs.load_agent(spec, self.baselines, self.family_name, **self.baseline_defaults(env_kwargs or {}))
+
+    def check_spec(self, spec: str) -> None:
+        """ValueError (naming the spec and the allowed forms or names) unless ``spec`` can be built here."""
+        if spec == "baselines":
+            return
+        parsed = agent_specs.parse_agent_spec(spec)
+        if parsed.kind == "baseline" and parsed.name not in self.baselines:
+            raise ValueError(f"agent spec {spec!r}: unknown {self.family_name} baseline {parsed.name!r}; "
+                             f"choose from {sorted(self.baselines)}")
+
+    def display_name(self, spec: str) -> str:
+        """The result name of an agent built from ``spec`` (not a tuned baseline)."""
+        return spec
+
+    def default_baselines(self, env_kwargs: Mapping[str, Any]) -> list[str]:
+        """The baselines ``"baselines"`` expands to."""
+        return list(self.baselines)
+
+    def expands(self, name: str) -> bool:
+        """Whether ``baseline:NAME`` without arguments is built as in ``"baselines"`` (tuned)."""
+        return False
+
+    def baseline_entries(self, name: str, env_kwargs: Mapping[str, Any], tune_tasks: int) -> tuple[dict[str, Any], Any]:
+        """The agents (by result name) baseline ``name`` contributes, and its tuning record (or None)."""
+        return {name: self.baselines[name]()}, None
+
+    def build_agents(self, specs: Sequence[str], env_kwargs: Mapping[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Agents by result name, and the tuning record (a dict) of every tuned baseline.
+
+        ``"baselines"`` expands to every baseline of the family (tuned on the training split where
+        it has hyperparameters); other specs are loaded by :meth:`load_agent`.
+        """
+        agents: dict[str, Any] = {}
+        tuning: dict[str, Any] = {}
+        for spec in specs:
+            if spec == "baselines":
+                names = self.default_baselines(env_kwargs)
+            else:
+                parsed = agent_specs.parse_agent_spec(spec)
+                plain = parsed.kind == "baseline" and not parsed.kwargs and "?" not in spec
+                if not (plain and self.expands(parsed.name)):
+                    agents[self.display_name(spec)] = self.load_agent(spec, env_kwargs)
+                    continue
+                names = [parsed.name]
+            for name in names:
+                entries, record = self.baseline_entries(name, env_kwargs, tune_tasks)
+                agents.update(entries)
+                if record is not None:
+                    tuning[name] = dataclasses.asdict(record)
+        return agents, tuning
+
+    # ----------------------------------------------------------------- cores and tuning
+    def make_core(self, agent: Any, env_kwargs: Mapping[str, Any], num_tasks: int, episodes_per_trial: int | None,
+                  overrides: Mapping[str, Any] | None = None) -> Any:
+        """A core of ``num_tasks`` rows for ``agent``: ``env_kwargs``, the agent's ``action_mode`` if it
+        declares one, then ``overrides`` (arguments that do not change the tasks)."""
+        return metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial,
+                                      **self.core_kwargs(agent, env_kwargs, overrides))
+
+    @staticmethod
+    def core_kwargs(agent: Any, env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        kwargs = dict(env_kwargs)
+        mode = getattr(agent, "action_mode", None)
+        if isinstance(mode, str):
+            kwargs["action_mode"] = mode
+        kwargs.update(overrides or {})
+        return kwargs
+
+    def grid_search(self, make_agent: Callable[[dict[str, Any]], Any], points: list[dict[str, Any]],
+                    env_kwargs: Mapping[str, Any], num_tasks: int, score: Callable[[Any], float],
+                    seed: int = TUNE_SEED) -> list[float]:
+        """``score`` of the record of ``make_agent(point)`` for every point, on ``num_tasks`` *training* tasks."""
+        core = self.make_core(make_agent(points[0]), {**env_kwargs, "split": "train"}, num_tasks, None)
+        return [float(score(self.run_agent(make_agent(point), core, seed))) for point in points]
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(
+        self,
+        agents: Mapping[str, Any],
+        env_kwargs: Mapping[str, Any] | None = None,
+        num_tasks: int = 64,
+        seeds: Sequence[int] = (0, 1, 2),
+        episodes_per_trial: int | None = None,
+        agent_env_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        references: Mapping[str, str | None] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+        """Every agent on the same ``num_tasks`` test tasks per seed; summaries and raw records.
+
+        Tasks are keyed by the seeds (:func:`agents.evaluation.metrics.evaluation_seed`), so every agent
+        sees the same problems whatever its action mode. ``episodes_per_trial`` runs RL² trials (the
+        last inner episode is scored). ``agent_env_kwargs`` overrides env arguments per agent that do
+        not change the tasks (``action_mode`` for a model trained that way). ``references`` maps a
+        role to the agent that plays it (default: :meth:`references`).
+        """
+        env_kwargs = {**(env_kwargs or {}), "split": (env_kwargs or {}).get("split", "test")}
+        references = dict(self.references(agents) if references is None else references)
+        cores: dict[str, Any] = {}
+        records: dict[str, list[Any]] = {}
+        core = None
+        for name, agent in agents.items():
+            kwargs = self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
+            key = repr(sorted(kwargs.items()))
+            if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
+                cores[key] = metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
+            core = cores[key]
+            records[name] = [self.run_agent(agent, core, evaluation_seed(seed)) for seed in seeds]
+        families = core.unwrapped.family.families() if core is not None else ()
+        roles = {role: records.get(name) if name else None for role, name in references.items()}
+        summaries = {name: self.summarize(name, recs, roles, families) for name, recs in records.items()}
+        return summaries, records
+
+    def run(
+        self,
+        agents: Mapping[str, Any],
+        env_kwargs: Mapping[str, Any],
+        num_tasks: int,
+        seeds: Sequence[int],
+        episodes_per_trial: int | None = None,
+        agent_env_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        plot_path: str | None = None,
+        title: str = "",
+    ) -> SuiteResult:
+        """Evaluate, tabulate and (with ``plot_path``) plot; what ``metaopt-bench`` and ``metaopt-train`` report."""
+        references = self.references(agents)
+        summaries, records = self.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
+                                           references)
+        if plot_path is not None:
+            self.plot(records, plot_path, title)
+        table = self.table(summaries, references)
+        return SuiteResult({name: dataclasses.asdict(s) for name, s in summaries.items()}, records, table)
+
+
+def find(agents: Mapping[str, Any], prefix: str) -> str | None:
+    """The first agent name starting with ``prefix``."""
+    return next((name for name in agents if name.startswith(prefix)), None)
+
+
+__all__ = ["SUITES", "Suite", "SuiteResult", "find", "get_suite"]

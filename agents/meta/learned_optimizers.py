@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.controllers.lr import Controller
+from agents.controllers.lr import LRController as Controller
 from metaopt_envs.core import rng
 from metaopt_envs.core import seeds_to_keys
 from metaopt_envs.lr.core import _SPLIT_ID, _TINY, LR_FEATURES

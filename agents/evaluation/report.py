@@ -1,0 +1,100 @@
+"""What ``metaopt-bench`` and ``metaopt-train`` write: one section per task family, results files, the commit.
+
+:func:`benchmark_family` builds the agents of a list of specs on one task family, evaluates
+them through the env's :class:`~agents.evaluation.suites.Suite` and plots;
+:func:`compare_with_baselines` does the same for a freshly trained model against every
+baseline; :func:`write_report` writes ``results.json`` and ``results.md``. The CLIs
+(:mod:`agents.cli`) only parse arguments and print.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.evaluation.rollout import SampledActions
+from agents.evaluation.specs import parse_agent_spec
+from agents.evaluation.suites import Suite
+
+SAMPLED = " (sampled actions)"
+
+
+def git_commit() -> str:
+    """HEAD's commit of this repository (the results files record it), or ``"unknown"``."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, started: float) -> dict[str, Any]:
+    """``results.json`` and ``results.md`` in ``out_dir``, with the wall time since ``started``."""
+    report["wall_seconds"] = time.perf_counter() - started
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "results.md").write_text("\n".join(markdown))
+    return report
+
+
+def header(suite: Suite, commit: str, num_tasks: int, seeds: Sequence[int], env_kwargs: Mapping[str, Any],
+           tune_tasks: int) -> list[str]:
+    """The first lines of ``results.md``: the env, the commit, the budget and what the table reports."""
+    summary = (f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
+               f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
+               f"({tune_tasks} tasks per grid point). {suite.description}")
+    return [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
+
+
+def benchmark_family(
+    suite: Suite, family: str, specs: Sequence[str], env_kwargs: Mapping[str, Any], num_tasks: int, seeds: Sequence[int],
+    tune_tasks: int, episodes_per_trial: int | None, out_dir: Path, model_env_kwargs: Mapping[str, Any] | None = None,
+    sample_models: bool = False,
+) -> tuple[dict[str, Any], str]:
+    """Every agent of ``specs`` on task family ``family``: the report entry and the markdown table.
+
+    Saved models also get ``model_env_kwargs`` (env arguments that do not change the tasks, such as
+    the ``action_mode`` they were trained in) and, with ``sample_models``, a second row with sampled actions.
+    """
+    env_kwargs = {**env_kwargs, suite.family_argument: family}
+    agents, tuning = suite.build_agents(specs, env_kwargs, tune_tasks)
+    models = [spec for spec in specs if spec != "baselines" and parse_agent_spec(spec).kind == "model"]
+    if sample_models:
+        agents.update({f"{name}{SAMPLED}": SampledActions(agents[name]) for name in models})
+        models += [f"{name}{SAMPLED}" for name in models]
+    plot_path = out_dir / f"{suite.plot_prefix}_{family}.png"
+    result = suite.run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial,
+                       {name: dict(model_env_kwargs or {}) for name in models}, str(plot_path), f"({family}, test split)")
+    return {"summaries": result.summaries, "tuning": tuning, "plot": plot_path.name}, result.table
+
+
+def compare_with_baselines(
+    suite: Suite, model: Any, name: str, model_env_kwargs: Mapping[str, Any], num_tasks: int, seeds: Sequence[int],
+    tune_tasks: int, episodes_per_trial: int | None, out_dir: Path,
+) -> tuple[dict[str, Any], str]:
+    """A trained model (named ``name``, made with ``model_env_kwargs``) and every tuned baseline on the
+    same held-out test tasks; writes ``results.md``, ``results.json`` and ``curves.png`` to ``out_dir``.
+
+    The baselines run in their own action mode; the tasks are the same in any mode. Where the suite
+    says so (:attr:`Suite.sample_trained_models`) the model is also scored with sampled actions.
+    """
+    env_kwargs = {k: v for k, v in model_env_kwargs.items() if k != "action_mode"}
+    baselines, tuning = suite.build_agents(["baselines"], env_kwargs, tune_tasks)
+    agents: dict[str, Any] = {name: model}
+    if suite.sample_trained_models:
+        agents[name.removesuffix(")") + ", sampled actions)"] = SampledActions(model)
+    per_agent = {agent: dict(model_env_kwargs) for agent in agents}
+    agents.update(baselines)
+    result = suite.run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, per_agent, str(out_dir / "curves.png"),
+                       "(test split)")
+    (out_dir / "results.md").write_text(result.table + "\n")
+    report = {"summaries": result.summaries, "tuning": tuning}
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    return report, result.table
+
+
+__all__ = ["benchmark_family", "compare_with_baselines", "git_commit", "header", "write_report"]
