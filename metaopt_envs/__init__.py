@@ -12,31 +12,22 @@ from gymnasium.envs.registration import register
 
 __version__ = "0.1.0"
 
-LR_DEFAULT_HORIZON = 100
-
+# The cores own their episode length (``horizon``, ``budget``) and truncate by themselves, so
+# nothing here repeats it as ``max_episode_steps``: ``gym.make(id, horizon=200)`` runs 200 steps.
 register(
     id="MetaOpt-LR-v0",
     entry_point="metaopt_envs.lr.env:MetaOptLREnv",
     vector_entry_point="metaopt_envs.lr.env:MetaOptLRVectorEnv",
-    max_episode_steps=LR_DEFAULT_HORIZON,
 )
-
-ENSEMBLE_DEFAULT_HORIZON = 300
-
 register(
     id="MetaOpt-Ensemble-v0",
     entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleEnv",
     vector_entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleVectorEnv",
-    max_episode_steps=ENSEMBLE_DEFAULT_HORIZON,
 )
-
-HPO_DEFAULT_BUDGET = 32
-
 register(
     id="MetaOpt-HPO-v0",
     entry_point="metaopt_envs.hpo.env:MetaOptHPOEnv",
     vector_entry_point="metaopt_envs.hpo.env:MetaOptHPOVectorEnv",
-    max_episode_steps=HPO_DEFAULT_BUDGET,
 )
 
 
