@@ -20,7 +20,7 @@ from metaopt_envs.core import rng
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
 from metaopt_envs.lr.families.base import check_split
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast, make_stream_family
-from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, parse_forecaster
+from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
 
 ACTION_MODES = ("logits", "simplex")
 FAST_RATE, SLOW_RATE = 0.3, 0.03
@@ -89,12 +89,13 @@ class EnsembleCore(BatchedCore):
         forecasters = tuple(forecasters)
         if len(forecasters) < 2:
             raise ValueError(f"forecasters must name at least 2 forecasters, got {forecasters!r}")
-        for name in forecasters:
-            if not name.startswith("expert"):
-                try:
-                    parse_forecaster(name)
-                except ValueError as error:
-                    raise ValueError(f"forecasters={forecasters!r}: {error}") from None
+        pool = [name for name in forecasters if not name.startswith("expert")]
+        if pool:
+            try:
+                check_forecasters(pool, forecaster_window)
+            except ValueError as error:  # its messages say "window", the argument here is forecaster_window
+                message = str(error).replace("window=", "forecaster_window=")
+                raise ValueError(f"forecasters={forecasters!r}: {message}") from None
         self.experts = tuple(i for i, name in enumerate(forecasters) if name.startswith("expert"))
         self.expert_regimes = [_expert_regime(forecasters[i]) for i in self.experts]
 
