@@ -476,6 +476,8 @@ def test_user_time_limit_acts_as_gymnasium_time_limit(env_id):
     assert _steps_until_done(lambda a: long_env.step(a)[3], action) == CONTRACTS[env_id].length
     with pytest.raises(ValueError, match="max_episode_steps"):
         gym.make_vec(env_id, num_envs=1, max_episode_steps=0, **small)
+    with pytest.raises(ValueError, match=rf"max_episode_steps is not an argument of the {env_id} core.*ends episodes"):
+        metaopt_envs.make_sb3_vec_env(env_id, 1, max_episode_steps=3, **small)
 
 
 @pytest.mark.parametrize("env_id", REGISTERED)
@@ -564,6 +566,25 @@ def test_bad_device_seed_and_num_envs(env_id):
     vec.reset(seed=2**63 - 2)
     sb3.seed(2**63 - 2)
     sb3.reset()
+
+
+def test_shared_checks_accept_numpy_and_config_values():
+    """What configs and numpy hand over passes the shared checks, in its canonical type."""
+    from metaopt_envs.core import checks
+
+    assert checks.integer("horizon", np.int64(7)) == 7 and type(checks.integer("horizon", np.int32(7))) is int
+    assert checks.finite_float("loss_clip", np.float32(2.5), low=0.0) == 2.5
+    assert checks.finite_float("loss_clip", 3, low=0.0) == 3.0
+    assert checks.float_pair("lr_range", [1e-4, 10], low=0.0, low_open=True) == (1e-4, 10.0)  # a YAML list
+    assert checks.float_pair("lr_range", np.array([0.1, 1.0])) == (0.1, 1.0)
+    assert checks.choice("action_mode", np.str_("relative"), ("absolute", "relative")) == "relative"
+    assert checks.boolean("observe_validation", np.bool_(True)) is True
+    assert checks.device("auto").type in ("cpu", "cuda") and checks.device(torch.device("cpu")).type == "cpu"
+    assert checks.seeds(np.int64(5), 3) == [5, 6, 7] and checks.seeds(np.arange(3), 3) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"action_mode must be one of 'absolute', 'relative', got 1"):
+        checks.choice("action_mode", 1, ("absolute", "relative"))
+    with pytest.raises(ValueError, match=r"lr_range must be a \(low, high\) pair .* got 'ab'"):
+        checks.float_pair("lr_range", "ab")
 
 
 # ------------------------------------------------------------------ regressions
