@@ -12,36 +12,30 @@ from gymnasium.envs.registration import register
 
 __version__ = "0.1.0"
 
-LR_DEFAULT_HORIZON = 100
-
+# The cores own their episode length (``horizon``, ``budget``) and truncate by themselves, so
+# nothing here repeats it as ``max_episode_steps``: ``gym.make(id, horizon=200)`` runs 200 steps.
 register(
     id="MetaOpt-LR-v0",
     entry_point="metaopt_envs.lr.env:MetaOptLREnv",
     vector_entry_point="metaopt_envs.lr.env:MetaOptLRVectorEnv",
-    max_episode_steps=LR_DEFAULT_HORIZON,
 )
-
-ENSEMBLE_DEFAULT_HORIZON = 300
-
 register(
     id="MetaOpt-Ensemble-v0",
     entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleEnv",
     vector_entry_point="metaopt_envs.ensemble.env:MetaOptEnsembleVectorEnv",
-    max_episode_steps=ENSEMBLE_DEFAULT_HORIZON,
 )
-
-HPO_DEFAULT_BUDGET = 32
-
 register(
     id="MetaOpt-HPO-v0",
     entry_point="metaopt_envs.hpo.env:MetaOptHPOEnv",
     vector_entry_point="metaopt_envs.hpo.env:MetaOptHPOVectorEnv",
-    max_episode_steps=HPO_DEFAULT_BUDGET,
 )
 
 
 def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any):
-    """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``)."""
+    """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``).
+
+    The core owns the episode length (``core.num_decisions``); there is no ``max_episode_steps`` here.
+    """
     from gymnasium.envs.registration import load_env_creator
 
     from metaopt_envs.core import RL2TrialCore
@@ -50,6 +44,11 @@ def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = N
     if not isinstance(spec.vector_entry_point, str) or not spec.id.startswith("MetaOpt-"):
         raise ValueError(f"env_id must be a registered MetaOpt-* id, got {env_id!r}")
     core_class = load_env_creator(spec.vector_entry_point).core_class
+    if "max_episode_steps" in kwargs:
+        raise ValueError(
+            f"max_episode_steps is not an argument of the {env_id} core: the core ends episodes by itself "
+            f"(set the episode length with its own argument, e.g. horizon= or budget=)"
+        )
     core = core_class(num_envs=num_envs, **{**spec.kwargs, **kwargs})
     return RL2TrialCore(core, episodes_per_trial) if episodes_per_trial is not None else core
 

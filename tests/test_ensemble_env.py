@@ -20,7 +20,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 import metaopt_envs
 from metaopt_envs.ensemble.core import EnsembleCore
 
-SMALL = {"horizon": 30, "warmup": 20, "max_episode_steps": 30}
+SMALL = {"horizon": 30, "warmup": 20}  # the core truncates: no max_episode_steps needed
 FAMILIES = ("switching_ar", "regimes", "real", "mixture")
 
 
@@ -46,7 +46,7 @@ def test_make_vec_is_native_batched_env():
 
 
 def _run_single(kwargs, seed, actions):
-    env = gym.make("MetaOpt-Ensemble-v0", max_episode_steps=1000, **kwargs)
+    env = gym.make("MetaOpt-Ensemble-v0", **kwargs)
     obs, _ = env.reset(seed=seed)
     observations, rewards, dones = [obs], [], []
     for action in actions:
@@ -64,7 +64,7 @@ def test_vector_rows_equal_single_envs_across_autoreset(family):
     kwargs = {"task_family": family, "horizon": 15, "warmup": 20}
     num_envs, seed, steps = 3, 40, 35  # two whole episodes and part of a third
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, num_envs, 8)).astype(np.float32)
-    envs = gym.make_vec("MetaOpt-Ensemble-v0", num_envs=num_envs, max_episode_steps=1000, **kwargs)
+    envs = gym.make_vec("MetaOpt-Ensemble-v0", num_envs=num_envs, **kwargs)
     obs, _ = envs.reset(seed=seed)
     batch_obs, batch_rewards, batch_dones = [obs], [], []
     for t in range(steps):
@@ -160,6 +160,10 @@ def test_no_nan_in_observations_on_flat_and_huge_streams():
         ({"logit_scale": -1.0}, "logit_scale"),
         ({"loss_clip": 0.0}, "loss_clip"),
         ({"forecasters": ("last",)}, "forecasters"),
+        ({"forecasters": "last_value"}, "forecasters must be a list or tuple"),
+        ({"forecaster_window": 8}, "forecaster_window=8 is too short"),
+        ({"logit_scale": float("inf")}, "logit_scale must be a finite number"),
+        ({"horizon": True}, "horizon must be an int"),
         ({"forecasters": ("last", "crystal_ball")}, "crystal_ball"),
         ({"forecaster_window": 2}, "forecaster_window"),
         ({"num_envs": 0}, "num_envs"),

@@ -25,7 +25,7 @@ FAMILIES = ("branin", "hartmann3", "hartmann6", "gp", "sklearn", "mixture")
 def test_check_env_every_family(family):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = gym.make("MetaOpt-HPO-v0", task_family=family, budget=8, max_episode_steps=8)
+    env = gym.make("MetaOpt-HPO-v0", task_family=family, budget=8)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
     obs, _ = env.reset(seed=0)
@@ -119,6 +119,9 @@ def test_rl2_trial_searches_the_same_objective_again():
         ({"task_family": "rosenbrock"}, "rosenbrock"),
         ({"split": "validation"}, "split"),
         ({"budget": 0}, "budget"),
+        ({"budget": True}, "budget must be an int >= 1"),
+        ({"regret_floor": float("nan")}, "regret_floor must be a finite number"),
+        ({"max_dim": True}, "max_dim must be an int"),
         ({"reward_mode": "loss"}, "reward_mode"),
         ({"regret_floor": 0.0}, "regret_floor"),
         ({"num_envs": -2}, "num_envs"),
@@ -136,3 +139,5 @@ def test_bad_actions_raise():
         core.step(np.zeros((2, core.max_dim + 1), dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
         core.step(np.full((2, core.max_dim), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="actions must be real numbers"):
+        core.step(np.zeros((2, core.max_dim), dtype=object))

@@ -43,7 +43,7 @@ class _Reference:
     """Row ``i`` as a single env reset with ``SEED + i``; an ended episode continues with ``reset()``."""
 
     def __init__(self):
-        self.envs = [gym.make("MetaOpt-LR-v0", max_episode_steps=10 * HORIZON, **KWARGS) for _ in range(NUM_ENVS)]
+        self.envs = [gym.make("MetaOpt-LR-v0", **KWARGS) for _ in range(NUM_ENVS)]
         self.obs = np.stack([env.reset(seed=SEED + i)[0] for i, env in enumerate(self.envs)])
 
     def step(self, actions):

@@ -18,7 +18,7 @@ SMALL = {"task_family": "quadratic", "horizon": 4}
 
 
 def _single():
-    env = gym.make("MetaOpt-LR-v0", max_episode_steps=4, **SMALL)
+    env = gym.make("MetaOpt-LR-v0", **SMALL)
     env.reset(seed=0)
     return env
 
@@ -111,6 +111,7 @@ BAD_ARGUMENTS = [
     pytest.param({"horizon": 0}, r"horizon", id="horizon-0"),
     pytest.param({"horizon": -5}, r"horizon", id="horizon-negative"),
     pytest.param({"horizon": 2.5}, r"horizon", id="horizon-float"),
+    pytest.param({"horizon": True}, r"horizon must be an int >= 1.*got True", id="horizon-bool"),
     pytest.param({"horizon": 10, "action_every": 3}, r"horizon.*action_every|action_every.*horizon", id="not-multiple"),
     pytest.param({"action_every": 0}, r"action_every", id="action-every-0"),
     pytest.param({"lr_range": (1.0, 1.0)}, r"lr_range", id="lr-range-empty"),
@@ -119,18 +120,26 @@ BAD_ARGUMENTS = [
     pytest.param({"lr_range": (-1.0, 1.0)}, r"lr_range", id="lr-range-negative"),
     pytest.param({"lr_range": (1e-3, float("inf"))}, r"lr_range", id="lr-range-inf"),
     pytest.param({"lr_range": (float("nan"), 1.0)}, r"lr_range", id="lr-range-nan"),
+    pytest.param({"lr_range": (1.0,)}, r"lr_range must be a \(low, high\) pair.*got \(1.0,\)", id="lr-range-one-value"),
+    pytest.param({"lr_range": 0.1}, r"lr_range must be a \(low, high\) pair.*got 0.1", id="lr-range-scalar"),
     pytest.param({"action_mode": "multiplicative"}, r"action_mode", id="unknown-action-mode"),
     pytest.param({"split": "validation"}, r"split", id="unknown-split"),
     pytest.param({"observe_validation": True}, r"observe_validation", id="validation-quadratic"),
     pytest.param({"task_family": "mixture", "observe_validation": True}, r"observe_validation", id="validation-mixture"),
     pytest.param({"initial_lr": 100.0}, r"initial_lr", id="initial-lr-outside"),
     pytest.param({"max_lr_change": 1.0}, r"max_lr_change", id="max-lr-change"),
+    pytest.param({"max_lr_change": float("inf")}, r"max_lr_change must be a finite number", id="max-lr-change-inf"),
+    pytest.param({"initial_lr": float("nan")}, r"initial_lr must be a finite number", id="initial-lr-nan"),
     pytest.param({"divergence_threshold": 0.5}, r"divergence_threshold", id="divergence-threshold"),
     pytest.param({"divergence_penalty": -1.0}, r"divergence_penalty", id="divergence-penalty"),
+    pytest.param({"divergence_penalty": float("inf")}, r"divergence_penalty must be a finite", id="divergence-penalty-inf"),
+    pytest.param({"divergence_threshold": float("nan")}, r"divergence_threshold must be a finite", id="divergence-threshold-nan"),
+    pytest.param({"observe_validation": 1}, r"observe_validation must be True or False", id="validation-int"),
     pytest.param({"loss_floor": 0.0}, r"loss_floor", id="loss-floor"),
     pytest.param({"optimizer_kwargs": {"momentum": 1.5}}, r"momentum", id="momentum"),
     pytest.param({"task_family_kwargs": {"min_dim": 0}}, r"min_dim", id="family-kwargs"),
     pytest.param({"device": "tpu-9000"}, r"device", id="device"),
+    pytest.param({"device": "cuda:99"}, r"device='cuda:99'", id="device-missing-cuda"),
 ]
 
 
@@ -164,13 +173,13 @@ def test_make_sb3_vec_env_rejects(extra, pattern):
         make_sb3_vec_env("MetaOpt-LR-v0", num_envs=2, **_kwargs(extra))
 
 
-@pytest.mark.parametrize("num_envs", [0, -1, 1.5])
+@pytest.mark.parametrize("num_envs", [0, -1, 1.5, True])
 def test_make_vec_rejects_bad_num_envs(num_envs):
     with pytest.raises(ValueError, match="num_envs"):
         gym.make_vec("MetaOpt-LR-v0", num_envs=num_envs, **SMALL)
 
 
-@pytest.mark.parametrize("episodes", [0, -2, 1.5])
+@pytest.mark.parametrize("episodes", [0, -2, 1.5, True])
 def test_rejects_bad_episodes_per_trial(episodes):
     with pytest.raises(ValueError, match="episodes_per_trial"):
         make_sb3_vec_env("MetaOpt-LR-v0", num_envs=2, episodes_per_trial=episodes, **SMALL)

@@ -78,7 +78,7 @@ def test_huge_constant_lr_terminates_with_penalty(huge_lr):
 def test_divergence_in_single_env_relative_mode():
     env = gym.make(
         "MetaOpt-LR-v0", task_family="quadratic", action_mode="relative", horizon=HORIZON,
-        max_episode_steps=HORIZON, lr_range=(1e-4, 1e30), initial_lr=1e3, max_lr_change=1e3,
+        lr_range=(1e-4, 1e30), initial_lr=1e3, max_lr_change=1e3,
     )
     obs, _ = env.reset(seed=4)
     assert env.observation_space.contains(obs)
@@ -111,7 +111,7 @@ def test_divergence_in_single_env_relative_mode():
 def test_divergence_threshold_is_relative_to_initial_loss():
     """A small threshold turns an ordinary growth of the loss into a divergence."""
     env = gym.make(
-        "MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON, max_episode_steps=HORIZON,
+        "MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON,
         lr_range=(1e-4, 1e3), divergence_threshold=1.5,
     )
     env.reset(seed=2)
@@ -156,7 +156,7 @@ def test_returns_telescope(family, optimizer, loss_floor, action_every):
     decisions = HORIZON // action_every
     env = gym.make(
         "MetaOpt-LR-v0", task_family=family, inner_optimizer=optimizer, horizon=HORIZON,
-        action_every=action_every, max_episode_steps=decisions, loss_floor=loss_floor,
+        action_every=action_every, loss_floor=loss_floor,
     )
     for seed in range(3):
         env.reset(seed=seed)

@@ -4,7 +4,7 @@ Promise: the id is registered with Gymnasium on import (and loadable as
 ``"metaopt_envs:MetaOpt-LR-v0"`` without importing the package first), every
 configuration passes Gymnasium's and SB3's env checkers, ``gym.make_vec``
 returns the native batched VectorEnv (same-step autoreset, batched spaces),
-the env pickles, and the registered TimeLimit is the default horizon (100).
+the env pickles, and no TimeLimit is registered (the core truncates at its horizon).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
 WITH_VALIDATION = ("logistic", "sinusoid", "sklearn")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 MODES = ("absolute", "relative")
-SMALL = {"horizon": 10, "max_episode_steps": 10}
+SMALL = {"horizon": 10}  # the core truncates: no max_episode_steps needed
 
 
 def _configs():
@@ -81,12 +81,13 @@ def test_sb3_check_env(family):
 
 
 def test_registered_spec():
+    """Nothing registered repeats the core's episode length: the core is its one owner."""
     spec = gym.spec("MetaOpt-LR-v0")
-    assert spec.max_episode_steps == 100
+    assert spec.max_episode_steps is None
     assert spec.entry_point == "metaopt_envs.lr.env:MetaOptLREnv"
     assert spec.vector_entry_point == "metaopt_envs.lr.env:MetaOptLRVectorEnv"
     env = gym.make("MetaOpt-LR-v0", task_family="quadratic")
-    assert env.spec.max_episode_steps == 100
+    assert env.spec.max_episode_steps is None
     assert env.unwrapped.core.horizon == 100
 
 

@@ -41,8 +41,8 @@ def _actions(seed=0):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_same_seed_same_trajectory_different_seed_different(family):
-    env_a = gym.make("MetaOpt-LR-v0", task_family=family, horizon=HORIZON, max_episode_steps=HORIZON)
-    env_b = gym.make("MetaOpt-LR-v0", task_family=family, horizon=HORIZON, max_episode_steps=HORIZON)
+    env_a = gym.make("MetaOpt-LR-v0", task_family=family, horizon=HORIZON)
+    env_b = gym.make("MetaOpt-LR-v0", task_family=family, horizon=HORIZON)
     actions = _actions()
     obs_a, rew_a, loss_a = _episode(env_a, 123, actions)
     obs_b, rew_b, loss_b = _episode(env_b, 123, actions)
@@ -62,7 +62,7 @@ def test_same_seed_same_trajectory_different_seed_different(family):
 def test_seeded_episode_sequence_is_reproducible():
     """After reset(seed=s), the following unseeded resets draw the same sequence of tasks."""
     def sequence():
-        env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON, max_episode_steps=HORIZON)
+        env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON)
         env.reset(seed=77)
         curvatures = [env.unwrapped.core.tasks["curvature"].clone()]
         for _ in range(3):
@@ -127,7 +127,7 @@ def test_train_and_test_splits_give_different_tasks(family):
 
 def test_split_reaches_the_single_env():
     """``split`` is an env argument: seeded train and test envs start on different problems."""
-    kwargs = {"task_family": "sinusoid", "horizon": HORIZON, "max_episode_steps": HORIZON}
+    kwargs = {"task_family": "sinusoid", "horizon": HORIZON}
     env_train = gym.make("MetaOpt-LR-v0", split="train", **kwargs)
     env_test = gym.make("MetaOpt-LR-v0", split="test", **kwargs)
     env_train.reset(seed=5)
@@ -206,7 +206,7 @@ def test_no_global_rng_state_is_touched():
     vec.reset(seed=1)
     for _ in range(6):
         vec.step(np.full((4, 1), -0.3, np.float32))
-    env = gym.make("MetaOpt-LR-v0", task_family="mixture", horizon=4, max_episode_steps=4)
+    env = gym.make("MetaOpt-LR-v0", task_family="mixture", horizon=4)
     env.reset(seed=3)
     env.step(np.array([0.1], np.float32))
     assert torch.equal(torch.get_rng_state(), torch_state)

@@ -2,6 +2,7 @@
 
 * :mod:`~metaopt_envs.core.base`: the batched-core contract (``reset_rows`` / ``observe`` / ``step``),
   row-key bookkeeping and seeding;
+* :mod:`~metaopt_envs.core.checks`: the argument, seed, device and action checks of every core and adapter;
 * :mod:`~metaopt_envs.core.rng`: counter-based per-row random streams;
 * :mod:`~metaopt_envs.core.family`: plain task data, splits and row helpers of every task family;
 * :mod:`~metaopt_envs.core.trial`: the RL² trial wrapper;
@@ -9,7 +10,7 @@
   (``gymnasium.vector.VectorEnv``, same-step autoreset) and :mod:`~metaopt_envs.core.sb3` (SB3 ``VecEnv``).
 """
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
 from metaopt_envs.core.base import BatchedCore, StepResult, resolve_device, seeds_to_keys
 from metaopt_envs.core.env import CoreEnv
 from metaopt_envs.core.sb3 import CoreSB3VecEnv
@@ -23,6 +24,7 @@ __all__ = [
     "CoreVectorEnv",
     "RL2TrialCore",
     "StepResult",
+    "checks",
     "resolve_device",
     "rng",
     "seeds_to_keys",

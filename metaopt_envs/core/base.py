@@ -1,7 +1,8 @@
 """The contract every batched environment core keeps, and what its adapters rely on.
 
 A core holds the state of ``num_envs`` environments as tensors and advances
-all of them with one set of tensor operations. It never resets by itself:
+all of them with one set of tensor operations. It owns the episode length
+(``num_decisions``) and ends episodes itself, but it never resets by itself:
 the adapters (:mod:`metaopt_envs.core`) decide when rows reset (autoreset,
 RL² trials) and call :meth:`BatchedCore.reset_rows`.
 """
@@ -15,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
 
 
 class StepResult(NamedTuple):
@@ -33,13 +34,8 @@ class StepResult(NamedTuple):
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from error
+    """``"auto"`` picks CUDA when available, else the CPU; see :func:`metaopt_envs.core.checks.device`."""
+    return checks.device(device)
 
 
 def seeds_to_keys(seed: int | list[int] | None, num_envs: int, device: torch.device) -> torch.Tensor:
@@ -47,23 +43,26 @@ def seeds_to_keys(seed: int | list[int] | None, num_envs: int, device: torch.dev
 
     An int seeds row ``i`` with ``seed + i`` (Gymnasium's convention, so row
     ``i`` equals a single env reset with ``seed + i``); a list gives each row
-    its seed; ``None`` draws fresh entropy from the operating system.
+    its seed; ``None`` draws fresh entropy from the operating system. Seeds are ints in
+    [0, 2**63 - 1] (row keys are int64), so an int seed of B rows is at most 2**63 - B.
     """
     if seed is None:
         seeds = np.random.SeedSequence().generate_state(num_envs, dtype=np.uint32).astype(np.int64).tolist()
-    elif isinstance(seed, (int, np.integer)):
-        seeds = [int(seed) + i for i in range(num_envs)]
     else:
-        seeds = [int(s) for s in seed]
-        if len(seeds) != num_envs:
-            raise ValueError(f"seed must be an int or a list of {num_envs} ints, got a list of {len(seeds)}")
+        seeds = checks.seeds(seed, num_envs)
     return rng.keys_from_seeds(seeds, device)
 
 
 class BatchedCore(ABC):
-    """Base of the batched cores: spaces, device, and the reset/step contract."""
+    """Base of the batched cores: spaces, device, and the reset/step contract.
+
+    A core is the one owner of its episode length: ``num_decisions`` steps after a reset a row
+    reports ``truncated`` (unless it terminated earlier: then ``terminated`` only, never both).
+    Nothing registered with Gymnasium repeats that number.
+    """
 
     num_envs: int
+    num_decisions: int
     device: torch.device
     single_observation_space: gym.spaces.Box
     single_action_space: gym.spaces.Box

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from metaopt_envs.core import BatchedCore, seeds_to_keys
+from metaopt_envs.core import BatchedCore, checks, seeds_to_keys
 from metaopt_envs.core.vector_env import finish_step
 
 
@@ -32,7 +32,7 @@ class CoreSB3VecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         keys = None
         if any(s is not None for s in self._seeds):
-            keys = seeds_to_keys([int(s) for s in self._seeds], self.num_envs, self.core.device)
+            keys = seeds_to_keys(list(self._seeds), self.num_envs, self.core.device)
         elif not self._seeded:
             keys = seeds_to_keys(None, self.num_envs, self.core.device)
         self._seeded = True
@@ -41,16 +41,15 @@ class CoreSB3VecEnv(VecEnv):
         self._reset_options()
         return self.core.observe().cpu().numpy()
 
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seed row ``i`` with ``seed + i`` at the next ``reset()``; ``None`` draws a random seed."""
+        if seed is not None:
+            seed = checks.seed(seed, self.num_envs)
+        return list(super().seed(seed))
+
     def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions, dtype=np.float32)
-        action_shape = self.action_space.shape
-        if actions.shape == (self.num_envs,) and action_shape == (1,):
-            actions = actions[:, None]
-        if actions.shape != (self.num_envs, *action_shape):
-            raise ValueError(
-                f"actions must have shape ({self.num_envs}, {', '.join(map(str, action_shape))}), got {actions.shape}"
-            )
-        self._actions = torch.as_tensor(actions, device=self.core.device)
+        # Checked here, so that a bad action raises at the call that passed it.
+        self._actions = checks.actions(actions, self.num_envs, self.action_space, self.core.device)
 
     def step_wait(self):
         assert self._actions is not None, "step_async must be called before step_wait"

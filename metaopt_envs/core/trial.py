@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult
+from metaopt_envs.core import BatchedCore, StepResult, checks
 
 REWARD_BOUND = 20.0
 
@@ -22,17 +22,15 @@ REWARD_BOUND = 20.0
 class RL2TrialCore(BatchedCore):
     """Trial mode of ``core``: ``episodes_per_trial`` inner episodes per task.
 
-    Observation: the core's, then the previous action (``action_dim``), the
-    previous reward (clipped to +-20) and a flag that is 1 on the first step
+    Observation: the core's, then the previous action (``action_dim``, clipped into the
+    action space), the previous reward (clipped to +-20) and a flag that is 1 on the first step
     of each inner episode. A trial ends as ``terminated`` (it ends by design,
     nothing follows it on this task); a row then draws a new task.
     """
 
     def __init__(self, core: BatchedCore, episodes_per_trial: int) -> None:
-        if not isinstance(episodes_per_trial, (int, np.integer)) or episodes_per_trial < 1:
-            raise ValueError(f"episodes_per_trial must be a positive int, got {episodes_per_trial!r}")
+        self.episodes_per_trial = checks.integer("episodes_per_trial", episodes_per_trial, note="inner episodes per trial")
         self.core = core
-        self.episodes_per_trial = int(episodes_per_trial)
         self.num_envs, self.device = core.num_envs, core.device
         action_dim = core.single_action_space.shape[0]
         base = core.single_observation_space
@@ -76,14 +74,14 @@ class RL2TrialCore(BatchedCore):
         return torch.cat([self.core.observe(), *extra], dim=-1)
 
     def step(self, actions: torch.Tensor) -> StepResult:
+        # Checked and clipped into the action space once: the core steps on it and it is fed back.
+        actions = checks.actions(actions, self.num_envs, self.single_action_space, self.device)
         result = self.core.step(actions)
         inner_done = result.terminated | result.truncated
         self.episodes_done += inner_done.to(torch.int64)
         trial_done = self.episodes_done >= self.episodes_per_trial
         self.core.reset_rows(inner_done & ~trial_done, same_task=True)
-        self.previous_action = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(
-            self.num_envs, -1
-        ).clamp(-1.0, 1.0)
+        self.previous_action = actions.clone()  # reset_rows zeroes it in place
         self.previous_reward = result.reward.clone()  # reset_rows zeroes it in place
         self.new_episode = inner_done.to(torch.float32)
         info = dict(result.info, inner_episode_done=inner_done, inner_terminated=result.terminated)

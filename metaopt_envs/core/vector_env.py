@@ -10,7 +10,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from metaopt_envs.core import BatchedCore, StepResult, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, checks, seeds_to_keys
 from metaopt_envs.core.trial import RL2TrialCore
 
 
@@ -30,8 +30,13 @@ class CoreVectorEnv(VectorEnv):
     observation of its next episode (a freshly drawn task) and puts the last
     one in ``infos["final_obs"]`` (masked by ``infos["_final_obs"]``).
     ``episodes_per_trial=K`` switches on RL² trial mode (see
-    :class:`~metaopt_envs.core.trial.RL2TrialCore`). ``max_episode_steps``
-    (from the registry) truncates earlier than the core's own horizon if smaller.
+    :class:`~metaopt_envs.core.trial.RL2TrialCore`).
+
+    The core owns the episode length (nothing is registered as ``max_episode_steps``).
+    A ``max_episode_steps`` you pass yourself to ``gym.make_vec`` acts as
+    ``gymnasium.wrappers.TimeLimit`` does on ``gym.make``: every row (a whole trial in
+    trial mode) reports ``truncated`` once it has run that many steps, so
+    ``gym.make_vec`` and ``gym.make`` with the same arguments report the same flags.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -41,18 +46,20 @@ class CoreVectorEnv(VectorEnv):
         self, num_envs: int = 1, episodes_per_trial: int | None = None, max_episode_steps: int | None = None,
         **core_kwargs: Any,
     ) -> None:
+        if max_episode_steps is not None:
+            max_episode_steps = checks.integer("max_episode_steps", max_episode_steps, note="a time limit on top of the core's own")
         core: BatchedCore = self.core_class(num_envs=num_envs, **core_kwargs)
         if episodes_per_trial is not None:
             core = RL2TrialCore(core, episodes_per_trial)
         self.core = core
         self.num_envs = core.num_envs
-        # The registry's TimeLimit applies to plain episodes; a trial spans several of them.
-        self.max_episode_steps = None if episodes_per_trial is not None else max_episode_steps
-        horizon = getattr(core, "num_decisions", None)
-        if self.max_episode_steps is not None and horizon is not None and self.max_episode_steps < horizon:
+        self.max_episode_steps = max_episode_steps
+        horizon = core.num_decisions * (episodes_per_trial or 1)
+        if max_episode_steps is not None and max_episode_steps < horizon:
             warnings.warn(
-                f"max_episode_steps={self.max_episode_steps} truncates episodes before the horizon "
-                f"({horizon} decisions); pass max_episode_steps={horizon} to gym.make_vec to run whole episodes",
+                f"max_episode_steps={max_episode_steps} truncates episodes before their end "
+                f"({horizon} decisions); the core ends episodes by itself, so leave max_episode_steps out "
+                f"to run whole episodes",
                 stacklevel=2,
             )
         self.single_observation_space = core.single_observation_space
@@ -64,23 +71,22 @@ class CoreVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         # VectorEnv's own np_random takes one int; a list seeds it with its first entry.
-        super().reset(seed=seed[0] if isinstance(seed, (list, tuple)) else seed)
+        seeds = None if seed is None else checks.seeds(seed, self.num_envs)
+        super().reset(seed=None if seeds is None else seeds[0])
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.core.device)
         if options and "reset_mask" in options:
             rows = torch.as_tensor(options["reset_mask"], dtype=torch.bool, device=self.core.device)
-        keys = None if seed is None and self._seeded else seeds_to_keys(seed, self.num_envs, self.core.device)
+        keys = None if seeds is None and self._seeded else seeds_to_keys(seeds, self.num_envs, self.core.device)
         self._seeded = True
         self.core.reset_rows(rows, keys=keys)
         self._elapsed[rows] = 0
         return self.core.observe().cpu().numpy(), {}
 
     def step(self, actions: np.ndarray):
-        result = self.core.step(torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.core.device))
+        result = self.core.step(actions)  # the core checks and clips them
         self._elapsed += 1
-        if self.max_episode_steps is not None:
-            result = result._replace(
-                truncated=result.truncated | ((self._elapsed >= self.max_episode_steps) & ~result.terminated)
-            )
+        if self.max_episode_steps is not None:  # as gymnasium.wrappers.TimeLimit
+            result = result._replace(truncated=result.truncated | (self._elapsed >= self.max_episode_steps))
         obs, final_obs, done = finish_step(self.core, result)
         self._elapsed[done] = 0
         infos: dict[str, Any] = {}

@@ -10,7 +10,6 @@ for the documentation of spaces, reward and episode.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -18,9 +17,10 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core import BatchedCore, StepResult, resolve_device, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
 from metaopt_envs.lr.families.base import check_split
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast, make_stream_family
+from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
 
 ACTION_MODES = ("logits", "simplex")
 FAST_RATE, SLOW_RATE = 0.3, 0.03
@@ -72,23 +72,30 @@ class EnsembleCore(BatchedCore):
         loss_clip: float = 25.0,
         device: str | torch.device = "cpu",
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be a positive int (decisions per episode), got {horizon!r}")
-        if not isinstance(warmup, (int, np.integer)) or warmup < 8:
-            raise ValueError(f"warmup must be an int >= 8 (steps that set the error scale), got {warmup!r}")
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
-        if not (isinstance(logit_scale, (int, float)) and 0.0 < logit_scale < 1e3):
-            raise ValueError(f"logit_scale must be a number in (0, 1000), got {logit_scale!r}")
-        if not (isinstance(loss_clip, (int, float)) and loss_clip > 0.0 and math.isfinite(loss_clip)):
-            raise ValueError(f"loss_clip must be a positive finite number, got {loss_clip!r}")
-        if not isinstance(forecaster_window, (int, np.integer)) or forecaster_window < 8:
-            raise ValueError(f"forecaster_window must be an int >= 8, got {forecaster_window!r}")
+        num_envs = checks.integer("num_envs", num_envs)
+        horizon = checks.integer("horizon", horizon, note="decisions per episode")
+        warmup = checks.integer("warmup", warmup, minimum=8, note="steps that set the error scale")
+        checks.choice("action_mode", action_mode, ACTION_MODES)
+        logit_scale = checks.finite_float("logit_scale", logit_scale, low=0.0, high=1e3, low_open=True, high_open=True)
+        loss_clip = checks.finite_float("loss_clip", loss_clip, low=0.0, low_open=True)
+        forecaster_window = checks.integer("forecaster_window", forecaster_window, minimum=8)
+        if isinstance(forecasters, str) or not isinstance(forecasters, (tuple, list)) or not all(
+            isinstance(name, str) for name in forecasters
+        ):
+            raise ValueError(
+                "forecasters must be a list or tuple of at least 2 forecaster names (e.g. ('last', 'ma4', 'ar2'); "
+                f"patterns: {', '.join(FORECASTER_PATTERNS)}), got {forecasters!r}"
+            )
         forecasters = tuple(forecasters)
         if len(forecasters) < 2:
             raise ValueError(f"forecasters must name at least 2 forecasters, got {forecasters!r}")
+        pool = [name for name in forecasters if not name.startswith("expert")]
+        if pool:
+            try:
+                check_forecasters(pool, forecaster_window)
+            except ValueError as error:  # its messages say "window", the argument here is forecaster_window
+                message = str(error).replace("window=", "forecaster_window=")
+                raise ValueError(f"forecasters={forecasters!r}: {message}") from None
         self.experts = tuple(i for i, name in enumerate(forecasters) if name.startswith("expert"))
         self.expert_regimes = [_expert_regime(forecasters[i]) for i in self.experts]
 
@@ -211,15 +218,11 @@ class EnsembleCore(BatchedCore):
 
     def actions_to_weights(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Checked ``(B, K)`` actions mapped to simplex weights (see the Action Space docs)."""
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        actions = checks.actions(actions, self.num_envs, self.single_action_space, self.device)  # clipped
         k = self.num_forecasters
-        if actions.shape != (self.num_envs, k):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {k}), got {tuple(actions.shape)}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions must be finite numbers; got NaN or inf")
         if self.action_mode == "logits":
-            return torch.softmax(self.logit_scale * actions.clamp(-1.0, 1.0), dim=-1)
-        mass = actions.clamp(0.0, 1.0)
+            return torch.softmax(self.logit_scale * actions, dim=-1)
+        mass = actions
         total = mass.sum(-1, keepdim=True)
         return torch.where(total > 1e-12, mass / total.clamp_min(1e-12), torch.full_like(mass, 1.0 / k))
 

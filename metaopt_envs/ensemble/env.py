@@ -58,7 +58,15 @@ class MetaOptEnsembleEnv(CoreEnv):
 
     ## Episode End
     - Termination: never.
-    - Truncation: after ``horizon`` decisions (registered ``max_episode_steps`` is 300, the default).
+    - Truncation: after ``horizon`` decisions (default 300).
+    - RL² trials (``episodes_per_trial=K``, any adapter): inner episode ends are hidden; the trial ends as a
+      termination after K inner episodes.
+    - Time limit: none is registered. The core is the one owner of the episode length, so
+      ``gym.make("MetaOpt-Ensemble-v0", horizon=n)`` runs exactly n decisions
+      and ``env.spec.max_episode_steps`` is None.
+      A ``max_episode_steps`` you pass yourself adds Gymnasium's ``TimeLimit`` on top (it can only cut
+      episodes short, and sets ``truncated`` at its limit even on a terminating step); ``gym.make_vec``
+      applies it the same way; ``metaopt_envs.make_sb3_vec_env`` takes none.
 
     ## Arguments
     ```python

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult, resolve_device, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
 from metaopt_envs.hpo.families import ObjectiveFamily, make_objective_family
 from metaopt_envs.lr.families.base import check_split, put
 
@@ -49,14 +49,10 @@ class HPOCore(BatchedCore):
         max_dim: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if not isinstance(budget, (int, np.integer)) or budget < 1:
-            raise ValueError(f"budget must be a positive int (evaluations per episode), got {budget!r}")
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if not (isinstance(regret_floor, (int, float)) and 0.0 < regret_floor < 1.0):
-            raise ValueError(f"regret_floor must be a number in (0, 1), got {regret_floor!r}")
+        num_envs = checks.integer("num_envs", num_envs)
+        budget = checks.integer("budget", budget, note="evaluations per episode")
+        checks.choice("reward_mode", reward_mode, REWARD_MODES)
+        regret_floor = checks.finite_float("regret_floor", regret_floor, low=0.0, high=1.0, low_open=True, high_open=True)
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
         self.family = make_objective_family(task_family, **(task_family_kwargs or {})).to(self.device)
@@ -66,11 +62,7 @@ class HPOCore(BatchedCore):
         self.log_floor = math.log10(self.regret_floor)
         d = int(self.family.max_dim)
         if max_dim is not None:
-            if not isinstance(max_dim, (int, np.integer)) or max_dim < d:
-                raise ValueError(
-                    f"max_dim must be an int >= the family's largest dimension ({d}), got {max_dim!r}"
-                )
-            d = int(max_dim)
+            d = checks.integer("max_dim", max_dim, minimum=d, note="the family's largest dimension or more")
         self.max_dim = d
         self.observation_names = feature_names(d)
         low = np.concatenate([-np.ones(d), np.zeros(d), [VALUE_CLIP[0], self.log_floor, VALUE_CLIP[0], self.log_floor, 0.0]])
@@ -119,12 +111,8 @@ class HPOCore(BatchedCore):
         return torch.cat(columns, dim=-1)
 
     def _check_actions(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        if actions.shape != (self.num_envs, self.max_dim):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {self.max_dim}), got {tuple(actions.shape)}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions must be finite numbers in [-1, 1]; got NaN or inf")
-        return actions.clamp(-1.0, 1.0)
+        """``(B, D)`` actions, checked and clipped to [-1, 1]."""
+        return checks.actions(actions, self.num_envs, self.single_action_space, self.device)
 
     def normalize(self, f: torch.Tensor) -> torch.Tensor:
         """Normalized regret ``(f - f_opt) / (f_ref - f_opt)`` of raw values ``f: (B,)``."""

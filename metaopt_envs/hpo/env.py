@@ -50,7 +50,15 @@ class MetaOptHPOEnv(CoreEnv):
 
     ## Episode End
     - Termination: never.
-    - Truncation: after ``budget`` evaluations (registered ``max_episode_steps`` is 32, the default).
+    - Truncation: after ``budget`` evaluations (default 32).
+    - RL² trials (``episodes_per_trial=K``, any adapter): inner episode ends are hidden; the trial ends as a
+      termination after K inner episodes.
+    - Time limit: none is registered. The core is the one owner of the episode length, so
+      ``gym.make("MetaOpt-HPO-v0", budget=n)`` runs exactly n evaluations
+      and ``env.spec.max_episode_steps`` is None.
+      A ``max_episode_steps`` you pass yourself adds Gymnasium's ``TimeLimit`` on top (it can only cut
+      episodes short, and sets ``truncated`` at its limit even on a terminating step); ``gym.make_vec``
+      applies it the same way; ``metaopt_envs.make_sb3_vec_env`` takes none.
 
     ## Arguments
     ```python

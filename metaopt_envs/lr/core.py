@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core import BatchedCore, StepResult, resolve_device, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
 from metaopt_envs.lr.optimizers import InnerOptimizer
 from metaopt_envs.lr.families import TaskFamily, make_task_family
 from metaopt_envs.lr.families.base import check_split, put, take
@@ -81,31 +81,25 @@ class LRCore(BatchedCore):
         initial_params: torch.Tensor | np.ndarray | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be a positive int (inner steps per episode), got {horizon!r}")
-        if not isinstance(action_every, (int, np.integer)) or action_every < 1:
-            raise ValueError(f"action_every must be a positive int, got {action_every!r}")
+        num_envs = checks.integer("num_envs", num_envs)
+        horizon = checks.integer("horizon", horizon, note="inner steps per episode")
+        action_every = checks.integer("action_every", action_every, note="inner steps per decision")
         if horizon % action_every:
             raise ValueError(f"horizon ({horizon}) must be a multiple of action_every ({action_every})")
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
-        lr_low, lr_high = (float(v) for v in lr_range)
-        if not (0.0 < lr_low < lr_high and math.isfinite(lr_high)):
-            raise ValueError(f"lr_range must be (low, high) with 0 < low < high < inf, got {tuple(lr_range)}")
-        if initial_lr is not None and not lr_low <= initial_lr <= lr_high:
-            raise ValueError(f"initial_lr must lie in lr_range {tuple(lr_range)}, got {initial_lr}")
-        if not max_lr_change > 1.0:
-            raise ValueError(f"max_lr_change must be > 1 (the largest factor per decision), got {max_lr_change}")
-        if not divergence_threshold > 1.0:
-            raise ValueError(f"divergence_threshold must be > 1 (a multiple of the initial loss), got {divergence_threshold}")
-        if not divergence_penalty >= 0.0:
-            raise ValueError(f"divergence_penalty must be >= 0, got {divergence_penalty}")
-        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        if not 0.0 < loss_floor < 1.0:
-            raise ValueError(f"loss_floor must be in (0, 1), got {loss_floor}")
+        checks.choice("action_mode", action_mode, ACTION_MODES)
+        lr_low, lr_high = checks.float_pair("lr_range", lr_range, low=0.0, low_open=True, note="learning rates")
+        if initial_lr is not None:
+            initial_lr = checks.finite_float("initial_lr", initial_lr, low=lr_low, high=lr_high, note="inside lr_range")
+        max_lr_change = checks.finite_float(
+            "max_lr_change", max_lr_change, low=1.0, low_open=True, note="the largest factor per decision"
+        )
+        divergence_threshold = checks.finite_float(
+            "divergence_threshold", divergence_threshold, low=1.0, low_open=True, note="a multiple of the initial loss"
+        )
+        divergence_penalty = checks.finite_float("divergence_penalty", divergence_penalty, low=0.0)
+        chunk_size = checks.integer("chunk_size", chunk_size)
+        loss_floor = checks.finite_float("loss_floor", loss_floor, low=0.0, high=1.0, low_open=True, high_open=True)
+        observe_validation = checks.boolean("observe_validation", observe_validation)
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
@@ -256,14 +250,8 @@ class LRCore(BatchedCore):
         return torch.maximum(torch.minimum(obs, self._obs_high), self._obs_low)
 
     def _check_actions(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        if actions.shape == (self.num_envs,):
-            actions = actions.unsqueeze(-1)
-        if actions.shape != (self.num_envs, 1):
-            raise ValueError(f"actions must have shape ({self.num_envs}, 1) or ({self.num_envs},), got {tuple(actions.shape)}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions must be finite numbers in [-1, 1]; got NaN or inf")
-        return actions.clamp(-1.0, 1.0)
+        """``(B, 1)`` or ``(B,)`` actions, checked and clipped to [-1, 1]: ``(B, 1)`` float32."""
+        return checks.actions(actions, self.num_envs, self.single_action_space, self.device)
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
         """Set each row's learning rate from ``actions: (B, 1)``, then take ``action_every`` inner steps."""

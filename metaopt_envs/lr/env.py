@@ -55,11 +55,17 @@ class MetaOptLREnv(CoreEnv):
     replays its first state); parameters start at the family's initialization, the optimizer state at zero.
 
     ## Episode End
-    - Termination: the inner run diverged.
-    - Truncation: ``horizon`` inner steps were taken (``horizon / action_every`` decisions).
-      ``gym.make`` also wraps a ``TimeLimit`` of ``max_episode_steps`` (registered as 100, the default
-      horizon): when you pass another ``horizon`` or ``action_every``, pass
-      ``max_episode_steps=horizon // action_every`` too.
+    - Termination: the inner run diverged (``terminated=True, truncated=False``, also when it diverges on
+      the last decision; ``gym.make``, ``gym.make_vec`` and the SB3 VecEnv report the same flags).
+    - Truncation: ``horizon`` inner steps were taken, i.e. ``horizon // action_every`` decisions.
+    - RL² trials (``episodes_per_trial=K``, any adapter): inner episode ends are hidden; the trial ends as a
+      termination after K inner episodes.
+    - Time limit: none is registered. The core is the one owner of the episode length, so
+      ``gym.make("MetaOpt-LR-v0", horizon=n)`` runs exactly n inner steps (``n // action_every`` decisions)
+      and ``env.spec.max_episode_steps`` is None.
+      A ``max_episode_steps`` you pass yourself adds Gymnasium's ``TimeLimit`` on top (it can only cut
+      episodes short, and sets ``truncated`` at its limit even on a terminating step); ``gym.make_vec``
+      applies it the same way; ``metaopt_envs.make_sb3_vec_env`` takes none.
 
     ## Arguments
     ```python
