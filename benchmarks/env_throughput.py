@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out = args.out or f"benchmarks/results/{name}"
     torch.set_num_threads(args.threads)
     commit = git_commit()
-    kwargs = {length_argument: args.horizon, "max_episode_steps": args.horizon}
+    kwargs = {length_argument: args.horizon}
     if args.env_id == "MetaOpt-Ensemble-v0":
         kwargs["warmup"] = 50
     rows = []

@@ -4,7 +4,7 @@ What is measured, for each task family (quadratic, logistic, sinusoid, sklearn,
 mixture) and batch size ``B`` (default 1, 64, 1024, 4096):
 
 * **batched**: ``gym.make_vec("MetaOpt-LR-v0", num_envs=B, task_family=F,
-  max_episode_steps=H)``, one tensor program over all rows (on the CPU, and on
+  horizon=H)``, one tensor program over all rows (on the CPU, and on
   CUDA when ``torch.cuda.is_available()``);
 * **sync**: ``gym.make_vec(..., vectorization_mode="sync")``, a
   ``gymnasium.vector.SyncVectorEnv`` looping over B single envs (CPU only).
@@ -191,7 +191,7 @@ def run_batched(family: str, num_envs: int, device: str, args: argparse.Namespac
     t0 = time.perf_counter()
     env = gym.make_vec(
         ENV_ID, num_envs=num_envs, task_family=family, horizon=args.horizon,
-        max_episode_steps=args.horizon, device=device, **args.env_kwargs_dict,
+        device=device, **args.env_kwargs_dict,
     )
     env.reset(seed=args.seed)
     _sync(device)
@@ -217,7 +217,7 @@ def run_sync(family: str, num_envs: int, args: argparse.Namespace) -> dict[str, 
     t0 = time.perf_counter()
     env = gym.make_vec(
         ENV_ID, num_envs=num_envs, vectorization_mode="sync", task_family=family, horizon=args.horizon,
-        max_episode_steps=args.horizon, **args.env_kwargs_dict,
+        **args.env_kwargs_dict,
     )
     env.reset(seed=args.seed)
     create_s = time.perf_counter() - t0
@@ -351,7 +351,7 @@ def profile_step(family: str, num_envs: int, args: argparse.Namespace) -> dict[s
     from torch.profiler import ProfilerActivity, profile, record_function
 
     env = gym.make_vec(ENV_ID, num_envs=num_envs, task_family=family, horizon=args.horizon,
-                       max_episode_steps=args.horizon, **args.env_kwargs_dict)
+                       **args.env_kwargs_dict)
     env.reset(seed=args.seed)
     core = _core_of(env)
     fam = core.family
@@ -621,7 +621,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sync-max-envs", type=int, default=1024,
                    help="largest B at which SyncVectorEnv is run (its per-env cost is B-independent)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    p.add_argument("--horizon", type=int, default=100, help="decisions per episode (= max_episode_steps)")
+    p.add_argument("--horizon", type=int, default=100, help="decisions per episode (the env's horizon)")
     p.add_argument("--action", type=float, default=0.0, help="constant action in [-1, 1]")
     p.add_argument("--warmup", type=int, default=2, help="warm-up decisions before timing")
     p.add_argument("--cell-seconds", type=float, default=1.5, help="timed seconds per cell (>= 1 decision)")

@@ -50,12 +50,12 @@ torch.set_num_threads(1)  # small CPU machines: one thread per process
 #
 # `gym.make` returns a standard Gymnasium env. We pick the `quadratic` task family, 50 inner SGD steps
 # per episode and the default **absolute** action mode: the action in `[-1, 1]` is a log learning
-# rate inside `lr_range = (1e-4, 10)` (`-1` is `1e-4`, `+1` is `10`). With a non-default `horizon`,
-# pass `max_episode_steps` too (the registered `TimeLimit` is 100 steps).
+# rate inside `lr_range = (1e-4, 10)` (`-1` is `1e-4`, `+1` is `10`). The env owns its episode
+# length: `horizon=50` gives exactly 50 decisions.
 
 # %%
 HORIZON = 50
-env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON, max_episode_steps=HORIZON)
+env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON)
 obs, info = env.reset(seed=0)
 print("observation space:", env.observation_space)
 print("action space:     ", env.action_space)

@@ -173,7 +173,7 @@ class LeastSquares(TaskFamily):
 
 # %%
 H = 30
-env = gym.make("MetaOpt-LR-v0", task_family=LeastSquares(), horizon=H, max_episode_steps=H)
+env = gym.make("MetaOpt-LR-v0", task_family=LeastSquares(), horizon=H)
 obs, info = env.reset(seed=0)
 low, high = np.log(1e-4), np.log(10.0)
 action = np.array([2 * (np.log(0.3) - low) / (high - low) - 1], dtype=np.float32)
