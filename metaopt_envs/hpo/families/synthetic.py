@@ -37,14 +37,12 @@ import math
 import torch
 
 from metaopt_envs.core import rng
+from metaopt_envs.core.family import check_positive_int, check_range
 from metaopt_envs.hpo.families.base import (
     ObjectiveFamily,
     ObjectiveTasks,
-    check_positive_int,
-    check_range,
     dim_mask,
     reference_values,
-    task_stream,
     uniform_points,
 )
 
@@ -90,7 +88,7 @@ class _ShiftedBenchmark(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
-        stream = task_stream(keys, split, self._salt)
+        stream = self.task_stream(keys, split)
         n, d, device = keys.shape[0], self.max_dim, keys.device
         z_min = self._z_min.to(device)
         reach = 2.0 * self.max_shift
@@ -272,7 +270,7 @@ class GPFamily(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
-        stream = task_stream(keys, split, self._salt)
+        stream = self.task_stream(keys, split)
         n, big_d, f, device = keys.shape[0], self.max_dim, self.num_features, keys.device
         dim = self.dims[0] + rng.randint(rng.fold(stream, 1), self.dims[1] - self.dims[0] + 1)
         active = dim_mask(dim, big_d).to(torch.float32)
