@@ -10,6 +10,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
+from metaopt_envs.core.checker import TaskFamilyError, check_task_family
+
 __version__ = "0.1.0"
 
 LR_DEFAULT_HORIZON = 100
@@ -70,4 +72,4 @@ def make_sb3_vec_env(
     return vec_env
 
 
-__all__ = ["make_core", "make_sb3_vec_env"]
+__all__ = ["TaskFamilyError", "check_task_family", "make_core", "make_sb3_vec_env"]

@@ -75,9 +75,8 @@ def make_task_family(kind: str, task_family: str | TaskFamily = "mixture", **kwa
     if isinstance(task_family, TaskFamily):
         if task_family.kind != kind:
             raise ValueError(
-                f"task_family must be a {kind} task family (for {ENV_IDS[kind]}), got {describe(task_family)}, "
-                f"a {task_family.kind or 'kind-less'} family; subclass the {kind} base "
-                f"({_FAMILY_MODULES[kind]}.{_base_name(kind)})"
+                f"task_family must be a task family of kind {kind!r} (for {ENV_IDS[kind]}), got "
+                f"{describe(task_family)} of kind {task_family.kind!r}; subclass {_FAMILY_MODULES[kind]}.{_base_name(kind)}"
             )
         if kwargs:
             raise ValueError(
@@ -87,7 +86,8 @@ def make_task_family(kind: str, task_family: str | TaskFamily = "mixture", **kwa
         return task_family
     if not isinstance(task_family, str) or task_family not in registry:
         raise ValueError(
-            f"task_family must be one of {tuple(registry)} or a {kind} task family instance, got {task_family!r}"
+            f"task_family must be one of {tuple(registry)} or a task family instance of kind {kind!r}, "
+            f"got {task_family!r}"
         )
     family = registry[task_family](**kwargs)
     if not isinstance(family, TaskFamily) or family.kind != kind:
@@ -108,6 +108,10 @@ def env_task_family(
     built-in names are tested once in the test suite, so they construct fast.
     """
     family = make_task_family(kind, task_family, **(task_family_kwargs or {}))
+    if isinstance(task_family, TaskFamily):
+        from metaopt_envs.core.checker import check_task_family  # the checker imports this module
+
+        check_task_family(family, kind, quick=True, device=device)  # also checks that to(device) works
     return family.to(device)
 
 
