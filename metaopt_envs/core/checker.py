@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -142,10 +142,13 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _row_equal(a: TaskData | torch.Tensor, b: TaskData | torch.Tensor) -> torch.Tensor:
     """``(n,)`` bool: rows where every field of ``a`` and ``b`` is exactly equal."""
-    pairs = [(a, b)] if isinstance(a, torch.Tensor) else [(a[k], b[k]) for k in a]
-    equal = None
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = (
+        [(a, b)] if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        else [(a[k], b[k]) for k in a] if isinstance(a, dict) and isinstance(b, dict) else []
+    )
+    equal: torch.Tensor | None = None
     for x, y in pairs:
-        same = (x == y) | (torch.isnan(x) & torch.isnan(y)) if x.is_floating_point() else x == y
+        same = torch.eq(x, y) | (torch.isnan(x) & torch.isnan(y)) if x.is_floating_point() else torch.eq(x, y)
         same = same.reshape(x.shape[0], -1).all(1)
         equal = same if equal is None else equal & same
     assert equal is not None
@@ -161,11 +164,12 @@ class _Checker:
         self, family: TaskFamily, sizes: list[int], splits: list[str], length: int, device: torch.device,
         quick: bool, rtol: float, atol: float,
     ) -> None:
-        self.family, self.sizes, self.splits, self.length = family, sizes, splits, length
+        self.family: Any = family  # the kind's methods are called as the protocol declares them
+        self.sizes, self.splits, self.length = sizes, splits, length
         self.device, self.quick, self.rtol, self.atol = device, quick, rtol, atol
 
     # ------------------------------------------------------------------ reporting
-    def fail(self, method: str, problem: str) -> None:
+    def fail(self, method: str, problem: str) -> NoReturn:
         raise TaskFamilyError(self.family, method, problem)
 
     def call(self, method: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -325,7 +329,7 @@ class _Checker:
 def _positive_int_attribute(checker: _Checker, name: str, meaning: str) -> int:
     value = getattr(checker.family, name, None)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        checker.fail(name, f"is {value!r}; set it to a positive int: {meaning}")
+        raise TaskFamilyError(checker.family, name, f"is {value!r}; set it to a positive int: {meaning}")
     return int(value)
 
 
@@ -450,11 +454,14 @@ class _StreamChecker(_Checker):
         self.max_regimes = _positive_int_attribute(self, "max_regimes", "the most regimes a task has")
         names = getattr(self.family, "param_names", None)
         if not isinstance(names, tuple) or not all(isinstance(v, str) for v in names):
-            self.fail("param_names", f"is {names!r}; set it to a tuple of names, the columns of regime_params")
+            raise TaskFamilyError(self.family, "param_names",
+                                  f"is {names!r}; set it to a tuple of names, the columns of regime_params")
         extra = getattr(self.family, "extra_fields", None)
         if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in extra.items()):
-            self.fail("extra_fields", f"is {extra!r}; set it to a dict: episode field name -> int fill value")
-        self.param_names, self.extra_fields = names, extra
+            raise TaskFamilyError(self.family, "extra_fields",
+                                  f"is {extra!r}; set it to a dict: episode field name -> int fill value")
+        self.param_names: tuple[str, ...] = names
+        self.extra_fields: dict[str, int] = extra
 
     def check_required(self, method: str, tasks: TaskData, n: int) -> None:
         self.require(method, tasks, {

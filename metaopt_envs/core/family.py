@@ -7,16 +7,15 @@ put rows of it when some rows reset. Every family of every environment derives
 from :class:`TaskFamily`, through its environment's base, which adds the
 methods that environment needs:
 
-==============================================  ============================================================
-base (``kind``)                                 adds
-==============================================  ============================================================
-``metaopt_envs.lr.families.LRTaskFamily``       ``init_params``, ``loss``, ``minibatch_loss``, ... (an inner
-(``"lr"``)                                      problem per task)
-``metaopt_envs.ensemble.families.StreamFamily`` ``realise(tasks, episode_keys, length)``: one episode of
-(``"ensemble"``)                                each task's process
-``metaopt_envs.hpo.families.ObjectiveFamily``   ``evaluate(tasks, x)``: the black-box values
-(``"hpo"``)
-==============================================  ============================================================
+=============  ================================================  ==============================================
+kind           base                                              adds
+=============  ================================================  ==============================================
+``lr``         ``metaopt_envs.lr.families.LRTaskFamily``         ``init_params``, ``loss``, ``minibatch_loss``,
+                                                                 ... (an inner problem per task)
+``ensemble``   ``metaopt_envs.ensemble.families.StreamFamily``   ``realise(tasks, episode_keys, length)``: one
+                                                                 episode of each task's process
+``hpo``        ``metaopt_envs.hpo.families.ObjectiveFamily``     ``evaluate(tasks, x)``: the black-box values
+=============  ================================================  ==============================================
 
 What every family provides:
 
@@ -87,10 +86,11 @@ def check_keys(keys: torch.Tensor, label: str = "keys") -> torch.Tensor:
     return keys
 
 
-def check_positive_int(label: str, value: Any) -> int:
-    """``value`` must be an int >= 1 (not a bool); returns it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+def check_integer(label: str, value: Any, minimum: int = 1) -> int:
+    """``value`` must be an int (not a bool) >= ``minimum`` (1: positive, 0: non-negative); returns it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{label} must be {wanted}, got {value!r}")
     return value
 
 

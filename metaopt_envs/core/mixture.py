@@ -32,13 +32,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
 from metaopt_envs.core import rng
 from metaopt_envs.core.family import TaskData, TaskFamily, check_keys, check_split, describe
 from metaopt_envs.core.registry import make_task_family
+
+
+MemberT = TypeVar("MemberT", bound=TaskFamily)
+"""The members' base: the kind's own base (``LRTaskFamily``, ``StreamFamily``, ``ObjectiveFamily``)."""
 
 
 def member_field(index: int, name: str) -> str:
@@ -66,7 +70,7 @@ def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     return values
 
 
-class TaskMixture(TaskFamily):
+class TaskMixture(TaskFamily, Generic[MemberT]):
     """Draws each task's family from ``members`` with probabilities ``weights`` (uniform by default).
 
     ``members``: names (of the mixture's kind's registry) or instances of that
@@ -81,7 +85,7 @@ class TaskMixture(TaskFamily):
     shared_fields: ClassVar[Mapping[str, float]] = {}
     """Fields every member returns that the mixture stores unprefixed, with their fill value."""
 
-    def __init__(self, members: Sequence[str | TaskFamily] | None = None, weights: Sequence[float] | None = None) -> None:
+    def __init__(self, members: Sequence[str | MemberT] | None = None, weights: Sequence[float] | None = None) -> None:
         if members is None:
             members = self.default_members
         expected = f"members must be a non-empty list of {self.kind} task family names or instances"
@@ -94,7 +98,7 @@ class TaskMixture(TaskFamily):
         if not members:
             raise ValueError(f"{expected}, got {members!r}")
         try:
-            self.members: list[TaskFamily] = [make_task_family(self.kind, member) for member in members]
+            self.members: list[MemberT] = [make_task_family(self.kind, member) for member in members]  # type: ignore[misc]
         except ValueError as error:
             raise ValueError(f"{expected}: {error}") from None
         nested = [describe(m) for m in self.members if isinstance(m, TaskMixture)]
@@ -125,8 +129,8 @@ class TaskMixture(TaskFamily):
     def family_index(self, tasks: TaskData) -> torch.Tensor:
         return tasks["family"]
 
-    def to(self, device: torch.device | str) -> TaskMixture:
-        self.members = [member.to(device) for member in self.members]
+    def to(self, device: torch.device | str) -> TaskMixture[MemberT]:
+        self.members = [member.to(device) for member in self.members]  # type: ignore[misc]
         self.cumulative = self.cumulative.to(device)
         return self
 
@@ -151,12 +155,13 @@ class TaskMixture(TaskFamily):
         for index, member, rows in self.rows_by_member(family):
             for name, value in member.sample(keys[rows], split).items():
                 if name in self._shared:
-                    tasks[name][(rows, *(slice(0, size) for size in value.shape[1:]))] = value
+                    region: tuple[Any, ...] = (rows, *(slice(0, size) for size in value.shape[1:]))
+                    tasks[name][region] = value
                 elif name != "family":
                     tasks[member_field(index, name)][rows] = value
         return tasks
 
-    def rows_by_member(self, family: torch.Tensor) -> Iterator[tuple[int, TaskFamily, torch.Tensor]]:
+    def rows_by_member(self, family: torch.Tensor) -> Iterator[tuple[int, MemberT, torch.Tensor]]:
         """``(index, member, rows)`` for each member that some task drew: ``rows`` (long) index its tasks.
 
         A loop over the (few) members, never over tasks.
@@ -174,8 +179,8 @@ class TaskMixture(TaskFamily):
             if name == "family":
                 sub[name] = torch.zeros_like(rows)
             elif name in self._shared:
-                value = tasks[name].index_select(0, rows)
-                sub[name] = value[(slice(None), *(slice(0, size) for size in shape))]
+                cut: tuple[Any, ...] = (slice(None), *(slice(0, size) for size in shape))
+                sub[name] = tasks[name].index_select(0, rows)[cut]
             else:
                 sub[name] = tasks[member_field(index, name)].index_select(0, rows)
         return sub

@@ -28,8 +28,9 @@ STREAM_FAMILIES: dict[str, type[StreamFamily]] = {
 """The built-in stream families by name; ``"mixture"`` draws each task's family from several of them
 (by default the synthetic ones, ``switching_ar`` and ``regimes``)."""
 
-for _name, _factory in {**STREAM_FAMILIES, "mixture": StreamMixture}.items():
-    register_task_family("ensemble", _name, _factory)
+for _name, _family in STREAM_FAMILIES.items():
+    register_task_family("ensemble", _name, _family)
+register_task_family("ensemble", "mixture", StreamMixture)
 
 
 def make_stream_family(task_family: str | StreamFamily = "mixture", **kwargs: Any) -> StreamFamily:

@@ -54,7 +54,7 @@ from typing import ClassVar
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, TaskFamily, check_keys, check_positive_int, check_split
+from metaopt_envs.core.family import TaskData, TaskFamily, check_integer, check_keys, check_split
 from metaopt_envs.core.mixture import TaskMixture
 
 StreamData = dict[str, torch.Tensor]
@@ -69,7 +69,7 @@ EPISODE_FIELDS: tuple[str, ...] = ("values", "regime")
 
 def check_length(length: int) -> int:
     """``length`` must be a positive integer (the number of time steps)."""
-    return check_positive_int("length", length)
+    return check_integer("length", length)
 
 
 def check_episode_keys(tasks: TaskData, episode_keys: torch.Tensor, label: str = "episode_keys") -> None:
@@ -216,7 +216,7 @@ class StreamFamily(TaskFamily):
         return {**{name: tasks[name] for name in TASK_FIELDS}, **self.realise(tasks, episode_keys, length)}
 
 
-class StreamMixture(TaskMixture, StreamFamily):
+class StreamMixture(TaskMixture["StreamFamily"], StreamFamily):
     """Draws each task's family from ``members`` with probabilities ``weights`` (uniform by default).
 
     The family is a property of the task (drawn from the task key), so every

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, check_positive_int, check_range, check_split
+from metaopt_envs.core.family import TaskData, check_integer, check_range, check_split
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
@@ -148,7 +148,7 @@ class RealSeriesFamily(StreamFamily):
     ) -> None:
         self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
         self.num_crops = check_range("num_crops", num_crops, low=1, integer=True)
-        check_positive_int("min_crop", min_crop)
+        check_integer("min_crop", min_crop)
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
         if shift_std < 0:

@@ -17,7 +17,7 @@ import math
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, check_positive_int, check_range, gather_rows
+from metaopt_envs.core.family import TaskData, check_integer, check_range, gather_rows
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
@@ -50,13 +50,12 @@ class _SwitchingFamily(StreamFamily):
         burn_in: int = 50,
     ) -> None:
         self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
-        check_positive_int("min_segment", min_segment)
+        check_integer("min_segment", min_segment)
         if not mean_segment >= min_segment:
             raise ValueError(f"mean_segment must be >= min_segment={min_segment}, got {mean_segment!r}")
         if not 0.0 < max_modulus < 1.0:
             raise ValueError(f"max_modulus must be in (0, 1) for stationary regimes, got {max_modulus!r}")
-        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
-            raise ValueError(f"burn_in must be a non-negative integer, got {burn_in!r}")
+        check_integer("burn_in", burn_in, minimum=0)
         self.mean_segment, self.min_segment = float(mean_segment), min_segment
         self.max_modulus, self.burn_in = max_modulus, burn_in
         self.max_regimes = self.num_regimes[1]

@@ -36,8 +36,9 @@ OBJECTIVE_FAMILIES: dict[str, type[ObjectiveFamily]] = {
 """The built-in objective families by name; ``"mixture"`` draws each objective's family from several of
 them (by default ``branin``, ``hartmann3``, ``hartmann6`` and ``gp``)."""
 
-for _name, _factory in {**OBJECTIVE_FAMILIES, "mixture": ObjectiveMixture}.items():
-    register_task_family("hpo", _name, _factory)
+for _name, _family in OBJECTIVE_FAMILIES.items():
+    register_task_family("hpo", _name, _family)
+register_task_family("hpo", "mixture", ObjectiveMixture)
 
 
 def make_objective_family(task_family: str | ObjectiveFamily = "mixture", **kwargs: Any) -> ObjectiveFamily:

@@ -29,9 +29,10 @@ features, table indices...). The shape of every field is fixed by the family,
 whatever the keys, so the rows of two samples can be mixed (``put``).
 
 The split (``"train"`` or ``"test"``) is folded into the key
-(:attr:`ObjectiveFamily.split_salts`, by :meth:`~metaopt_envs.core.family.TaskFamily.task_stream`), so the two splits
-draw unrelated objectives from one seed (the ``sklearn`` family also holds out
-whole datasets). All randomness comes from :mod:`metaopt_envs.core.rng`: row ``i``
+(:meth:`~metaopt_envs.core.family.TaskFamily.task_stream` with
+:attr:`ObjectiveFamily.split_salts`), so the two splits draw unrelated
+objectives from one seed (the ``sklearn`` family also holds out whole
+datasets). All randomness comes from :mod:`metaopt_envs.core.rng`: row ``i``
 of a batch equals sampling that row alone, and no global RNG is touched.
 
 Points live in ``[-1, 1]^max_dim``; ``evaluate`` clamps them into the cube.

@@ -16,7 +16,7 @@ from metaopt_envs.hpo.families.base import ObjectiveFamily, ObjectiveTasks
 DEFAULT_MEMBERS: tuple[str, ...] = ("branin", "hartmann3", "hartmann6", "gp")
 
 
-class ObjectiveMixture(TaskMixture, ObjectiveFamily):
+class ObjectiveMixture(TaskMixture[ObjectiveFamily], ObjectiveFamily):
     """Draws each objective's family from ``members`` with probabilities ``weights`` (uniform by default).
 
     ``members`` are names or instances (default ``("branin", "hartmann3",

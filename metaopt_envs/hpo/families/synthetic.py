@@ -37,7 +37,7 @@ import math
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core.family import check_positive_int, check_range
+from metaopt_envs.core.family import check_integer, check_range
 from metaopt_envs.hpo.families.base import (
     ObjectiveFamily,
     ObjectiveTasks,
@@ -249,17 +249,16 @@ class GPFamily(ObjectiveFamily):
     ) -> None:
         self.dims = check_range("dims", dims, low=1, integer=True)
         self.lengthscale_range = check_range("lengthscale_range", lengthscale_range, low=1e-6)
-        self.num_features = check_positive_int("num_features", num_features)
-        self.num_candidates = check_positive_int("num_candidates", num_candidates)
-        self.num_starts = check_positive_int("num_starts", num_starts)
-        self.num_refined = check_positive_int("num_refined", num_refined)
+        self.num_features = check_integer("num_features", num_features)
+        self.num_candidates = check_integer("num_candidates", num_candidates)
+        self.num_starts = check_integer("num_starts", num_starts)
+        self.num_refined = check_integer("num_refined", num_refined)
         if self.num_starts > self.num_candidates:
             raise ValueError(f"num_starts must be <= num_candidates={num_candidates}, got {num_starts!r}")
         if self.num_refined > self.num_starts:
             raise ValueError(f"num_refined must be <= num_starts={num_starts}, got {num_refined!r}")
-        for label, value in (("screen_steps", screen_steps), ("descent_steps", descent_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
+        check_integer("screen_steps", screen_steps, minimum=0)
+        check_integer("descent_steps", descent_steps, minimum=0)
         self.screen_steps, self.descent_steps = screen_steps, descent_steps
         self.max_dim = self.dims[1]
         # The search's candidates: one fixed uniform point set, shifted per task (see _search).

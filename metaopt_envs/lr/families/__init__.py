@@ -27,8 +27,9 @@ TASK_FAMILIES: dict[str, type[LRTaskFamily]] = {
 }
 """The built-in families by name; ``"mixture"`` draws uniformly from all of them."""
 
-for _name, _factory in {**TASK_FAMILIES, "mixture": MixtureFamily}.items():
-    register_task_family("lr", _name, _factory)
+for _name, _family in TASK_FAMILIES.items():
+    register_task_family("lr", _name, _family)
+register_task_family("lr", "mixture", MixtureFamily)
 
 
 def make_task_family(task_family: str | LRTaskFamily = "mixture", **kwargs: Any) -> LRTaskFamily:

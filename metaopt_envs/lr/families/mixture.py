@@ -19,7 +19,7 @@ from metaopt_envs.core.mixture import TaskMixture
 from metaopt_envs.lr.families.base import LRTaskFamily, TaskData
 
 
-class MixtureFamily(TaskMixture, LRTaskFamily):
+class MixtureFamily(TaskMixture[LRTaskFamily], LRTaskFamily):
     """Draws each task's family from ``members`` with probabilities ``weights`` (uniform by default).
 
     ``members``: LR family names or instances (default: the four built-ins,
