@@ -537,6 +537,21 @@ def test_good_user_family_runs_in_its_env(env_id, kind, kwargs):
         assert envs.observation_space.contains(obs) and np.isfinite(reward).all()
 
 
+def test_registered_user_family_and_mixture_members_are_checked_at_env_construction(monkeypatch):
+    from metaopt_envs.core import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "lr", dict(registry._REGISTRY["lr"]))
+    register_task_family("lr", "scalar_minibatch", ScalarMinibatch)
+    with pytest.raises(TaskFamilyError, match="minibatch_loss .*returned shape \\(\\)"):
+        make_core("MetaOpt-LR-v0", num_envs=2, task_family="scalar_minibatch", horizon=4)
+    members = {"members": ["quadratic", SharedInit()]}
+    with pytest.raises(TaskFamilyError, match="init_params .*returned shape \\(5,\\)"):
+        make_core("MetaOpt-LR-v0", num_envs=2, task_family="mixture", task_family_kwargs=members, horizon=4)
+    members = {"members": ["branin", NonFiniteValues()]}
+    with pytest.raises(TaskFamilyError, match="evaluate .*non-finite"):
+        make_core("MetaOpt-HPO-v0", num_envs=2, task_family="mixture", task_family_kwargs=members, budget=4)
+
+
 def test_built_in_names_skip_the_checker(monkeypatch):
     import metaopt_envs.core.checker as checker
 

@@ -17,7 +17,8 @@ What it checks, for every kind:
   environment needs, with their shapes and dtypes (HPO: ``dim``, ``f_opt``,
   ``f_ref``, ``exact_optimum``, ``x_opt``, ``family``; Ensemble: ``family``,
   ``num_regimes``, ``regime_params``);
-* ``families()``, ``family_index(tasks)`` and ``to(device)``;
+* ``families()``, ``family_index(tasks)`` and ``to(device)``; a mixture's
+  members are checked first, each on its own;
 * determinism (the same keys give the same tasks) and batch equivalence (row
   ``i`` of a batch equals sampling, or evaluating, that row alone, within a
   small tolerance);
@@ -54,6 +55,7 @@ import torch
 
 from metaopt_envs.core import rng
 from metaopt_envs.core.family import ENV_IDS, KINDS, SPLITS, TaskData, TaskFamily, check_kind, check_split, describe, take
+from metaopt_envs.core.mixture import TaskMixture
 
 _BASES = {
     "lr": "metaopt_envs.lr.families.LRTaskFamily",
@@ -115,8 +117,13 @@ def check_task_family(
     sizes = [int(n) for n in batch_sizes]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
+    options = {"splits": [check_split(s) for s in splits], "length": length, "device": torch.device(device),
+               "quick": quick, "rtol": rtol, "atol": atol}
+    if isinstance(family, TaskMixture):  # the mixture's padding can hide a member's bug (a broadcast init)
+        for member in family.members:
+            check_task_family(member, family_kind, batch_sizes=sizes, **options)  # type: ignore[arg-type]
     checker = {"lr": _LRChecker, "ensemble": _StreamChecker, "hpo": _ObjectiveChecker}[family_kind]
-    checker(family, sizes, [check_split(s) for s in splits], length, torch.device(device), quick, rtol, atol).run()
+    checker(family, sizes, **options).run()
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -30,12 +30,19 @@ _FAMILY_MODULES = {kind: f"metaopt_envs.{kind}.families" for kind in KINDS}
 """The package that registers each kind's built-in families on import."""
 
 _REGISTRY: dict[str, dict[str, Callable[..., TaskFamily]]] = {kind: {} for kind in KINDS}
+_BUILT_IN: dict[str, set[str]] = {kind: set() for kind in KINDS}
+"""The names the package ships (tested by its own suite): environments skip the checker for them."""
 
 
-def register_task_family(kind: str, name: str, factory: Callable[..., TaskFamily]) -> None:
+def register_task_family(
+    kind: str, name: str, factory: Callable[..., TaskFamily], *, built_in: bool = False
+) -> None:
     """Register ``factory`` (a family class, or any callable returning a family) as ``name`` of ``kind``.
 
-    ``make_task_family(kind, name, **kwargs)`` then returns ``factory(**kwargs)``.
+    ``make_task_family(kind, name, **kwargs)`` then returns ``factory(**kwargs)``,
+    and environments accept ``task_family=name``. ``built_in`` is for the
+    package's own families: environments run the quick checks on every other
+    family they build, registered by name or passed as an instance.
     Registering a name again with the same factory is a no-op; with another one it is an error.
     """
     check_kind(kind)
@@ -47,6 +54,8 @@ def register_task_family(kind: str, name: str, factory: Callable[..., TaskFamily
     if known is not None and known is not factory:
         raise ValueError(f"a {kind} task family named {name!r} is already registered ({known!r})")
     _REGISTRY[kind][name] = factory
+    if built_in:
+        _BUILT_IN[kind].add(name)
 
 
 def _load(kind: str) -> dict[str, Callable[..., TaskFamily]]:
@@ -103,16 +112,27 @@ def env_task_family(
 ) -> TaskFamily:
     """What an environment's core calls: :func:`make_task_family`, moved to ``device``.
 
-    A user's instance also passes the cheap checks of
-    :func:`~metaopt_envs.core.checker.check_task_family` (``quick=True``); the
-    built-in names are tested once in the test suite, so they construct fast.
+    A user's family (an instance, a name registered without ``built_in``, or a
+    built-in mixture with an instance among its members) also passes the cheap
+    checks of :func:`~metaopt_envs.core.checker.check_task_family`
+    (``quick=True``); the built-in names are tested once in the test suite, so
+    they construct fast.
     """
-    family = make_task_family(kind, task_family, **(task_family_kwargs or {}))
-    if isinstance(task_family, TaskFamily):
+    kwargs = task_family_kwargs or {}
+    family = make_task_family(kind, task_family, **kwargs)
+    built_in = isinstance(task_family, str) and task_family in _BUILT_IN[kind]
+    if not built_in or any(_holds_instance(value) for value in kwargs.values()):
         from metaopt_envs.core.checker import check_task_family  # the checker imports this module
 
         check_task_family(family, kind, quick=True, device=device)  # also checks that to(device) works
     return family.to(device)
+
+
+def _holds_instance(value: Any) -> bool:
+    """Whether ``value`` is a family instance or a list or tuple holding one (a mixture's members)."""
+    return isinstance(value, TaskFamily) or (
+        isinstance(value, (list, tuple)) and any(isinstance(item, TaskFamily) for item in value)
+    )
 
 
 def _base_name(kind: str) -> str:

@@ -29,8 +29,8 @@ STREAM_FAMILIES: dict[str, type[StreamFamily]] = {
 (by default the synthetic ones, ``switching_ar`` and ``regimes``)."""
 
 for _name, _family in STREAM_FAMILIES.items():
-    register_task_family("ensemble", _name, _family)
-register_task_family("ensemble", "mixture", StreamMixture)
+    register_task_family("ensemble", _name, _family, built_in=True)
+register_task_family("ensemble", "mixture", StreamMixture, built_in=True)
 
 
 def make_stream_family(task_family: str | StreamFamily = "mixture", **kwargs: Any) -> StreamFamily:

@@ -37,8 +37,8 @@ OBJECTIVE_FAMILIES: dict[str, type[ObjectiveFamily]] = {
 them (by default ``branin``, ``hartmann3``, ``hartmann6`` and ``gp``)."""
 
 for _name, _family in OBJECTIVE_FAMILIES.items():
-    register_task_family("hpo", _name, _family)
-register_task_family("hpo", "mixture", ObjectiveMixture)
+    register_task_family("hpo", _name, _family, built_in=True)
+register_task_family("hpo", "mixture", ObjectiveMixture, built_in=True)
 
 
 def make_objective_family(task_family: str | ObjectiveFamily = "mixture", **kwargs: Any) -> ObjectiveFamily:

@@ -28,8 +28,8 @@ TASK_FAMILIES: dict[str, type[LRTaskFamily]] = {
 """The built-in families by name; ``"mixture"`` draws uniformly from all of them."""
 
 for _name, _family in TASK_FAMILIES.items():
-    register_task_family("lr", _name, _family)
-register_task_family("lr", "mixture", MixtureFamily)
+    register_task_family("lr", _name, _family, built_in=True)
+register_task_family("lr", "mixture", MixtureFamily, built_in=True)
 
 
 def make_task_family(task_family: str | LRTaskFamily = "mixture", **kwargs: Any) -> LRTaskFamily:
