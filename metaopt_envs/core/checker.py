@@ -117,13 +117,13 @@ def check_task_family(
     sizes = [int(n) for n in batch_sizes]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
-    options = {"splits": [check_split(s) for s in splits], "length": length, "device": torch.device(device),
-               "quick": quick, "rtol": rtol, "atol": atol}
+    split_names = [check_split(s) for s in splits]
     if isinstance(family, TaskMixture):  # the mixture's padding can hide a member's bug (a broadcast init)
         for member in family.members:
-            check_task_family(member, family_kind, batch_sizes=sizes, **options)  # type: ignore[arg-type]
+            check_task_family(member, family_kind, batch_sizes=sizes, splits=split_names, length=length,
+                              device=device, quick=quick, rtol=rtol, atol=atol)
     checker = {"lr": _LRChecker, "ensemble": _StreamChecker, "hpo": _ObjectiveChecker}[family_kind]
-    checker(family, sizes, **options).run()
+    checker(family, sizes, split_names, length, torch.device(device), quick, rtol, atol).run()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
