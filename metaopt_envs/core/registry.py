@@ -10,10 +10,11 @@ time a kind is asked for, so nothing is imported before it is needed.
 ('branin', 'hartmann3', 'hartmann6', 'gp', 'sklearn', 'mixture')
 >>> family = make_task_family("hpo", "gp", dims=(2, 3))
 
-A user's family instance is returned as it is (it must be of the kind);
+A user's family instance is returned as it is (it must be of the kind).
 :func:`env_task_family` is what the environments call: it also runs the cheap
-part of :func:`metaopt_envs.check_task_family` on a user's instance, so a
-buggy family fails at construction with a message that names the problem.
+part of :func:`metaopt_envs.check_task_family` on every family the package
+does not ship (an instance, or a name a user registered), so a buggy family
+fails at construction with a message that names the problem.
 """
 
 from __future__ import annotations
