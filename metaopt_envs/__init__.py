@@ -10,6 +10,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
+from metaopt_envs.core.checker import TaskFamilyError, check_task_family
+
 __version__ = "0.1.0"
 
 # The cores own their episode length (``horizon``, ``budget``) and truncate by themselves, so
@@ -69,4 +71,4 @@ def make_sb3_vec_env(
     return vec_env
 
 
-__all__ = ["make_core", "make_sb3_vec_env"]
+__all__ = ["TaskFamilyError", "check_task_family", "make_core", "make_sb3_vec_env"]

@@ -34,8 +34,9 @@ import torch
 from metaopt_envs.core import rng
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
 from metaopt_envs.lr.optimizers import InnerOptimizer
-from metaopt_envs.lr.families import TaskFamily, make_task_family
-from metaopt_envs.lr.families.base import check_split, put, take
+from metaopt_envs.core.family import SPLIT_IDS, check_split, put, take
+from metaopt_envs.core.registry import env_task_family
+from metaopt_envs.lr.families import LRTaskFamily
 
 ACTION_MODES = ("absolute", "relative")
 
@@ -51,7 +52,7 @@ LR_FEATURES: tuple[tuple[str, float, float], ...] = (
     ("update_cosine", -1.0, 1.0),
 )
 VALIDATION_FEATURE = ("log_val_loss_ratio", -15.0, 10.0)
-_SPLIT_ID = {"train": 0, "test": 1}
+_SPLIT_ID = SPLIT_IDS
 _TINY = 1e-30
 _LARGE = float(torch.finfo(torch.float32).max)
 
@@ -62,7 +63,7 @@ class LRCore(BatchedCore):
     def __init__(
         self,
         num_envs: int = 1,
-        task_family: str | TaskFamily = "mixture",
+        task_family: str | LRTaskFamily = "mixture",
         task_family_kwargs: dict[str, Any] | None = None,
         split: str = "train",
         inner_optimizer: str = "sgd",
@@ -103,7 +104,7 @@ class LRCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = make_task_family(task_family, **(task_family_kwargs or {})).to(self.device)
+        self.family = env_task_family("lr", task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.optimizer = InnerOptimizer(inner_optimizer, **(optimizer_kwargs or {}))
         self.horizon, self.action_every = int(horizon), int(action_every)

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
-class LogisticRegressionFamily(TaskFamily):
+class LogisticRegressionFamily(LRTaskFamily):
     """Binary logistic regression; each task has its own data set.
 
     A task draws ``num_features`` feature scales log-uniform in

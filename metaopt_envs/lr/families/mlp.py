@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
 def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -50,7 +50,7 @@ def _weight_grad(below: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 _NARROW = 16  # outputs narrower than this are computed transposed
 
 
-class MLPFamily(TaskFamily):
+class MLPFamily(LRTaskFamily):
     """Shared parts of the MLP families: parameter layout, initialization, forward pass."""
 
     has_validation = True
