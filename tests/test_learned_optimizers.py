@@ -20,7 +20,9 @@ from agents.meta.learned_optimizers import (
     unroll,
 )
 from metaopt_envs.core import rng, seeds_to_keys
+from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.families import make_task_family
+from metaopt_envs.lr.optimizers import InnerOptimizer
 
 
 class FixedRate(LearnedLRController):
@@ -130,3 +132,39 @@ def test_controller_runs_through_harness_evaluate():
     family = make_task_family("quadratic")
     unrolled = controller.evaluate_unroll(family, harness_problems(family, 8, seed=0), 20)
     np.testing.assert_allclose(records["learned"][0].log10_final_loss, unrolled, rtol=1e-4, atol=1e-5)
+
+
+def _autograd_hypergradient(family, problems, lr: float, num_steps: int) -> torch.Tensor:
+    """d(final loss)/d(log lr) of ``num_steps`` SGD steps on the paired minibatch gradients, with every
+    gradient taken by autograd of ``minibatch_loss`` (second order): the reference for the dynamics."""
+    log_lr = torch.full((problems.num,), math.log(lr), requires_grad=True)
+    params = problems.params.clone()
+    for t in range(num_steps):
+        key_a, key_b = dynamics.minibatch_keys(problems.run_key, torch.full_like(problems.run_key, t))
+        leaf = params if params.requires_grad else params.requires_grad_(True)
+        grads = [torch.autograd.grad(family.minibatch_loss(leaf, problems.tasks, k).sum(), leaf, create_graph=True)[0]
+                 for k in (key_a, key_b)]
+        params = leaf - torch.exp(log_lr).unsqueeze(-1) * (grads[0] + grads[1]) / 2.0
+    (hypergradient,) = torch.autograd.grad(family.loss(params, problems.tasks).sum(), log_lr)
+    return hypergradient
+
+
+@pytest.mark.parametrize("family_name", ["quadratic", "logistic", "sinusoid"])
+def test_dynamics_step_is_pure_and_second_order_differentiable(family_name):
+    """``dynamics.step`` writes nothing in place, and its gradient in the rate goes through the families'
+    hand-written gradients (second order), equal to autograd's all the way."""
+    family = make_task_family(family_name)
+    problems = sample_problems(family, rng.keys_from_seeds(torch.arange(3) + 40), "train")
+    sgd, lr, num_steps = InnerOptimizer("sgd"), 0.02, 3
+    state = dynamics.start(family, sgd, problems.params, problems.tasks, problems.run_key, torch.zeros(3))
+    before = [t.clone() for t in (*state[:1], *state.opt_state, *state[2:])]
+    log_lr = torch.full((3,), math.log(lr), requires_grad=True)
+    with torch.enable_grad():
+        new = dynamics.step(state, log_lr, family, sgd, problems.tasks, problems.run_key, num_inner_steps=num_steps)
+        (hypergradient,) = torch.autograd.grad(new.loss.sum(), log_lr)
+    after = [*state[:1], *state.opt_state, *state[2:]]
+    assert all(torch.equal(a, b) for a, b in zip(before, after)), "the input state must not change"
+    assert int(new.inner_step[0]) == num_steps and torch.equal(new.previous_loss, state.loss)
+    reference = _autograd_hypergradient(family, problems, lr, num_steps)
+    assert (hypergradient.abs() > 0).all()
+    torch.testing.assert_close(hypergradient, reference, rtol=1e-3, atol=1e-6)
