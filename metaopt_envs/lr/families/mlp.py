@@ -24,14 +24,17 @@ def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     Layouts chosen by measurement on the CPU (benchmarks/throughput.py): a
     width-one input is an outer product (``addcmul``, ~25x faster than a
     multiply and a separate add); a narrow output is computed transposed,
-    ``(weight^T @ h^T)^T``, where batched GEMM runs 3-4x faster, and returned
-    as a view.
+    ``(weight^T @ h^T)^T`` with a contiguous ``weight^T``, where batched GEMM
+    runs 3-4x faster, and returned as a view. Each problem's result is the same
+    bits whatever the number of problems (tests/test_lr_batch_equivalence.py).
     """
     if weight.shape[1] == 1:
         out = h * weight if bias is None else torch.addcmul(bias.unsqueeze(1), h, weight)
         return out
     if weight.shape[2] < _NARROW:
-        transposed = weight.transpose(1, 2)
+        # Contiguous, so that bmm takes one path whatever the number of problems: a strided view
+        # of one problem's params is contiguous, of many is not, and the two paths round differently.
+        transposed = weight.transpose(1, 2).contiguous()
         if bias is None:
             return torch.bmm(transposed, h.transpose(1, 2)).transpose(1, 2)
         return torch.baddbmm(bias.unsqueeze(-1), transposed, h.transpose(1, 2)).transpose(1, 2)
