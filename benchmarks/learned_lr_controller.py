@@ -3,7 +3,8 @@
 * Learned LR controller (:class:`agents.meta.learned_optimizers.LearnedLRController`):
   an 8-32-1 MLP from the LR env's features to the next SGD rate, meta-trained for
   ``--lr-budget-s`` seconds by truncated BPTT (windows of ``--truncation`` steps)
-  through unrolled SGD on fresh training-split quadratics, keeping the best
+  through unrolled SGD on fresh training-split quadratics (the env's own
+  dynamics, :mod:`metaopt_envs.lr.dynamics`), keeping the best
   weights on 64 training-split validation tasks; evaluated with
   :func:`agents.evaluation.lr.evaluate` (its ``predict``) beside the constant and
   hypergradient baselines (``lr`` tuned on the training split by

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
+from metaopt_envs.core.checker import TaskFamilyError, check_task_family
+
 if TYPE_CHECKING:
     from metaopt_envs.core import BatchedCore, CoreSB3VecEnv
 
@@ -74,4 +76,4 @@ def make_sb3_vec_env(
     return vec_env
 
 
-__all__ = ["make_core", "make_sb3_vec_env"]
+__all__ = ["TaskFamilyError", "check_task_family", "make_core", "make_sb3_vec_env"]

@@ -36,7 +36,7 @@ EXPERTS = {
 
 def test_experts_are_the_regimes_true_ar2_predictors():
     core = EnsembleCore(num_envs=3, **EXPERTS)
-    stream = core.family.sample(core.task_key, metaopt_envs.core.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train")
+    stream = core.family.sample_stream(core.task_key, metaopt_envs.core.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train")
     torch.testing.assert_close(stream["values"], core.values)
     y, params = core.values.double(), stream["regime_params"].double()
     for r in range(4):

@@ -51,7 +51,7 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
 def test_shapes_dtypes_ranges(families, name, split):
     family = families[name]
     n, length = 48, 220
-    out = family.sample(_keys(n, 0), _keys(n, 1000), length, split)
+    out = family.sample_stream(_keys(n, 0), _keys(n, 1000), length, split)
     assert out["values"].shape == (n, length) and out["values"].dtype == torch.float32
     assert out["regime"].shape == (n, length) and out["regime"].dtype == torch.int64
     assert out["family"].shape == (n,) and out["family"].dtype == torch.int64
@@ -72,8 +72,8 @@ def test_shapes_dtypes_ranges(families, name, split):
 @pytest.mark.parametrize("name", NAMES)
 def test_same_keys_same_streams(families, name):
     family = families[name]
-    a = family.sample(_keys(16, 5), _keys(16, 50), 150, "train")
-    b = family.sample(_keys(16, 5), _keys(16, 50), 150, "train")
+    a = family.sample_stream(_keys(16, 5), _keys(16, 50), 150, "train")
+    b = family.sample_stream(_keys(16, 5), _keys(16, 50), 150, "train")
     assert a.keys() == b.keys()
     for field in a:
         assert torch.equal(a[field], b[field]), field
@@ -83,9 +83,9 @@ def test_same_keys_same_streams(families, name):
 def test_batch_row_equals_single_row(families, name):
     family = families[name]
     tasks, episodes = _keys(7, 200), _keys(7, 300)
-    batch = family.sample(tasks, episodes, 180, "test")
+    batch = family.sample_stream(tasks, episodes, 180, "test")
     for i in range(7):
-        single = family.sample(tasks[i : i + 1], episodes[i : i + 1], 180, "test")
+        single = family.sample_stream(tasks[i : i + 1], episodes[i : i + 1], 180, "test")
         for field in batch:
             if field == "values":
                 torch.testing.assert_close(batch[field][i : i + 1], single[field], rtol=1e-6, atol=1e-6)
@@ -97,8 +97,8 @@ def test_batch_row_equals_single_row(families, name):
 def test_same_task_new_episode_same_process(families, name):
     family = families[name]
     tasks = _keys(24, 7)
-    a = family.sample(tasks, _keys(24, 100), 200, "train")
-    b = family.sample(tasks, _keys(24, 900), 200, "train")
+    a = family.sample_stream(tasks, _keys(24, 100), 200, "train")
+    b = family.sample_stream(tasks, _keys(24, 900), 200, "train")
     assert torch.equal(a["num_regimes"], b["num_regimes"])
     assert torch.equal(a["regime_params"], b["regime_params"])
     assert torch.equal(a["family"], b["family"])
@@ -111,14 +111,14 @@ def test_same_task_new_episode_same_process(families, name):
 def test_train_and_test_draw_different_tasks(families, name):
     family = families[name]
     tasks, episodes = _keys(24, 11), _keys(24, 12)
-    train = family.sample(tasks, episodes, 120, "train")
-    test = family.sample(tasks, episodes, 120, "test")
+    train = family.sample_stream(tasks, episodes, 120, "train")
+    test = family.sample_stream(tasks, episodes, 120, "test")
     assert (train["values"] != test["values"]).any(1).all()
     assert not torch.equal(train["regime_params"], test["regime_params"])
 
 
 def test_different_tasks_differ(families):
-    out = families["switching_ar"].sample(_keys(32, 0), torch.zeros(32, dtype=torch.int64), 100, "train")
+    out = families["switching_ar"].sample_stream(_keys(32, 0), torch.zeros(32, dtype=torch.int64), 100, "train")
     params = out["regime_params"].flatten(1)
     assert torch.unique(params, dim=0).shape[0] == 32  # every task its own regimes
 
@@ -127,7 +127,7 @@ def test_different_tasks_differ(families):
 def test_regimes_are_contiguous_segments_of_min_length(families, name):
     family = families[name]
     length = 350
-    out = family.sample(_keys(64, 40), _keys(64, 41), length, "train")
+    out = family.sample_stream(_keys(64, 40), _keys(64, 41), length, "train")
     switches = 0
     for row in out["regime"].numpy():
         runs = _runs(row)
@@ -139,7 +139,7 @@ def test_regimes_are_contiguous_segments_of_min_length(families, name):
 
 
 def test_real_segments_are_two_to_four_crops(families):
-    out = families["real"].sample(_keys(128, 3), _keys(128, 4), 350, "train")
+    out = families["real"].sample_stream(_keys(128, 3), _keys(128, 4), 350, "train")
     crops = [len(_runs(row)) for row in out["regime"].numpy()]
     assert set(crops) == {2, 3, 4}
     # Segments of regime and of series coincide: one crop, one series.
@@ -149,7 +149,7 @@ def test_real_segments_are_two_to_four_crops(families):
 
 def test_short_streams_have_one_segment(families):
     for name in NAMES:
-        out = families[name].sample(_keys(8, 0), _keys(8, 1), 12, "train")
+        out = families[name].sample_stream(_keys(8, 0), _keys(8, 1), 12, "train")
         assert out["values"].shape == (8, 12)
         assert (out["regime"] == out["regime"][:, :1]).all(), name
 
@@ -160,7 +160,7 @@ def test_real_split_uses_only_its_pool(families, split):
     assert family.pool("train") == TRAIN_SERIES and family.pool("test") == TEST_SERIES
     assert not set(TRAIN_SERIES) & set(TEST_SERIES)
     assert family.series_names == TRAIN_SERIES + TEST_SERIES
-    out = family.sample(_keys(256, 0), _keys(256, 1), 300, split)
+    out = family.sample_stream(_keys(256, 0), _keys(256, 1), 300, split)
     used = {family.series_names[i] for i in out["series"].unique().tolist()}
     assert used <= set(family.pool(split))
     assert len(used) >= len(family.pool(split)) // 2  # the pool is actually used
@@ -173,7 +173,7 @@ def test_real_split_uses_only_its_pool(families, split):
 
 
 def test_real_crops_are_standardized_and_rescaled(families):
-    out = families["real"].sample(_keys(32, 9), _keys(32, 10), 300, "test")
+    out = families["real"].sample_stream(_keys(32, 9), _keys(32, 10), 300, "test")
     values, regime, params = out["values"], out["regime"], out["regime_params"]
     for i in range(32):
         change = torch.nonzero(torch.diff(regime[i])).squeeze(-1) + 1
@@ -202,11 +202,11 @@ def test_mixture_reports_each_rows_family(families):
     mixture: StreamMixture = families["mixture"]
     assert mixture.families() == ("switching_ar", "regimes")
     tasks, episodes = _keys(64, 0), _keys(64, 1)
-    out = mixture.sample(tasks, episodes, 120, "train")
+    out = mixture.sample_stream(tasks, episodes, 120, "train")
     assert set(out["family"].tolist()) == {0, 1}
     for index, member in enumerate(mixture.members):
         rows = (out["family"] == index).nonzero().squeeze(-1)
-        alone = member.sample(tasks[rows], episodes[rows], 120, "train")
+        alone = member.sample_stream(tasks[rows], episodes[rows], 120, "train")
         torch.testing.assert_close(out["values"][rows], alone["values"], rtol=1e-6, atol=1e-6)
         assert torch.equal(out["regime"][rows], alone["regime"])
         width = len(member.param_names)
@@ -216,7 +216,7 @@ def test_mixture_reports_each_rows_family(families):
 def test_mixture_with_real_member_pads_series():
     mixture = make_stream_family("mixture", members=["switching_ar", "real"], weights=[1.0, 3.0])
     assert mixture.families() == ("switching_ar", "real")
-    out = mixture.sample(_keys(64, 0), _keys(64, 1), 100, "test")
+    out = mixture.sample_stream(_keys(64, 0), _keys(64, 1), 100, "test")
     real_rows = out["family"] == 1
     assert 0 < real_rows.sum() < 64
     assert (out["series"][~real_rows] == -1).all()
@@ -226,7 +226,7 @@ def test_mixture_with_real_member_pads_series():
 def test_switching_ar_regime_parameters_drive_the_dynamics():
     """Least squares AR(2) on each regime's steps recovers the reported coefficients."""
     family = SwitchingARFamily()
-    out = family.sample(_keys(4, 0), _keys(4, 1), 4000, "train")
+    out = family.sample_stream(_keys(4, 0), _keys(4, 1), 4000, "train")
     values, regime, params = out["values"].double().numpy(), out["regime"].numpy(), out["regime_params"].numpy()
     for i in range(4):
         for r in range(int(out["num_regimes"][i])):
@@ -239,7 +239,7 @@ def test_switching_ar_regime_parameters_drive_the_dynamics():
 def test_regimes_levels_follow_the_regime():
     """Without noise, trend and seasonality the series is each regime's level."""
     family = RegimesFamily(noise_range=(1e-6, 1e-6), slope_std=0.0, seasonal_prob=0.0)
-    out = family.sample(_keys(8, 0), _keys(8, 1), 200, "train")
+    out = family.sample_stream(_keys(8, 0), _keys(8, 1), 200, "train")
     level = out["regime_params"][..., 2].gather(1, out["regime"])
     torch.testing.assert_close(out["values"], level, rtol=0, atol=1e-3)
 
@@ -263,14 +263,14 @@ def test_bad_arguments_raise(families, name):
     family = families[name]
     tasks, episodes = _keys(4, 0), _keys(4, 1)
     with pytest.raises(ValueError, match="split"):
-        family.sample(tasks, episodes, 50, "val")
+        family.sample_stream(tasks, episodes, 50, "val")
     for length in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="length"):
-            family.sample(tasks, episodes, length, "train")
+            family.sample_stream(tasks, episodes, length, "train")
     with pytest.raises(ValueError, match="task_keys"):
-        family.sample(tasks.to(torch.int32), episodes, 50, "train")
+        family.sample_stream(tasks.to(torch.int32), episodes, 50, "train")
     with pytest.raises(ValueError, match="episode_keys"):
-        family.sample(tasks, episodes[:3], 50, "train")
+        family.sample_stream(tasks, episodes[:3], 50, "train")
 
 
 def test_bad_constructor_arguments_raise():

@@ -19,40 +19,46 @@ from agents.meta.learned_optimizers import (
     sample_problems,
     unroll,
 )
-from metaopt_envs.core import rng
-from metaopt_envs.core import seeds_to_keys
+from metaopt_envs.core import rng, seeds_to_keys
+from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.families import make_task_family
+from metaopt_envs.lr.optimizers import InnerOptimizer
 
 
 class FixedRate(LearnedLRController):
     """A controller that always answers ``lr`` (to compare the unroll with the env step by step)."""
 
-    def __init__(self, lr: float) -> None:
-        super().__init__()
+    def __init__(self, lr: float, inner_optimizer: str = "sgd") -> None:
+        super().__init__(inner_optimizer=inner_optimizer)
         self.fixed = lr
 
     def log_lr(self, features: torch.Tensor) -> torch.Tensor:
         return torch.full((features.shape[0],), math.log(self.fixed))
 
 
-@pytest.mark.parametrize("family", ["quadratic", "logistic"])
-def test_unroll_features_equal_core_observe(family):
+@pytest.mark.parametrize(
+    ("family", "optimizer"), [("quadratic", "sgd"), ("logistic", "sgd"), ("sinusoid", "adam"), ("mixture", "momentum")]
+)
+def test_unroll_features_equal_core_observe(family, optimizer):
     n, horizon, lr = 6, 6, 0.05
-    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=n, task_family=family, horizon=horizon, split="test")
+    core = metaopt_envs.make_core(
+        "MetaOpt-LR-v0", num_envs=n, task_family=family, horizon=horizon, split="test", inner_optimizer=optimizer
+    )
     core.reset_rows(torch.ones(n, dtype=torch.bool), keys=seeds_to_keys(10_000, n, core.device))
     problems = harness_problems(core.family, n, seed=0)
     for name, value in problems.tasks.items():
         assert torch.equal(value, core.tasks[name])
     assert torch.equal(problems.params, core.params) and torch.equal(problems.run_key, core.run_key)
 
-    result = unroll(FixedRate(lr), core.family, problems, horizon, truncation=3, create_graph=False)
+    result = unroll(FixedRate(lr, optimizer), core.family, problems, horizon, truncation=3, create_graph=False)
     observations = [core.observe()]
     for _ in range(horizon - 1):
         observations.append(core.step(ConstantLR(lr).predict(observations[-1].numpy())[0]).observation)
     expected = torch.stack(observations)
     assert result.features.shape == (horizon, n, 8)
     assert torch.isfinite(result.features).all()
-    torch.testing.assert_close(result.features, expected, rtol=1e-4, atol=1e-5)
+    # One dynamics (metaopt_envs.lr.dynamics) for both: the same bits, not merely close.
+    assert torch.equal(result.features, expected)
 
 
 def test_unroll_is_differentiable_and_truncated():
@@ -126,3 +132,39 @@ def test_controller_runs_through_harness_evaluate():
     family = make_task_family("quadratic")
     unrolled = controller.evaluate_unroll(family, harness_problems(family, 8, seed=0), 20)
     np.testing.assert_allclose(records["learned"][0].log10_final_loss, unrolled, rtol=1e-4, atol=1e-5)
+
+
+def _autograd_hypergradient(family, problems, lr: float, num_steps: int) -> torch.Tensor:
+    """d(final loss)/d(log lr) of ``num_steps`` SGD steps on the paired minibatch gradients, with every
+    gradient taken by autograd of ``minibatch_loss`` (second order): the reference for the dynamics."""
+    log_lr = torch.full((problems.num,), math.log(lr), requires_grad=True)
+    params = problems.params.clone()
+    for t in range(num_steps):
+        key_a, key_b = dynamics.minibatch_keys(problems.run_key, torch.full_like(problems.run_key, t))
+        leaf = params if params.requires_grad else params.requires_grad_(True)
+        grads = [torch.autograd.grad(family.minibatch_loss(leaf, problems.tasks, k).sum(), leaf, create_graph=True)[0]
+                 for k in (key_a, key_b)]
+        params = leaf - torch.exp(log_lr).unsqueeze(-1) * (grads[0] + grads[1]) / 2.0
+    (hypergradient,) = torch.autograd.grad(family.loss(params, problems.tasks).sum(), log_lr)
+    return hypergradient
+
+
+@pytest.mark.parametrize("family_name", ["quadratic", "logistic", "sinusoid"])
+def test_dynamics_step_is_pure_and_second_order_differentiable(family_name):
+    """``dynamics.step`` writes nothing in place, and its gradient in the rate goes through the families'
+    hand-written gradients (second order), equal to autograd's all the way."""
+    family = make_task_family(family_name)
+    problems = sample_problems(family, rng.keys_from_seeds(torch.arange(3) + 40), "train")
+    sgd, lr, num_steps = InnerOptimizer("sgd"), 0.02, 3
+    state = dynamics.start(family, sgd, problems.params, problems.tasks, problems.run_key, torch.zeros(3))
+    before = [t.clone() for t in (*state[:1], *state.opt_state, *state[2:])]
+    log_lr = torch.full((3,), math.log(lr), requires_grad=True)
+    with torch.enable_grad():
+        new = dynamics.step(state, log_lr, family, sgd, problems.tasks, problems.run_key, num_inner_steps=num_steps)
+        (hypergradient,) = torch.autograd.grad(new.loss.sum(), log_lr)
+    after = [*state[:1], *state.opt_state, *state[2:]]
+    assert all(torch.equal(a, b) for a, b in zip(before, after)), "the input state must not change"
+    assert int(new.inner_step[0]) == num_steps and torch.equal(new.previous_loss, state.loss)
+    reference = _autograd_hypergradient(family, problems, lr, num_steps)
+    assert (hypergradient.abs() > 0).all()
+    torch.testing.assert_close(hypergradient, reference, rtol=1e-3, atol=1e-6)

@@ -1,6 +1,6 @@
 """A user-defined TaskFamily plugs into every LR environment.
 
-Promise (problems/base.py): subclass ``TaskFamily``, implement ``sample``,
+Promise (lr/families/base.py): subclass ``LRTaskFamily``, implement ``sample``,
 ``init_params``, ``loss`` and ``minibatch_loss`` with tensor operations over
 the leading dimension, and pass the instance as ``task_family=`` to any LR
 environment; the gradient comes from the autograd default.
@@ -19,14 +19,14 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from metaopt_envs import make_sb3_vec_env
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families import TaskFamily
+from metaopt_envs.lr.families import LRTaskFamily
 from metaopt_envs.lr.core import LR_FEATURES
 
 HORIZON = 15
 LR_RANGE = (1e-4, 10.0)
 
 
-class LeastSquaresFamily(TaskFamily):
+class LeastSquaresFamily(LRTaskFamily):
     """Batched linear least squares ``1/2 mean((X w - y)^2)`` with its own random data per task."""
 
     name = "least_squares"
@@ -172,7 +172,7 @@ def test_custom_family_without_validation_rejects_observe_validation():
 
 
 def test_incomplete_family_cannot_be_instantiated():
-    class Incomplete(TaskFamily):
+    class Incomplete(LRTaskFamily):
         param_dim = 3
 
         def sample(self, keys, split):

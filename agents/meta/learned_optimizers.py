@@ -1,11 +1,12 @@
 """Learned optimizers meta-trained by differentiating through unrolled inner loops.
 
 * :class:`LearnedLRController` -- a small MLP (8 -> 32 -> 1 by default) from the
-  MetaOpt-LR-v0 observation features (:data:`metaopt_envs.lr.core.LR_FEATURES`)
-  to the next log learning rate of SGD. It is meta-trained by backpropagating
-  through a truncated, unrolled inner loop (:func:`unroll`) that recomputes the
-  features exactly as :class:`~metaopt_envs.lr.core.LRCore` does (same
-  formulas, same minibatch keys), and it answers SB3's ``predict`` on LR-env
+  MetaOpt-LR-v0 observation features (:data:`metaopt_envs.lr.dynamics.LR_FEATURES`)
+  to the next log learning rate of an inner optimizer (SGD by default). It is
+  meta-trained by backpropagating through a truncated, unrolled inner loop
+  (:func:`unroll`) that runs the env's own dynamics (:mod:`metaopt_envs.lr.dynamics`:
+  the same measurement, the same :class:`~metaopt_envs.lr.optimizers.InnerOptimizer`
+  update, the same features), and it answers SB3's ``predict`` on LR-env
   observations (absolute action mode), so :func:`agents.evaluation.lr.evaluate` runs
   it beside the hand-designed baselines.
 * :class:`CoordinatewiseLSTMOptimizer` -- Andrychowicz et al. (2016): a two-layer
@@ -16,10 +17,15 @@
 
 Problems are drawn like the LR core draws them (:func:`sample_problems`): for
 row keys ``k`` (``seeds_to_keys(seed, n)`` in the harness) the task key is
-``fold(k, split_id, 0)``, the initialization ``fold(task_key, 1, 0)`` and the
-minibatches of inner step ``t`` ``fold(fold(run_key, t), 0 | 1)`` with
-``run_key = fold(task_key, 2, 0)``; so the unroll and the env see the same
-tasks, initial points and minibatches.
+``fold(k, split_id, 0)``, the initialization ``dynamics.init_key(task_key, 0)``
+and the minibatches ``dynamics.minibatch_keys(dynamics.run_key(task_key, 0), t)``;
+so the unroll and the env see the same tasks, initial points and minibatches.
+
+Gradients inside the unroll are the families' own (closed forms, the MLPs'
+hand-written backward), differentiable in the parameters, so the meta-gradient
+of the LR controller is second order through them. (A user family that only
+defines ``minibatch_loss`` gets its gradients from ``TaskFamily``'s default,
+which treats them as constants: a first-order meta-gradient.)
 
 Both unrolls freeze a problem once it diverges (loss above
 ``divergence_threshold`` times its initial loss, or not finite), as the env
@@ -41,11 +47,13 @@ import torch
 from torch import nn
 
 from agents.controllers.lr import LRController as Controller
-from metaopt_envs.core import rng
-from metaopt_envs.core import seeds_to_keys
-from metaopt_envs.lr.core import _SPLIT_ID, _TINY, LR_FEATURES
+from metaopt_envs.core import rng, seeds_to_keys
+from metaopt_envs.core.family import SPLIT_IDS
+from metaopt_envs.lr import dynamics
+from metaopt_envs.lr.dynamics import LR_FEATURES, LRState
 from metaopt_envs.lr.families import TaskFamily, make_task_family
 from metaopt_envs.lr.families.base import TaskData
+from metaopt_envs.lr.optimizers import InnerOptimizer
 
 FEATURE_LOW = torch.tensor([low for _, low, _ in LR_FEATURES])
 FEATURE_HIGH = torch.tensor([high for _, _, high in LR_FEATURES])
@@ -69,11 +77,11 @@ class Problems:
 
 def sample_problems(family: TaskFamily, keys: torch.Tensor, split: str = "train") -> Problems:
     """The problems of row keys ``keys: (B,)`` (their first episode), exactly as ``LRCore.reset_rows`` draws them."""
-    task_key = rng.fold(keys, _SPLIT_ID[split], torch.zeros_like(keys))
-    tasks = family.sample(task_key, split)
     zero = torch.zeros_like(keys)
-    params = family.init_params(tasks, rng.fold(task_key, 1, zero))
-    return Problems(tasks, params, rng.fold(task_key, 2, zero))
+    task_key = rng.fold(keys, SPLIT_IDS[split], zero)
+    tasks = family.sample(task_key, split)
+    params = family.init_params(tasks, dynamics.init_key(task_key, zero))
+    return Problems(tasks, params, dynamics.run_key(task_key, zero))
 
 
 def harness_problems(family: TaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
@@ -85,129 +93,34 @@ def _as_family(family: str | TaskFamily) -> TaskFamily:
     return family if isinstance(family, TaskFamily) else make_task_family(family)
 
 
-def paired_grads(
-    family: TaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, step: int, create_graph: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Full loss ``(B,)`` and the two minibatch gradients ``(B, P)`` of inner step ``step``, by autograd.
-
-    The keys are the LR core's: ``fold(step_key, 0)`` and ``fold(step_key, 1)``
-    with ``step_key = fold(run_key, step)``. With ``create_graph`` the gradients
-    are differentiable (second order); otherwise they are constants.
-    """
-    step_key = rng.fold(run_key, torch.full_like(run_key, step))
-    with torch.enable_grad():
-        if not create_graph or not params.requires_grad:
-            params = params.detach().requires_grad_(True)
-        loss = family.loss(params, tasks, "train")
-        grads = []
-        for part in (0, 1):
-            mb = family.minibatch_loss(params, tasks, rng.fold(step_key, part))
-            (g,) = torch.autograd.grad(mb.sum(), params, create_graph=create_graph)
-            grads.append(g)
-    if not create_graph:
-        loss = loss.detach()
-    return loss, grads[0], grads[1]
-
-
 # ====================================================================== LR controller
-@dataclass
-class UnrollState:
-    """Everything the LR core keeps per row between inner steps (SGD), as differentiable tensors."""
-
-    params: torch.Tensor
-    step: int
-    log_lr: torch.Tensor
-    initial_loss: torch.Tensor
-    loss: torch.Tensor
-    previous_loss: torch.Tensor
-    grad: torch.Tensor
-    grad_norm: torch.Tensor
-    previous_grad_norm: torch.Tensor
-    initial_grad_norm: torch.Tensor
-    noise_ratio: torch.Tensor
-    grad_dot_previous_grad: torch.Tensor
-    diverged: torch.Tensor
-
-    def detach(self) -> UnrollState:
-        out = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            out[name] = value.detach() if isinstance(value, torch.Tensor) else value
-        return UnrollState(**out)
-
-
-def _measure(family, params, tasks, run_key, step, create_graph):
-    loss, g_a, g_b = paired_grads(family, params, tasks, run_key, step, create_graph)
-    grad = (g_a + g_b) / 2.0
-    grad_norm = torch.linalg.vector_norm(grad, dim=-1)
-    noise = torch.linalg.vector_norm(g_a - g_b, dim=-1).square() / (4.0 * grad_norm.square() + _TINY)
-    return loss, grad, grad_norm, noise
-
-
 def init_unroll_state(
-    family: TaskFamily, problems: Problems, initial_log_lr: float, create_graph: bool = True
-) -> UnrollState:
-    """The state after ``LRCore.reset_rows`` (step 0, rate ``initial_log_lr``)."""
+    family: TaskFamily, problems: Problems, initial_log_lr: float, optimizer: InnerOptimizer | None = None
+) -> LRState:
+    """The state after ``LRCore.reset_rows`` (inner step 0, rate ``initial_log_lr``), a constant of the graph."""
     params = problems.params.detach().clone()
-    loss, grad, grad_norm, noise = _measure(family, params, problems.tasks, problems.run_key, 0, create_graph)
-    loss, grad, grad_norm, noise = loss.detach(), grad.detach(), grad_norm.detach(), noise.detach()
-    zeros = torch.zeros_like(loss)
-    return UnrollState(
-        params=params, step=0, log_lr=torch.full_like(loss, initial_log_lr), initial_loss=loss, loss=loss,
-        previous_loss=loss, grad=grad, grad_norm=grad_norm, previous_grad_norm=zeros, initial_grad_norm=grad_norm,
-        noise_ratio=noise, grad_dot_previous_grad=zeros, diverged=torch.zeros_like(loss, dtype=torch.bool),
-    )
+    with torch.no_grad():
+        return dynamics.start(
+            family, optimizer or InnerOptimizer("sgd"), params, problems.tasks, problems.run_key,
+            torch.full((params.shape[0],), initial_log_lr, device=params.device),
+        )
 
 
-def observe(state: UnrollState, horizon: int, log_lr_range: tuple[float, float], loss_floor: float = 1e-6) -> torch.Tensor:
-    """``LRCore.observe()`` (SGD, no validation feature) of ``state``: ``(B, 8)``, differentiable."""
-    low, high = log_lr_range
-    floor = loss_floor * state.initial_loss
-    grad_norm = state.grad_norm
-    cosine = state.grad_dot_previous_grad / (grad_norm * state.previous_grad_norm + _TINY)
-    columns = [
-        torch.log((state.loss + floor) / (state.initial_loss + _TINY)),
-        torch.log((state.loss + floor) / (state.previous_loss + floor)),
-        torch.log((grad_norm + _TINY) / (state.initial_grad_norm + _TINY)),
-        cosine,
-        torch.log(state.noise_ratio + _TINY),
-        2.0 * (state.log_lr - low) / (high - low) - 1.0,
-        torch.full_like(state.loss, state.step / horizon),
-        cosine,  # SGD: the last update's direction is the last gradient, so update_cosine == grad_cosine
-    ]
-    obs = torch.stack(columns, dim=-1).to(torch.float32)
-    obs = torch.nan_to_num(obs, nan=0.0, posinf=1e30, neginf=-1e30)
-    return torch.maximum(torch.minimum(obs, FEATURE_HIGH.to(obs.device)), FEATURE_LOW.to(obs.device))
+def unroll_step(
+    family: TaskFamily, problems: Problems, state: LRState, log_lr: torch.Tensor,
+    optimizer: InnerOptimizer | None = None, divergence_threshold: float = 1e4,
+) -> LRState:
+    """One ``LRCore.step`` with ``action_every=1`` at rate ``exp(log_lr)`` (the env's :func:`dynamics.step`).
 
-
-def sgd_step(
-    family: TaskFamily, problems: Problems, state: UnrollState, log_lr: torch.Tensor,
-    create_graph: bool = True, divergence_threshold: float = 1e4,
-) -> UnrollState:
-    """One ``LRCore.step`` with ``action_every=1`` and SGD at rate ``exp(log_lr)``, differentiably.
-
-    Rows that have diverged keep their state (frozen), so their loss stays finite.
+    Rows that had diverged keep their state (frozen), so their loss stays finite.
+    Differentiable under ``torch.enable_grad()``.
     """
-    lr = torch.exp(log_lr)
-    new_params = state.params - lr.unsqueeze(-1) * state.grad
-    step = state.step + 1
-    loss, grad, grad_norm, noise = _measure(family, new_params, problems.tasks, problems.run_key, step, create_graph)
-    dot = torch.linalg.vecdot(grad, state.grad)
-    bad = ~torch.isfinite(loss) | (loss > divergence_threshold * state.initial_loss) | ~torch.isfinite(grad_norm)
-    frozen = state.diverged
-
-    def keep(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        mask = frozen.view(-1, *([1] * (new.dim() - 1)))
-        return torch.where(mask, old, new)
-
-    return UnrollState(
-        params=keep(state.params, new_params), step=step, log_lr=keep(state.log_lr, log_lr),
-        initial_loss=state.initial_loss, loss=keep(state.loss, loss), previous_loss=keep(state.previous_loss, state.loss),
-        grad=keep(state.grad, grad), grad_norm=keep(state.grad_norm, grad_norm),
-        previous_grad_norm=keep(state.previous_grad_norm, state.grad_norm),
-        initial_grad_norm=state.initial_grad_norm, noise_ratio=keep(state.noise_ratio, noise),
-        grad_dot_previous_grad=keep(state.grad_dot_previous_grad, dot), diverged=frozen | bad,
+    new = dynamics.step(
+        state, log_lr, family, optimizer or InnerOptimizer("sgd"), problems.tasks, problems.run_key,
+        divergence_threshold=divergence_threshold,
     )
+    kept = dynamics.select_rows(state.diverged, state, new)
+    return kept._replace(inner_step=new.inner_step, diverged=new.diverged)
 
 
 class LRNet(nn.Module):
@@ -232,8 +145,7 @@ class UnrollResult:
     log_loss_ratios: torch.Tensor  # (T + 1, B): log((L_t + floor) / L_0), frozen after divergence
     diverged: torch.Tensor  # (B,) bool
     meta_loss: torch.Tensor  # scalar, the sum of the window losses (each window detached from the last)
-    state: UnrollState = field(repr=False)
-
+    state: LRState = field(repr=False)
 
 
 def _window_update(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor], clip: float,
@@ -255,7 +167,11 @@ def _window_update(optimizer: torch.optim.Optimizer, parameters: list[torch.Tens
 
 
 class LearnedLRController(Controller):
-    """An MLP learning-rate controller for SGD on MetaOpt-LR-v0, meta-trained through unrolled inner loops.
+    """An MLP learning-rate controller on MetaOpt-LR-v0, meta-trained through unrolled inner loops.
+
+    ``inner_optimizer`` (an :data:`~metaopt_envs.lr.optimizers.INNER_OPTIMIZERS` name, SGD by
+    default) is the optimizer whose rate it sets, in the unroll as in the env (pass the same
+    ``inner_optimizer`` to the env it is evaluated on).
 
     ``predict(observation, ...)`` takes LR-env observations ``(n, 8)`` and returns
     absolute-mode actions ``(n, 1)`` for ``lr_range`` (the env's, default
@@ -267,9 +183,10 @@ class LearnedLRController(Controller):
 
     def __init__(
         self, hidden: int = 32, lr_range: tuple[float, float] = (1e-4, 10.0), initial_lr: float = 0.01,
-        horizon: int = 50, loss_floor: float = 1e-6, seed: int = 0,
+        horizon: int = 50, loss_floor: float = 1e-6, seed: int = 0, inner_optimizer: str = "sgd",
     ) -> None:
         super().__init__(lr_range)
+        self.optimizer = InnerOptimizer(inner_optimizer)
         self.lr_range = (float(lr_range[0]), float(lr_range[1]))
         self.hidden_size, self.initial_lr, self.horizon, self.loss_floor = hidden, initial_lr, horizon, loss_floor
         torch.manual_seed(seed)
@@ -353,7 +270,8 @@ class LearnedLRController(Controller):
     # ---------------------------------------------------------------- persistence
     def save(self, path: str) -> None:
         torch.save({"config": {"hidden": self.hidden_size, "lr_range": self.lr_range, "initial_lr": self.initial_lr,
-                               "horizon": self.horizon, "loss_floor": self.loss_floor},
+                               "horizon": self.horizon, "loss_floor": self.loss_floor,
+                               "inner_optimizer": self.optimizer.name},
                     "state_dict": self.net.state_dict(), "history": self.history}, path)
 
     @classmethod
@@ -377,7 +295,7 @@ def unroll(
     truncation: int | None = None, *, params: torch.Tensor | None = None, run_key: torch.Tensor | None = None,
     objective: str = "mean", create_graph: bool = True, divergence_threshold: float = 1e4, on_window: Any = None,
 ) -> UnrollResult:
-    """Unroll ``horizon`` SGD steps with the controller choosing each rate from the LR core's features.
+    """Unroll ``horizon`` inner steps (``controller.optimizer``) with the controller choosing each rate from the LR core's features.
 
     ``tasks``: a :class:`Problems` (tasks, initial params, minibatch keys), or
     task data with ``params`` and ``run_key``. The rate in force at the start is
@@ -394,18 +312,18 @@ def unroll(
     if objective not in ("mean", "final"):
         raise ValueError(f"objective must be 'mean' or 'final', got {objective!r}")
     low, high = controller.log_lr_range
-    state = init_unroll_state(family, problems, 0.5 * (low + high), create_graph)
+    state = init_unroll_state(family, problems, 0.5 * (low + high), controller.optimizer)
     floor = controller.loss_floor
     features, log_lrs, ratios = [], [], [torch.log((state.loss + floor * state.initial_loss) / state.initial_loss)]
     window: list[torch.Tensor] = []
     meta_loss = torch.zeros(())
     with torch.enable_grad() if create_graph else torch.no_grad():
         for t in range(horizon):
-            obs = observe(state, horizon, (low, high), floor)
+            obs = dynamics.features(state, horizon, (low, high), floor)
             log_lr = controller.log_lr(obs)
             features.append(obs)
             log_lrs.append(log_lr)
-            state = sgd_step(family, problems, state, log_lr, create_graph, divergence_threshold)
+            state = unroll_step(family, problems, state, log_lr, controller.optimizer, divergence_threshold)
             ratio = torch.log((state.loss + floor * state.initial_loss) / state.initial_loss)
             ratios.append(ratio)
             window.append(ratio)
@@ -417,7 +335,7 @@ def unroll(
                 meta_loss = meta_loss + (window_loss.detach() if on_window is not None else window_loss)
                 window = []
                 if truncation is not None:
-                    state = state.detach()
+                    state = dynamics.detach(state)
     return UnrollResult(torch.stack(features), torch.stack(log_lrs), torch.stack(ratios), state.diverged, meta_loss, state)
 
 
@@ -472,10 +390,13 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         b = problems.num
         params = problems.params.detach().clone()
         lstm = self.init_state(b * params.shape[1])
-        create_graph = train and second_order
-        loss, g_a, g_b = paired_grads(family, params, problems.tasks, problems.run_key, 0, create_graph)
-        initial = loss.detach()
-        grad = ((g_a + g_b) / 2.0).detach() if not create_graph else (g_a + g_b) / 2.0
+        # The env's measurement (its keys, its gradients); the gradients are constants of the
+        # meta-gradient unless ``second_order``, the loss is differentiable in the params.
+        second_order = train and second_order
+        tasks, run_key = problems.tasks, problems.run_key
+        with torch.no_grad():
+            first = dynamics.measure(family, params, tasks, run_key, torch.zeros_like(run_key))
+        initial, loss, grad = first.loss, first.loss, first.grad
         diverged = torch.zeros(b, dtype=torch.bool)
         losses, window = [loss.detach()], []
         floor = loss_floor * initial
@@ -483,12 +404,8 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
             for t in range(horizon):
                 step, lstm = self.update(grad, lstm)
                 new_params = params + step
-                new_loss, g_a, g_b = paired_grads(family, new_params, problems.tasks, problems.run_key, t + 1, create_graph)
-                if train and not create_graph:  # the loss itself must stay differentiable in the params
-                    new_loss = family.loss(new_params, problems.tasks, "train")
-                new_grad = (g_a + g_b) / 2.0
-                if not create_graph:
-                    new_grad = new_grad.detach()
+                measured = dynamics.measure(family, new_params, tasks, run_key, torch.full_like(run_key, t + 1))
+                new_loss, new_grad = measured.loss, measured.grad if second_order else measured.grad.detach()
                 mask = diverged.unsqueeze(-1)
                 params = torch.where(mask, params, new_params)
                 grad = torch.where(mask, grad, new_grad)

@@ -4,7 +4,10 @@
   row-key bookkeeping and seeding;
 * :mod:`~metaopt_envs.core.checks`: the argument, seed, device and action checks of every core and adapter;
 * :mod:`~metaopt_envs.core.rng`: counter-based per-row random streams;
-* :mod:`~metaopt_envs.core.family`: plain task data, splits and row helpers of every task family;
+* :mod:`~metaopt_envs.core.family`: the task-family protocol (``TaskFamily``, the base of every
+  family of every kind), plain task data, splits and row helpers; :mod:`~metaopt_envs.core.registry`
+  (families by kind and name, ``make_task_family``), :mod:`~metaopt_envs.core.mixture` (the one
+  mixture) and :mod:`~metaopt_envs.core.checker` (``check_task_family``);
 * :mod:`~metaopt_envs.core.trial`: the RL² trial wrapper;
 * the adapters: :mod:`~metaopt_envs.core.env` (``gymnasium.Env``), :mod:`~metaopt_envs.core.vector_env`
   (``gymnasium.vector.VectorEnv``, same-step autoreset) and :mod:`~metaopt_envs.core.sb3` (SB3 ``VecEnv``).

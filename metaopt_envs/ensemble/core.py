@@ -18,8 +18,9 @@ import torch
 
 from metaopt_envs.core import rng
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.lr.families.base import check_split
-from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast, make_stream_family
+from metaopt_envs.core.family import SPLIT_IDS, check_split
+from metaopt_envs.core.registry import env_task_family
+from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast
 from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
 
 ACTION_MODES = ("logits", "simplex")
@@ -27,7 +28,7 @@ FAST_RATE, SLOW_RATE = 0.3, 0.03
 """EMA rates of the two error time scales (half-lives of about 2 and 23 steps)."""
 OBS_CLIP = 100.0
 _EPS = 1e-6
-_SPLIT_ID = {"train": 0, "test": 1}
+_SPLIT_ID = SPLIT_IDS
 
 
 def feature_names(forecaster_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -101,7 +102,7 @@ class EnsembleCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = make_stream_family(task_family, **(task_family_kwargs or {})).to(self.device)
+        self.family = env_task_family("ensemble", task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.forecaster_names = forecasters
         self.forecaster_window = int(forecaster_window)
@@ -149,7 +150,7 @@ class EnsembleCore(BatchedCore):
             return
         self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split])
         task_key = self.task_key[index]
-        stream = self.family.sample(task_key, rng.fold(task_key, 1, self.inner_episode[index]), self.length, self.split)
+        stream = self.family.sample_stream(task_key, rng.fold(task_key, 1, self.inner_episode[index]), self.length, self.split)
         values = stream["values"].to(torch.float32)
         forecasts = self._forecast(values, stream)
         self.values[index], self.regime[index] = values, stream["regime"]

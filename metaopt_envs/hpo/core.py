@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.hpo.families import ObjectiveFamily, make_objective_family
-from metaopt_envs.lr.families.base import check_split, put
+from metaopt_envs.core.family import SPLIT_IDS, check_split, put
+from metaopt_envs.core.registry import env_task_family
+from metaopt_envs.hpo.families import ObjectiveFamily
 
 REWARD_MODES = ("log_regret", "regret")
 VALUE_CLIP = (-1.0, 10.0)
-_SPLIT_ID = {"train": 0, "test": 1}
+_SPLIT_ID = SPLIT_IDS
 
 
 def feature_names(max_dim: int) -> tuple[str, ...]:
@@ -55,7 +56,7 @@ class HPOCore(BatchedCore):
         regret_floor = checks.finite_float("regret_floor", regret_floor, low=0.0, high=1.0, low_open=True, high_open=True)
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = make_objective_family(task_family, **(task_family_kwargs or {})).to(self.device)
+        self.family = env_task_family("hpo", task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.budget = self.num_decisions = int(budget)
         self.reward_mode, self.regret_floor = reward_mode, float(regret_floor)

@@ -1,7 +1,8 @@
 """Time-series streams with regime switches, and the forecasters an ensemble weights.
 
 * :mod:`~metaopt_envs.ensemble.families.base`: the :class:`StreamFamily` protocol
-  (``sample(task_keys, episode_keys, length, split)``) and :class:`StreamMixture`;
+  (``sample(keys, split)`` draws each task's process, ``realise(tasks, episode_keys,
+  length)`` one episode of it, ``sample_stream`` both) and :class:`StreamMixture`;
 * :mod:`~metaopt_envs.ensemble.families.synthetic`: ``"switching_ar"`` and ``"regimes"``;
 * :mod:`~metaopt_envs.ensemble.families.real`: ``"real"``, crops of series bundled with
   statsmodels, disjoint train/test pools;
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metaopt_envs.ensemble.families.base import StreamData, StreamFamily, StreamMixture
+from metaopt_envs.core.registry import make_task_family, register_task_family
+from metaopt_envs.ensemble.families.base import EPISODE_FIELDS, TASK_FIELDS, StreamData, StreamFamily, StreamMixture
 from metaopt_envs.ensemble.forecasters import DEFAULT_FORECASTERS, FORECASTER_PATTERNS, forecast, parse_forecaster
 from metaopt_envs.ensemble.families.real import TEST_SERIES, TRAIN_SERIES, RealSeriesFamily
 from metaopt_envs.ensemble.families.synthetic import RegimesFamily, SwitchingARFamily
@@ -26,29 +28,26 @@ STREAM_FAMILIES: dict[str, type[StreamFamily]] = {
 """The built-in stream families by name; ``"mixture"`` draws each task's family from several of them
 (by default the synthetic ones, ``switching_ar`` and ``regimes``)."""
 
+for _name, _family in STREAM_FAMILIES.items():
+    register_task_family("ensemble", _name, _family, built_in=True)
+register_task_family("ensemble", "mixture", StreamMixture, built_in=True)
+
 
 def make_stream_family(task_family: str | StreamFamily = "mixture", **kwargs: Any) -> StreamFamily:
-    """A stream family from its name (``STREAM_FAMILIES`` or ``"mixture"``), or a user's instance as is.
+    """``metaopt_envs.core.registry.make_task_family("ensemble", task_family, **kwargs)``.
 
-    ``kwargs`` go to the family's constructor; for ``"mixture"``: ``members=``
-    (names or instances, default ``("switching_ar", "regimes")``) and ``weights=``.
+    For ``"mixture"``: ``members=`` (names or instances, default
+    ``("switching_ar", "regimes")``) and ``weights=``.
     """
-    if isinstance(task_family, StreamFamily):
-        if kwargs:
-            raise ValueError("stream family kwargs cannot be combined with a StreamFamily instance")
-        return task_family
-    if task_family == "mixture":
-        return StreamMixture(**kwargs)
-    if task_family not in STREAM_FAMILIES:
-        allowed = (*STREAM_FAMILIES, "mixture")
-        raise ValueError(f"task_family must be one of {allowed} or a StreamFamily instance, got {task_family!r}")
-    return STREAM_FAMILIES[task_family](**kwargs)
+    return make_task_family("ensemble", task_family, **kwargs)  # type: ignore[return-value]
 
 
 __all__ = [
     "DEFAULT_FORECASTERS",
+    "EPISODE_FIELDS",
     "FORECASTER_PATTERNS",
     "STREAM_FAMILIES",
+    "TASK_FIELDS",
     "TEST_SERIES",
     "TRAIN_SERIES",
     "RealSeriesFamily",

@@ -1,87 +1,86 @@
 """The stream-family protocol: seeded samplers of batched time series with regime switches.
 
-A :class:`StreamFamily` draws ``n`` series at once with
-``sample(task_keys, episode_keys, length, split)`` and returns plain data
-(:data:`StreamData`, a ``dict`` of tensors whose leading dimension is ``n``):
+A :class:`StreamFamily` (a :class:`metaopt_envs.core.family.TaskFamily` of kind
+``"ensemble"``) samples in two steps, because two keys split the randomness:
+
+* ``sample(keys, split) -> TaskData``: the **task key** fixes the *process*
+  of each of ``n`` tasks: the number of regimes and each regime's parameters
+  (for real data, the series pool and each series' rescaling);
+* ``realise(tasks, episode_keys, length) -> StreamData``: the **episode key**
+  fixes one realisation of each process: noise, switch times, crops. Two
+  calls on the same tasks with different episode keys are two episodes of the
+  same tasks (an RL² trial).
+
+``sample_stream(task_keys, episode_keys, length, split)`` does both and
+returns the task's public fields with the episode's. Every task carries
+(:data:`TASK_FIELDS`):
 
 ==================  ===========================  ==============================================
 field               shape, dtype                 meaning
 ==================  ===========================  ==============================================
-``values``          ``(n, length)`` float32      the series
-``regime``          ``(n, length)`` int64        regime active at each step, in ``0..R-1``;
-                                                 contiguous segments, consecutive segments
-                                                 in different regimes
 ``family``          ``(n,)`` int64               index into :meth:`StreamFamily.families`
 ``num_regimes``     ``(n,)`` int64               ``R``, the task's number of regimes
 ``regime_params``   ``(n, max_regimes, P)``      each regime's parameters, columns named by
                     float32                      ``param_names`` (zero for regimes ``>= R``)
 ==================  ===========================  ==============================================
 
-Families may add fields (the real-data family adds ``series``, the dataset
-series each step was cropped from).
+and families add what their episodes need (the built-ins: ``stream_key``, the
+task's key that episodes fold their episode key into). Every episode carries
+(:data:`EPISODE_FIELDS`):
 
-Two keys split the randomness. The **task key** fixes the *process*: the
-number of regimes and each regime's parameters (for real data, the series
-pool and each series' rescaling). The **episode key** fixes one realisation
-of it: noise, switch times, crops. Two calls with the same task keys and
-different episode keys are two episodes of the same tasks (an RL² trial).
-The split is folded into the task key, so "train" and "test" draw unrelated
-tasks from one seed. All randomness comes from :mod:`metaopt_envs.core.rng`: row
-``i`` of a batch equals sampling that row alone, and no global RNG is touched.
+==================  ===========================  ==============================================
+``values``          ``(n, length)`` float32      the series
+``regime``          ``(n, length)`` int64        regime active at each step, in ``0..R-1``;
+                                                 contiguous segments, consecutive segments
+                                                 in different regimes
+==================  ===========================  ==============================================
+
+and the family's ``extra_fields`` (the real-data family adds ``series``, the
+dataset series each step was cropped from).
+
+The split is folded into the task key (:attr:`StreamFamily.split_salts`), so
+"train" and "test" draw unrelated tasks from one seed. All randomness comes
+from :mod:`metaopt_envs.core.rng`: row ``i`` of a batch equals sampling that
+row alone, and no global RNG is touched.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import check_split
+from metaopt_envs.core.family import TaskData, TaskFamily, check_integer, check_keys, check_split
+from metaopt_envs.core.mixture import TaskMixture
 
 StreamData = dict[str, torch.Tensor]
 """Plain stream data: every tensor has the number of series as leading dimension."""
 
-_SPLIT_SALT = {"train": 0x7E1, "test": 0x7E2}
+TASK_FIELDS: tuple[str, ...] = ("family", "num_regimes", "regime_params")
+"""The fields every task (a process) carries."""
+
+EPISODE_FIELDS: tuple[str, ...] = ("values", "regime")
+"""The fields every episode carries, besides the family's ``extra_fields``."""
 
 
 def check_length(length: int) -> int:
     """``length`` must be a positive integer (the number of time steps)."""
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive integer, got {length!r}")
-    return length
+    return check_integer("length", length)
 
 
-def check_keys(task_keys: torch.Tensor, episode_keys: torch.Tensor) -> None:
-    """Both keys must be 1-D int64 tensors of one length, on one device."""
-    for label, keys in (("task_keys", task_keys), ("episode_keys", episode_keys)):
-        if not isinstance(keys, torch.Tensor) or keys.dim() != 1 or keys.dtype != torch.int64:
-            raise ValueError(
-                f"{label} must be a 1-D int64 tensor, got {getattr(keys, 'dtype', type(keys).__name__)} "
-                f"of shape {tuple(getattr(keys, 'shape', ()))}"
-            )
-    if task_keys.shape != episode_keys.shape or task_keys.device != episode_keys.device:
+def check_episode_keys(tasks: TaskData, episode_keys: torch.Tensor, label: str = "episode_keys") -> None:
+    """``episode_keys`` must be 1-D int64, one per task, on the tasks' device."""
+    check_keys(episode_keys, label)
+    n, device = tasks["num_regimes"].shape[0], tasks["num_regimes"].device
+    if episode_keys.shape[0] != n or episode_keys.device != device:
         raise ValueError(
-            f"task_keys and episode_keys must have one shape and device, got {tuple(task_keys.shape)} on "
-            f"{task_keys.device} and {tuple(episode_keys.shape)} on {episode_keys.device}"
+            f"task_keys and {label} must have one shape and device, got ({n},) on {device} and "
+            f"{tuple(episode_keys.shape)} on {episode_keys.device}"
         )
-
-
-def check_range(label: str, value: tuple[int, int], low: int = 1) -> tuple[int, int]:
-    """An inclusive integer range ``(lo, hi)`` with ``low <= lo <= hi``."""
-    try:
-        lo, hi = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{label} must be a pair (lo, hi) of integers, got {value!r}") from None
-    if not low <= lo <= hi:
-        raise ValueError(f"{label} must satisfy {low} <= lo <= hi, got {value!r}")
-    return lo, hi
-
-
-def task_stream(task_keys: torch.Tensor, split: str, salt: int) -> torch.Tensor:
-    """The key of a task's process: the user's task key, the split and the family's salt."""
-    return rng.fold(task_keys, _SPLIT_SALT[check_split(split)], salt)
 
 
 def episode_stream(task: torch.Tensor, episode_keys: torch.Tensor) -> torch.Tensor:
@@ -169,70 +168,74 @@ def ar2_recursion(
     return out[burn_in:].t().contiguous()
 
 
-class StreamFamily(ABC):
-    """A distribution of batched regime-switching time series with train and test splits.
+class StreamFamily(TaskFamily):
+    """A distribution of batched regime-switching time series with train and test splits
+    (``MetaOpt-Ensemble-v0``).
 
     Subclasses set ``name``, ``param_names`` (the columns of ``regime_params``),
-    ``max_regimes`` and, if they return more fields, ``extra_fields``; and implement
-    :meth:`sample`.
+    ``max_regimes`` and, if their episodes carry more fields, ``extra_fields``;
+    and implement :meth:`sample` (the processes) and :meth:`realise` (episodes).
     """
 
-    name: str = "custom"
+    kind: ClassVar[str] = "ensemble"
+    split_salts = {"train": 0x7E1, "test": 0x7E2}
     param_names: tuple[str, ...] = ()
     max_regimes: int = 1
     extra_fields: dict[str, int] = {}
-    """Extra ``(n, length)`` int64 fields this family returns, with the value a
+    """Extra ``(n, length)`` int64 episode fields this family returns, with the value a
     :class:`StreamMixture` fills in for rows of other families."""
 
     @abstractmethod
-    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
-        """Draw ``n = len(task_keys)`` series of ``length`` steps from the ``split`` ("train" or
-        "test") distribution: the processes fixed by ``task_keys: (n,)`` int64, realised with
-        ``episode_keys: (n,)`` int64."""
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        """Draw the processes of ``n = len(keys)`` tasks from the ``split`` ("train" or "test")
+        distribution, fixed by ``keys: (n,)`` int64: at least :data:`TASK_FIELDS`."""
 
-    def families(self) -> tuple[str, ...]:
-        """Names of the families this sampler draws from (itself, for a single family)."""
-        return (self.name,)
+    @abstractmethod
+    def realise(self, tasks: TaskData, episode_keys: torch.Tensor, length: int) -> StreamData:
+        """One episode of ``length`` steps of each of the ``n`` processes ``tasks``, realised with
+        ``episode_keys: (n,)`` int64: :data:`EPISODE_FIELDS` and the ``extra_fields``."""
 
-    def to(self, device: torch.device | str) -> StreamFamily:
-        """Move any tensors the family holds (bundled data) to ``device``."""
-        return self
+    def family_index(self, tasks: TaskData) -> torch.Tensor:
+        return tasks["family"]
 
-    def _check(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> None:
+    def sample_stream(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
+        """``n = len(task_keys)`` series of ``length`` steps from the ``split`` distribution: the
+        processes fixed by ``task_keys: (n,)`` int64 (:meth:`sample`), realised with
+        ``episode_keys: (n,)`` int64 (:meth:`realise`). Returns the :data:`TASK_FIELDS` of the
+        tasks and the episode's fields."""
         check_split(split)
         check_length(length)
-        check_keys(task_keys, episode_keys)
+        check_keys(task_keys, "task_keys")
+        check_keys(episode_keys, "episode_keys")
+        if task_keys.shape != episode_keys.shape or task_keys.device != episode_keys.device:
+            raise ValueError(
+                f"task_keys and episode_keys must have one shape and device, got {tuple(task_keys.shape)} on "
+                f"{task_keys.device} and {tuple(episode_keys.shape)} on {episode_keys.device}"
+            )
+        tasks = self.sample(task_keys, split)
+        return {**{name: tasks[name] for name in TASK_FIELDS}, **self.realise(tasks, episode_keys, length)}
 
 
-class StreamMixture(StreamFamily):
+class StreamMixture(TaskMixture["StreamFamily"], StreamFamily):
     """Draws each task's family from ``members`` with probabilities ``weights`` (uniform by default).
 
     The family is a property of the task (drawn from the task key), so every
     episode of a task comes from the same member, and ``family`` indexes
     :meth:`families` (the members' names). ``regime_params`` is padded with
     zeros to the widest member (its columns mean ``members[family].param_names``);
-    fields only some members produce (their ``extra_fields``, e.g. the real
-    family's ``series``) hold the declared fill value (-1) in other rows.
+    episode fields only some members produce (their ``extra_fields``, e.g. the
+    real family's ``series``) hold the declared fill value (-1) in other rows.
     ``members`` are names or instances (default: the synthetic families).
     """
 
-    name = "mixture"
+    default_members = ("switching_ar", "regimes")
+    shared_fields = {"num_regimes": 0, "regime_params": 0.0}
     _salt = 0x5A0
 
-    def __init__(self, members=("switching_ar", "regimes"), weights: list[float] | None = None) -> None:
-        from metaopt_envs.ensemble.families import make_stream_family  # the registry imports this module
-
-        if members is None:
-            members = ("switching_ar", "regimes")
-        if isinstance(members, (str, StreamFamily)) or len(members) == 0:
-            raise ValueError(f"members must be a non-empty list of stream family names or instances, got {members!r}")
-        self.members = [make_stream_family(m) for m in members]
-        weights = [1.0] * len(self.members) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(self.members) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(
-                f"weights must be {len(self.members)} non-negative numbers with a positive sum, got {weights}"
-            )
-        self.cumulative = torch.tensor(weights, dtype=torch.float64).cumsum(0) / sum(weights)
+    def __init__(
+        self, members: Sequence[str | StreamFamily] | None = None, weights: Sequence[float] | None = None
+    ) -> None:
+        super().__init__(members, weights)
         self.max_regimes = max(m.max_regimes for m in self.members)
         self.param_names = tuple(
             f"p{i}" for i in range(max(len(m.param_names) for m in self.members))
@@ -241,37 +244,19 @@ class StreamMixture(StreamFamily):
         for m in self.members:
             self.extra_fields.update(m.extra_fields)
 
-    def families(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.members)
-
-    def to(self, device: torch.device | str) -> StreamMixture:
-        self.members = [m.to(device) for m in self.members]
-        return self
-
-    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
-        self._check(task_keys, episode_keys, length, split)
-        n, device = task_keys.shape[0], task_keys.device
-        u = rng.uniform(task_stream(task_keys, split, self._salt), (), torch.float64)
-        family = torch.searchsorted(self.cumulative.to(device), u.unsqueeze(-1), right=True).squeeze(-1)
-        family = family.clamp(max=len(self.members) - 1)
+    def realise(self, tasks: TaskData, episode_keys: torch.Tensor, length: int) -> StreamData:
+        check_length(length)
+        check_episode_keys(tasks, episode_keys)
+        family = tasks["family"]
+        n, device = family.shape[0], family.device
         out: StreamData = {
             "values": torch.zeros(n, length, dtype=torch.float32, device=device),
             "regime": torch.zeros(n, length, dtype=torch.int64, device=device),
-            "family": family,
-            "num_regimes": torch.zeros(n, dtype=torch.int64, device=device),
-            "regime_params": torch.zeros(
-                n, self.max_regimes, len(self.param_names), dtype=torch.float32, device=device
-            ),
         }
         for name, fill in self.extra_fields.items():
             out[name] = torch.full((n, length), fill, dtype=torch.int64, device=device)
-        for index, member in enumerate(self.members):
-            rows = (family == index).nonzero().squeeze(-1)
-            if rows.numel() == 0:
-                continue
-            sub = member.sample(task_keys[rows], episode_keys[rows], length, split)
-            for name in ("values", "regime", "num_regimes", *member.extra_fields):
+        for index, member, rows in self.rows_by_member(family):
+            sub = member.realise(self.member_tasks(tasks, index, rows), episode_keys[rows], length)
+            for name in ("values", "regime", *member.extra_fields):
                 out[name][rows] = sub[name]
-            params = sub["regime_params"]
-            out["regime_params"][rows, : params.shape[1], : params.shape[2]] = params
         return out

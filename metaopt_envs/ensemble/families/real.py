@@ -42,14 +42,14 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import check_split
+from metaopt_envs.core.family import TaskData, check_integer, check_range, check_split
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
-    check_range,
+    check_episode_keys,
+    check_length,
     episode_stream,
     regime_sequence,
-    task_stream,
     uniform_count,
 )
 
@@ -126,7 +126,10 @@ class RealSeriesFamily(StreamFamily):
     """Episodes spliced from crops of real series; disjoint series pools for train and test.
 
     Regime parameters (``param_names``): ``series`` (index into
-    :attr:`series_names`, as a float), ``scale`` and ``shift``.
+    :attr:`series_names`, as a float), ``scale`` and ``shift``. Task fields
+    beyond :data:`~metaopt_envs.ensemble.families.base.TASK_FIELDS`:
+    ``stream_key: (n,)`` int64 (the task's key, that episodes fold their key
+    into) and ``regime_series: (n, max_regimes)`` int64 (each regime's series).
     """
 
     name = "real"
@@ -143,10 +146,9 @@ class RealSeriesFamily(StreamFamily):
         shift_std: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.num_regimes = check_range("num_regimes", num_regimes)
-        self.num_crops = check_range("num_crops", num_crops)
-        if isinstance(min_crop, bool) or not isinstance(min_crop, int) or min_crop < 1:
-            raise ValueError(f"min_crop must be a positive integer, got {min_crop!r}")
+        self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
+        self.num_crops = check_range("num_crops", num_crops, low=1, integer=True)
+        check_integer("min_crop", min_crop)
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
         if shift_std < 0:
@@ -204,18 +206,34 @@ class RealSeriesFamily(StreamFamily):
         seg_len = stops.clamp(max=length) - starts.clamp(max=length)
         return segment, starts.clamp(max=length), seg_len
 
-    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
-        self._check(task_keys, episode_keys, length, split)
-        n, device = task_keys.shape[0], task_keys.device
-        task = task_stream(task_keys, split, self._salt)
-        episode = episode_stream(task, episode_keys)
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        task = self.task_stream(keys, split)
+        n, device = keys.shape[0], keys.device
         pool = self.pools[split]
-        # The task: R distinct series of the pool (a random permutation's first R), rescaled.
+        # R distinct series of the pool (a random permutation's first R), rescaled.
         count = uniform_count(rng.fold(task, 1), *self.num_regimes)
         order = rng.uniform(rng.fold(task, 2), (pool.shape[0],), torch.float64).argsort(dim=1)
         regime_series = pool[order[:, : self.max_regimes]]  # (n, max_regimes)
         scale = rng.log_uniform(rng.fold(task, 3), *self.scale_range, (self.max_regimes,))
         shift = self.shift_std * rng.normal(rng.fold(task, 4), (self.max_regimes,))
+        used = torch.arange(self.max_regimes, device=device) < count.unsqueeze(-1)
+        params = torch.stack([regime_series.to(torch.float32), scale, shift], dim=-1) * used.unsqueeze(-1)
+        return {
+            "family": torch.zeros(n, dtype=torch.int64, device=device),
+            "num_regimes": count,
+            "regime_params": params,
+            "stream_key": task,
+            "regime_series": regime_series,
+        }
+
+    def realise(self, tasks: TaskData, episode_keys: torch.Tensor, length: int) -> StreamData:
+        check_length(length)
+        check_episode_keys(tasks, episode_keys)
+        count, regime_series = tasks["num_regimes"], tasks["regime_series"]
+        n, device = count.shape[0], count.device
+        # Regimes below R carry their scale and shift unchanged, and only those are gathered.
+        scale, shift = tasks["regime_params"][..., 1], tasks["regime_params"][..., 2]
+        episode = episode_stream(tasks["stream_key"], episode_keys)
 
         # The episode: crops, their regimes and offsets into their series.
         segment, starts, seg_len = self._crop_segments(episode, length)
@@ -243,14 +261,4 @@ class RealSeriesFamily(StreamFamily):
         inv = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))  # constant crop -> 0
         regime = seg_regime.gather(1, segment)
         values = scale.gather(1, regime) * centred * inv.gather(1, segment) + shift.gather(1, regime)
-
-        used = torch.arange(self.max_regimes, device=device) < count.unsqueeze(-1)
-        params = torch.stack([regime_series.to(torch.float32), scale, shift], dim=-1) * used.unsqueeze(-1)
-        return {
-            "values": values,
-            "regime": regime,
-            "family": torch.zeros(n, dtype=torch.int64, device=device),
-            "num_regimes": count,
-            "regime_params": params,
-            "series": series,
-        }
+        return {"values": values, "regime": regime, "series": series}

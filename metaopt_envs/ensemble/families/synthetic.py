@@ -17,23 +17,27 @@ import math
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import gather_rows
+from metaopt_envs.core.family import TaskData, check_integer, check_range, gather_rows
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
     ar2_recursion,
-    check_range,
+    check_episode_keys,
+    check_length,
     episode_stream,
     geometric_segments,
     regime_sequence,
     stable_ar2,
-    task_stream,
     uniform_count,
 )
 
 
 class _SwitchingFamily(StreamFamily):
-    """Shared parameters and the segment/regime draws of the synthetic families."""
+    """Shared parameters, the task draws and the segment/regime draws of the synthetic families.
+
+    Task fields: :data:`~metaopt_envs.ensemble.families.base.TASK_FIELDS` and
+    ``stream_key: (n,)`` int64, the task's key that episodes fold their key into.
+    """
 
     _salt = 0
 
@@ -45,28 +49,41 @@ class _SwitchingFamily(StreamFamily):
         max_modulus: float = 0.95,
         burn_in: int = 50,
     ) -> None:
-        self.num_regimes = check_range("num_regimes", num_regimes)
-        if isinstance(min_segment, bool) or not isinstance(min_segment, int) or min_segment < 1:
-            raise ValueError(f"min_segment must be a positive integer, got {min_segment!r}")
+        self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
+        check_integer("min_segment", min_segment)
         if not mean_segment >= min_segment:
             raise ValueError(f"mean_segment must be >= min_segment={min_segment}, got {mean_segment!r}")
         if not 0.0 < max_modulus < 1.0:
             raise ValueError(f"max_modulus must be in (0, 1) for stationary regimes, got {max_modulus!r}")
-        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
-            raise ValueError(f"burn_in must be a non-negative integer, got {burn_in!r}")
+        check_integer("burn_in", burn_in, minimum=0)
         self.mean_segment, self.min_segment = float(mean_segment), min_segment
         self.max_modulus, self.burn_in = max_modulus, burn_in
         self.max_regimes = self.num_regimes[1]
 
-    def _switches(
-        self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Task stream, episode stream, ``R: (n,)`` and the segment index ``(n, length)``."""
-        task = task_stream(task_keys, split, self._salt)
-        episode = episode_stream(task, episode_keys)
+    def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
+        """``(n, max_regimes, len(param_names))`` float32 parameters of every regime, from the task stream."""
+        raise NotImplementedError
+
+    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
+        task = self.task_stream(keys, split)
         count = uniform_count(rng.fold(task, 1), *self.num_regimes)
+        used = torch.arange(self.max_regimes, device=task.device) < count.unsqueeze(-1)
+        return {
+            "family": torch.zeros(keys.shape[0], dtype=torch.int64, device=task.device),
+            "num_regimes": count,
+            "regime_params": self.regime_parameters(task) * used.unsqueeze(-1),
+            "stream_key": task,
+        }
+
+    def _switches(
+        self, tasks: TaskData, episode_keys: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Episode stream, the regime ``(n, length)`` of each step and the segment index ``(n, length)``."""
+        check_length(length)
+        check_episode_keys(tasks, episode_keys)
+        episode = episode_stream(tasks["stream_key"], episode_keys)
         segment = geometric_segments(rng.fold(episode, 1), length, self.min_segment, self.mean_segment)
-        return task, episode, count, segment
+        return episode, self._regimes(episode, tasks["num_regimes"], segment), segment
 
     def _regimes(self, episode: torch.Tensor, count: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
         most = math.ceil(segment.shape[1] / self.min_segment) + 1  # as many as geometric_segments draws
@@ -97,25 +114,19 @@ class SwitchingARFamily(_SwitchingFamily):
             raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
         self.noise_std = float(noise_std)
 
-    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
-        self._check(task_keys, episode_keys, length, split)
-        task, episode, count, segment = self._switches(task_keys, episode_keys, length, split)
+    def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
         phi1, phi2 = stable_ar2(rng.fold(task, 2), (self.max_regimes,), self.max_modulus)
-        regime = self._regimes(episode, count, segment)
+        return torch.stack([phi1, phi2], dim=-1)
+
+    def realise(self, tasks: TaskData, episode_keys: torch.Tensor, length: int) -> StreamData:
+        episode, regime, _ = self._switches(tasks, episode_keys, length)
+        # Regimes below R carry their parameters unchanged, and only those are gathered.
+        phi1, phi2 = tasks["regime_params"].permute(2, 0, 1)
         noise = self.noise_std * rng.normal(rng.fold(episode, 3), (self.burn_in + length,))
         values = ar2_recursion(
             self._with_burn_in(phi1.gather(1, regime)), self._with_burn_in(phi2.gather(1, regime)), noise, self.burn_in
         )
-        used = torch.arange(self.max_regimes, device=task.device) < count.unsqueeze(-1)
-        params = torch.stack([phi1, phi2], dim=-1) * used.unsqueeze(-1)
-        n = task_keys.shape[0]
-        return {
-            "values": values,
-            "regime": regime,
-            "family": torch.zeros(n, dtype=torch.int64, device=task.device),
-            "num_regimes": count,
-            "regime_params": params,
-        }
+        return {"values": values, "regime": regime}
 
 
 class RegimesFamily(_SwitchingFamily):
@@ -179,13 +190,10 @@ class RegimesFamily(_SwitchingFamily):
         phase = 2.0 * math.pi * rng.uniform(rng.fold(task, 9), shape)
         return torch.stack([phi1, phi2, level, slope, noise, amplitude, period, phase], dim=-1)
 
-    def sample(self, task_keys: torch.Tensor, episode_keys: torch.Tensor, length: int, split: str) -> StreamData:
-        self._check(task_keys, episode_keys, length, split)
-        task, episode, count, segment = self._switches(task_keys, episode_keys, length, split)
-        n, device = task_keys.shape[0], task.device
-        params = self.regime_parameters(task)
-        regime = self._regimes(episode, count, segment)
-        per_step = gather_rows(params, regime)  # (n, L, 8)
+    def realise(self, tasks: TaskData, episode_keys: torch.Tensor, length: int) -> StreamData:
+        episode, regime, segment = self._switches(tasks, episode_keys, length)
+        n, device = episode.shape[0], episode.device
+        per_step = gather_rows(tasks["regime_params"], regime)  # (n, L, 8); regimes below R, unchanged
         phi1, phi2, level, slope, noise, amplitude, period, phase = per_step.permute(2, 0, 1)
         innovations = rng.normal(rng.fold(episode, 3), (self.burn_in + length,)) * self._with_burn_in(noise)
         z = ar2_recursion(self._with_burn_in(phi1), self._with_burn_in(phi2), innovations, self.burn_in)
@@ -196,11 +204,4 @@ class RegimesFamily(_SwitchingFamily):
         start = torch.where(switch, steps, 0).cummax(1).values
         seasonal = amplitude * torch.sin((2.0 * math.pi) * steps.to(torch.float32) / period + phase)
         values = level + slope * (steps - start).to(torch.float32) + seasonal + z
-        used = torch.arange(self.max_regimes, device=device) < count.unsqueeze(-1)
-        return {
-            "values": values,
-            "regime": regime,
-            "family": torch.zeros(n, dtype=torch.int64, device=device),
-            "num_regimes": count,
-            "regime_params": params * used.unsqueeze(-1),
-        }
+        return {"values": values, "regime": regime}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from metaopt_envs.core.registry import make_task_family, register_task_family
 from metaopt_envs.hpo.families.base import COMMON_FIELDS, REFERENCE_POINTS, ObjectiveFamily, ObjectiveTasks
 from metaopt_envs.hpo.families.mixture import DEFAULT_MEMBERS, ObjectiveMixture
 from metaopt_envs.hpo.families.synthetic import BraninFamily, GPFamily, Hartmann3Family, Hartmann6Family
@@ -35,23 +36,18 @@ OBJECTIVE_FAMILIES: dict[str, type[ObjectiveFamily]] = {
 """The built-in objective families by name; ``"mixture"`` draws each objective's family from several of
 them (by default ``branin``, ``hartmann3``, ``hartmann6`` and ``gp``)."""
 
+for _name, _family in OBJECTIVE_FAMILIES.items():
+    register_task_family("hpo", _name, _family, built_in=True)
+register_task_family("hpo", "mixture", ObjectiveMixture, built_in=True)
+
 
 def make_objective_family(task_family: str | ObjectiveFamily = "mixture", **kwargs: Any) -> ObjectiveFamily:
-    """An objective family from its name (``OBJECTIVE_FAMILIES`` or ``"mixture"``), or a user's instance as is.
+    """``metaopt_envs.core.registry.make_task_family("hpo", task_family, **kwargs)``.
 
-    ``kwargs`` go to the family's constructor; for ``"mixture"``: ``members=``
-    (names or instances, default :data:`DEFAULT_MEMBERS`) and ``weights=``.
+    For ``"mixture"``: ``members=`` (names or instances, default
+    :data:`DEFAULT_MEMBERS`) and ``weights=``.
     """
-    if isinstance(task_family, ObjectiveFamily):
-        if kwargs:
-            raise ValueError("task_family kwargs cannot be combined with an ObjectiveFamily instance")
-        return task_family
-    if task_family == "mixture":
-        return ObjectiveMixture(**kwargs)
-    if not isinstance(task_family, str) or task_family not in OBJECTIVE_FAMILIES:
-        allowed = (*OBJECTIVE_FAMILIES, "mixture")
-        raise ValueError(f"task_family must be one of {allowed} or an ObjectiveFamily instance, got {task_family!r}")
-    return OBJECTIVE_FAMILIES[task_family](**kwargs)
+    return make_task_family("hpo", task_family, **kwargs)  # type: ignore[return-value]
 
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The objective-family protocol: seeded samplers of batched black-box objectives on ``[-1, 1]^d``.
 
-An :class:`ObjectiveFamily` draws ``n`` objectives (minimization problems) at
+An :class:`ObjectiveFamily` (a :class:`metaopt_envs.core.family.TaskFamily` of
+kind ``"hpo"``) draws ``n`` objectives (minimization problems) at
 once with ``sample(keys, split)`` and returns plain data (:data:`ObjectiveTasks`,
 a ``dict`` of tensors whose leading dimension is ``n``); ``evaluate(tasks, x)``
 computes the ``n`` values of one configuration per objective, batched, with
@@ -27,9 +28,11 @@ Families add the fields that define their objectives (shifts, Fourier
 features, table indices...). The shape of every field is fixed by the family,
 whatever the keys, so the rows of two samples can be mixed (``put``).
 
-The split (``"train"`` or ``"test"``) is folded into the key, so the two splits
-draw unrelated objectives from one seed (the ``sklearn`` family also holds out
-whole datasets). All randomness comes from :mod:`metaopt_envs.core.rng`: row ``i``
+The split (``"train"`` or ``"test"``) is folded into the key
+(:meth:`~metaopt_envs.core.family.TaskFamily.task_stream` with
+:attr:`ObjectiveFamily.split_salts`), so the two splits draw unrelated
+objectives from one seed (the ``sklearn`` family also holds out whole
+datasets). All randomness comes from :mod:`metaopt_envs.core.rng`: row ``i``
 of a batch equals sampling that row alone, and no global RNG is touched.
 
 Points live in ``[-1, 1]^max_dim``; ``evaluate`` clamps them into the cube.
@@ -37,12 +40,13 @@ Points live in ``[-1, 1]^max_dim``; ``evaluate`` clamps them into the cube.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import check_split
+from metaopt_envs.core.family import TaskFamily
 
 ObjectiveTasks = dict[str, torch.Tensor]
 """Plain objective data: every tensor has the number of objectives as leading dimension."""
@@ -53,47 +57,12 @@ COMMON_FIELDS: tuple[str, ...] = ("dim", "f_opt", "f_ref", "exact_optimum", "x_o
 REFERENCE_POINTS = 256
 """Number of uniform random points whose median value is ``f_ref``."""
 
-_SPLIT_SALT = {"train": 0x0B1, "test": 0x0B2}
 _REFERENCE_SALT = 0x4EF
-
-
-def check_keys(keys: torch.Tensor) -> torch.Tensor:
-    """``keys`` must be a 1-D int64 tensor."""
-    if not isinstance(keys, torch.Tensor) or keys.dim() != 1 or keys.dtype != torch.int64:
-        raise ValueError(
-            f"keys must be a 1-D int64 tensor, got {getattr(keys, 'dtype', type(keys).__name__)} "
-            f"of shape {tuple(getattr(keys, 'shape', ()))}"
-        )
-    return keys
-
-
-def task_stream(keys: torch.Tensor, split: str, salt: int) -> torch.Tensor:
-    """The key of an objective: the user's key, the split and the family's salt."""
-    return rng.fold(check_keys(keys), _SPLIT_SALT[check_split(split)], salt)
 
 
 def uniform_points(key: torch.Tensor, num_points: int, dim: int) -> torch.Tensor:
     """``(n, num_points, dim)`` float32 points uniform in ``[-1, 1)``."""
     return 2.0 * rng.uniform(key, (num_points, dim)) - 1.0
-
-
-def check_range(label: str, value, low: float, high: float | None = None, integer: bool = False) -> tuple:
-    """An inclusive range ``(lo, hi)`` with ``low <= lo <= hi`` (``<= high`` if given)."""
-    try:
-        lo, hi = (int(v) if integer else float(v) for v in value)
-    except (TypeError, ValueError):
-        kind = "integers" if integer else "numbers"
-        raise ValueError(f"{label} must be a pair (lo, hi) of {kind}, got {value!r}") from None
-    if not (low <= lo <= hi and (high is None or hi <= high)):
-        bound = f" <= {high}" if high is not None else ""
-        raise ValueError(f"{label} must satisfy {low} <= lo <= hi{bound}, got {value!r}")
-    return lo, hi
-
-
-def check_positive_int(label: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be a positive integer, got {value!r}")
-    return value
 
 
 def reference_values(
@@ -123,15 +92,17 @@ def dim_mask(dim: torch.Tensor, max_dim: int) -> torch.Tensor:
     return torch.arange(max_dim, device=dim.device) < dim.unsqueeze(-1)
 
 
-class ObjectiveFamily(ABC):
-    """A distribution of batched black-box objectives on ``[-1, 1]^d`` with train and test splits.
+class ObjectiveFamily(TaskFamily):
+    """A distribution of batched black-box objectives on ``[-1, 1]^d`` with train and test splits
+    (``MetaOpt-HPO-v0``).
 
     Subclasses set ``name`` and ``max_dim`` (the largest dimension of any of
     their objectives) and implement :meth:`sample` and :meth:`_evaluate`
     (values at ``m`` points per objective).
     """
 
-    name: str = "custom"
+    kind: ClassVar[str] = "hpo"
+    split_salts = {"train": 0x0B1, "test": 0x0B2}
     max_dim: int = 1
 
     @abstractmethod
@@ -159,14 +130,6 @@ class ObjectiveFamily(ABC):
             raise ValueError(f"x must have shape (n, m, max_dim) = ({n}, m, {self.max_dim}), got {tuple(x.shape)}")
         return self._evaluate(tasks, x.to(torch.float32).clamp(-1.0, 1.0))
 
-    def families(self) -> tuple[str, ...]:
-        """Names of the families this sampler draws from (itself, for a single family)."""
-        return (self.name,)
-
     def family_index(self, tasks: ObjectiveTasks) -> torch.Tensor:
         """``(n,)`` int64: each objective's index into :meth:`families`."""
         return tasks["family"]
-
-    def to(self, device: torch.device | str) -> ObjectiveFamily:
-        """Move any tensors the family holds (constants, bundled tables) to ``device``."""
-        return self

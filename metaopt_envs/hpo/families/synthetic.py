@@ -37,14 +37,12 @@ import math
 import torch
 
 from metaopt_envs.core import rng
+from metaopt_envs.core.family import check_integer, check_range
 from metaopt_envs.hpo.families.base import (
     ObjectiveFamily,
     ObjectiveTasks,
-    check_positive_int,
-    check_range,
     dim_mask,
     reference_values,
-    task_stream,
     uniform_points,
 )
 
@@ -90,7 +88,7 @@ class _ShiftedBenchmark(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
-        stream = task_stream(keys, split, self._salt)
+        stream = self.task_stream(keys, split)
         n, d, device = keys.shape[0], self.max_dim, keys.device
         z_min = self._z_min.to(device)
         reach = 2.0 * self.max_shift
@@ -251,17 +249,16 @@ class GPFamily(ObjectiveFamily):
     ) -> None:
         self.dims = check_range("dims", dims, low=1, integer=True)
         self.lengthscale_range = check_range("lengthscale_range", lengthscale_range, low=1e-6)
-        self.num_features = check_positive_int("num_features", num_features)
-        self.num_candidates = check_positive_int("num_candidates", num_candidates)
-        self.num_starts = check_positive_int("num_starts", num_starts)
-        self.num_refined = check_positive_int("num_refined", num_refined)
+        self.num_features = check_integer("num_features", num_features)
+        self.num_candidates = check_integer("num_candidates", num_candidates)
+        self.num_starts = check_integer("num_starts", num_starts)
+        self.num_refined = check_integer("num_refined", num_refined)
         if self.num_starts > self.num_candidates:
             raise ValueError(f"num_starts must be <= num_candidates={num_candidates}, got {num_starts!r}")
         if self.num_refined > self.num_starts:
             raise ValueError(f"num_refined must be <= num_starts={num_starts}, got {num_refined!r}")
-        for label, value in (("screen_steps", screen_steps), ("descent_steps", descent_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
+        check_integer("screen_steps", screen_steps, minimum=0)
+        check_integer("descent_steps", descent_steps, minimum=0)
         self.screen_steps, self.descent_steps = screen_steps, descent_steps
         self.max_dim = self.dims[1]
         # The search's candidates: one fixed uniform point set, shifted per task (see _search).
@@ -272,7 +269,7 @@ class GPFamily(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
-        stream = task_stream(keys, split, self._salt)
+        stream = self.task_stream(keys, split)
         n, big_d, f, device = keys.shape[0], self.max_dim, self.num_features, keys.device
         dim = self.dims[0] + rng.randint(rng.fold(stream, 1), self.dims[1] - self.dims[0] + 1)
         active = dim_mask(dim, big_d).to(torch.float32)

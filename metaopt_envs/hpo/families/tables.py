@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.hpo.families.base import ObjectiveFamily, ObjectiveTasks, reference_values, task_stream
+from metaopt_envs.hpo.families.base import ObjectiveFamily, ObjectiveTasks, reference_values
 
 DEFAULT_TABLE_PATH = Path(__file__).resolve().parent / "data" / "hpo_tables.npz"
 TRAIN_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "iris")
@@ -143,7 +143,7 @@ class SklearnTableFamily(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
-        stream = task_stream(keys, split, self._salt)
+        stream = self.task_stream(keys, split)
         n, device, k = keys.shape[0], keys.device, TABLE_DIM
         pool = self.pools[split].to(device)
         pair = self.pairs.to(device)[pool[rng.randint(rng.fold(stream, 1), len(pool))]]  # (n, 4 + 3k)

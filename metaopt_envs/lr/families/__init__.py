@@ -1,16 +1,25 @@
-"""Inner problems and task families: batched losses in torch with seeded train/test samplers."""
+"""Inner problems and task families of MetaOpt-LR-v0: batched losses in torch with seeded train/test samplers.
+
+The built-in families are registered as kind ``"lr"`` of the one registry
+(:mod:`metaopt_envs.core.registry`): ``make_task_family("lr", name, **kwargs)``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from metaopt_envs.lr.families.base import SPLITS, TaskData, TaskFamily
+from metaopt_envs.core.registry import make_task_family as _make_task_family
+from metaopt_envs.core.registry import register_task_family
+from metaopt_envs.lr.families.base import SPLITS, LRTaskFamily, TaskData
 from metaopt_envs.lr.families.logistic import LogisticRegressionFamily
 from metaopt_envs.lr.families.mixture import MixtureFamily
 from metaopt_envs.lr.families.mlp import SKLEARN_DATASETS, SinusoidMLPFamily, SklearnMLPFamily
 from metaopt_envs.lr.families.quadratic import NoisyQuadraticFamily
 
-TASK_FAMILIES: dict[str, type[TaskFamily]] = {
+TaskFamily = LRTaskFamily
+"""The name earlier releases gave :class:`LRTaskFamily` (kept so that existing imports work)."""
+
+TASK_FAMILIES: dict[str, type[LRTaskFamily]] = {
     "quadratic": NoisyQuadraticFamily,
     "logistic": LogisticRegressionFamily,
     "sinusoid": SinusoidMLPFamily,
@@ -18,29 +27,25 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
 }
 """The built-in families by name; ``"mixture"`` draws uniformly from all of them."""
 
+for _name, _family in TASK_FAMILIES.items():
+    register_task_family("lr", _name, _family, built_in=True)
+register_task_family("lr", "mixture", MixtureFamily, built_in=True)
 
-def make_task_family(task_family: str | TaskFamily = "mixture", **kwargs: Any) -> TaskFamily:
-    """A task family from its name (``TASK_FAMILIES`` or ``"mixture"``), or a user's instance as is.
 
-    ``kwargs`` go to the family's constructor; for ``"mixture"``, ``weights=``
-    sets the probability of each built-in family (in ``TASK_FAMILIES`` order).
+def make_task_family(task_family: str | LRTaskFamily = "mixture", **kwargs: Any) -> LRTaskFamily:
+    """``metaopt_envs.core.registry.make_task_family("lr", task_family, **kwargs)``.
+
+    For ``"mixture"``: ``members=`` (names or instances, default the four
+    built-ins) and ``weights=`` (one per member).
     """
-    if isinstance(task_family, TaskFamily):
-        if kwargs:
-            raise ValueError("task_family_kwargs cannot be combined with a TaskFamily instance")
-        return task_family
-    if task_family == "mixture":
-        return MixtureFamily([cls() for cls in TASK_FAMILIES.values()], **kwargs)
-    if task_family not in TASK_FAMILIES:
-        allowed = (*TASK_FAMILIES, "mixture")
-        raise ValueError(f"task_family must be one of {allowed} or a TaskFamily instance, got {task_family!r}")
-    return TASK_FAMILIES[task_family](**kwargs)
+    return _make_task_family("lr", task_family, **kwargs)  # type: ignore[return-value]
 
 
 __all__ = [
     "SKLEARN_DATASETS",
     "SPLITS",
     "TASK_FAMILIES",
+    "LRTaskFamily",
     "LogisticRegressionFamily",
     "MixtureFamily",
     "NoisyQuadraticFamily",

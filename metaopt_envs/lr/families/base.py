@@ -1,6 +1,7 @@
-"""The task-family protocol: batched inner problems as behaviour over plain data.
+"""The LR task-family protocol: batched inner problems as behaviour over plain data.
 
-A :class:`TaskFamily` is a seeded sampler of inner problems. Its tasks are
+An :class:`LRTaskFamily` (a :class:`metaopt_envs.core.family.TaskFamily` of
+kind ``"lr"``) is a seeded sampler of inner problems. Its tasks are
 plain data (:data:`TaskData`, a flat ``dict`` of tensors whose leading
 dimension is the number of problems ``n``), and its methods are pure functions
 of that data, batched over ``n`` problems:
@@ -26,19 +27,25 @@ Randomness comes only from the int64 ``keys`` (see :mod:`metaopt_envs.core.rng`)
 so a problem's data, initialization and minibatches are a function of its key:
 batched and single runs agree, and no global RNG state is touched.
 
-To bring your own inner problem, subclass :class:`TaskFamily` and implement
+To bring your own inner problem, subclass :class:`LRTaskFamily` and implement
 ``sample``, ``init_params``, ``loss`` and ``minibatch_loss`` with tensor
-operations over the leading dimension; pass the instance as
+operations over the leading dimension; check it with
+:func:`metaopt_envs.check_task_family` and pass the instance as
 ``task_family=`` to any LR environment.
+
+The LR core folds the split into the row keys it passes to ``sample``, so an
+LR family gets unrelated keys for "train" and "test" and needs the split only
+where the two distributions differ (held-out datasets).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 
-from metaopt_envs.core.family import SPLITS, TaskData, check_split, gather_rows, put, take  # noqa: F401  (re-exported)
+from metaopt_envs.core.family import SPLITS, TaskData, TaskFamily, check_split, gather_rows, put, take  # noqa: F401  (re-exported)
 
 
 def split_samples(tasks: TaskData, num_train: int, fields: tuple[str, ...] = ("inputs", "targets")) -> TaskData:
@@ -50,21 +57,19 @@ def split_samples(tasks: TaskData, num_train: int, fields: tuple[str, ...] = ("i
     return tasks
 
 
-class TaskFamily(ABC):
-    """A distribution of batched inner problems with train and test splits.
+class LRTaskFamily(TaskFamily):
+    """A distribution of batched inner problems with train and test splits (``MetaOpt-LR-v0``).
 
     Subclasses set ``name`` and ``param_dim`` (``P``, the length of the flat
     parameter vector, padded to the family's largest problem), and may set
-    ``has_validation`` when ``loss(..., split="val")`` measures held-out data.
+    ``has_validation`` when ``loss(..., split="val")`` measures held-out data;
+    they implement :meth:`sample` (from :class:`~metaopt_envs.core.family.TaskFamily`),
+    :meth:`init_params`, :meth:`loss` and :meth:`minibatch_loss`.
     """
 
-    name: str = "custom"
+    kind: ClassVar[str] = "lr"
     param_dim: int
     has_validation: bool = False
-
-    @abstractmethod
-    def sample(self, keys: torch.Tensor, split: str) -> TaskData:
-        """Draw ``n = len(keys)`` tasks from the ``split`` ("train" or "test") distribution."""
 
     @abstractmethod
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
@@ -120,15 +125,3 @@ class TaskFamily(ABC):
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""
         return loss / initial_loss.clamp_min(torch.finfo(loss.dtype).tiny)
 
-    def families(self) -> tuple[str, ...]:
-        """Names of the families this sampler draws from (itself, for a single family)."""
-        return (self.name,)
-
-    def family_index(self, tasks: TaskData) -> torch.Tensor:
-        """(n,) index into :meth:`families` of each task's family."""
-        n = next(iter(tasks.values())).shape[0]
-        return torch.zeros(n, dtype=torch.int64, device=next(iter(tasks.values())).device)
-
-    def to(self, device: torch.device) -> TaskFamily:
-        """Move any tensors the family holds (a bundled dataset) to ``device``."""
-        return self

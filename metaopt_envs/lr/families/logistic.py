@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
-class LogisticRegressionFamily(TaskFamily):
+class LogisticRegressionFamily(LRTaskFamily):
     """Binary logistic regression; each task has its own data set.
 
     A task draws ``num_features`` feature scales log-uniform in
@@ -60,8 +60,14 @@ class LogisticRegressionFamily(TaskFamily):
         return torch.zeros(keys.shape[0], self.param_dim, device=keys.device)
 
     @staticmethod
-    def _loss(params: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = (inputs @ params.unsqueeze(-1)).squeeze(-1)
+    def _logits(params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``(n, m)`` logits of ``inputs: (n, m, P)``. As a row vector times a transposed matrix: 2x faster
+        than ``inputs @ params``, and the same bits for one problem as for many (gemv at n = 1 rounds otherwise)."""
+        return (params.unsqueeze(1) @ inputs.transpose(1, 2)).squeeze(1)
+
+    @classmethod
+    def _loss(cls, params: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = cls._logits(params, inputs)
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
 
     def loss(self, params: torch.Tensor, tasks: TaskData, split: str = "train") -> torch.Tensor:
@@ -79,7 +85,7 @@ class LogisticRegressionFamily(TaskFamily):
         self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = self._minibatch(tasks, keys)
-        logits = (inputs @ params.unsqueeze(-1)).squeeze(-1)
+        logits = self._logits(params, inputs)
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
         residual = (torch.sigmoid(logits) - targets) / self.batch_size
         return loss, (residual.unsqueeze(1) @ inputs).squeeze(1)

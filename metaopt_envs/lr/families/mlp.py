@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split, gather_rows, split_samples
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
 def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -24,14 +24,17 @@ def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     Layouts chosen by measurement on the CPU (benchmarks/throughput.py): a
     width-one input is an outer product (``addcmul``, ~25x faster than a
     multiply and a separate add); a narrow output is computed transposed,
-    ``(weight^T @ h^T)^T``, where batched GEMM runs 3-4x faster, and returned
-    as a view.
+    ``(weight^T @ h^T)^T`` with a contiguous ``weight^T``, where batched GEMM
+    runs 3-4x faster, and returned as a view. Each problem's result is the same
+    bits whatever the number of problems (tests/test_lr_batch_equivalence.py).
     """
     if weight.shape[1] == 1:
         out = h * weight if bias is None else torch.addcmul(bias.unsqueeze(1), h, weight)
         return out
     if weight.shape[2] < _NARROW:
-        transposed = weight.transpose(1, 2)
+        # Contiguous, so that bmm takes one path whatever the number of problems: a strided view
+        # of one problem's params is contiguous, of many is not, and the two paths round differently.
+        transposed = weight.transpose(1, 2).contiguous()
         if bias is None:
             return torch.bmm(transposed, h.transpose(1, 2)).transpose(1, 2)
         return torch.baddbmm(bias.unsqueeze(-1), transposed, h.transpose(1, 2)).transpose(1, 2)
@@ -50,7 +53,7 @@ def _weight_grad(below: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 _NARROW = 16  # outputs narrower than this are computed transposed
 
 
-class MLPFamily(TaskFamily):
+class MLPFamily(LRTaskFamily):
     """Shared parts of the MLP families: parameter layout, initialization, forward pass."""
 
     has_validation = True

@@ -25,10 +25,10 @@ import math
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily, check_split
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split
 
 
-class NoisyQuadraticFamily(TaskFamily):
+class NoisyQuadraticFamily(LRTaskFamily):
     """Ill-conditioned noisy quadratics; train and test are disjoint i.i.d. streams."""
 
     name = "quadratic"
