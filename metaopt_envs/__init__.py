@@ -5,12 +5,15 @@ Importing the package registers the ``MetaOpt-*`` ids with Gymnasium.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
 from metaopt_envs.core.checker import TaskFamilyError, check_task_family
+
+if TYPE_CHECKING:
+    from metaopt_envs.core import BatchedCore, CoreSB3VecEnv
 
 __version__ = "0.1.0"
 
@@ -33,19 +36,21 @@ register(
 )
 
 
-def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any):
+def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any) -> BatchedCore:
     """The batched core behind a registered id (wrapped for RL² trials if ``episodes_per_trial``).
 
     The core owns the episode length (``core.num_decisions``); there is no ``max_episode_steps`` here.
     """
     from gymnasium.envs.registration import load_env_creator
 
-    from metaopt_envs.core import RL2TrialCore
+    from metaopt_envs.core import CoreVectorEnv, RL2TrialCore
 
     spec = gym.spec(env_id)
-    if not isinstance(spec.vector_entry_point, str) or not spec.id.startswith("MetaOpt-"):
+    entry_point = spec.vector_entry_point
+    creator = load_env_creator(entry_point) if spec.id.startswith("MetaOpt-") and isinstance(entry_point, str) else None
+    if not (isinstance(creator, type) and issubclass(creator, CoreVectorEnv)):
         raise ValueError(f"env_id must be a registered MetaOpt-* id, got {env_id!r}")
-    core_class = load_env_creator(spec.vector_entry_point).core_class
+    core_class = creator.core_class
     if "max_episode_steps" in kwargs:
         raise ValueError(
             f"max_episode_steps is not an argument of the {env_id} core: the core ends episodes by itself "
@@ -57,7 +62,7 @@ def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = N
 
 def make_sb3_vec_env(
     env_id: str, num_envs: int = 1, seed: int | None = None, episodes_per_trial: int | None = None, **kwargs: Any
-):
+) -> CoreSB3VecEnv:
     """A Stable-Baselines3 VecEnv of ``num_envs`` problems on one batched core.
 
     ``seed`` seeds row ``i`` with ``seed + i`` at the first ``reset()``;

@@ -29,7 +29,7 @@ import math
 import pickle
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -38,7 +38,9 @@ import pytest
 import torch
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.vector import VectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import VecEnv
 
 import metaopt_envs
 from metaopt_envs.ensemble.core import ACTION_MODES as ENSEMBLE_ACTION_MODES
@@ -100,6 +102,11 @@ CONTRACTS: dict[str, IdContract] = {
 REGISTERED = sorted(spec.id for spec in gym.registry.values() if spec.id.startswith("MetaOpt-"))
 
 
+def _short(env_id: str) -> str:
+    """``"MetaOpt-LR-v0"`` -> ``"LR"``, for test ids."""
+    return env_id.split("-")[1]
+
+
 @dataclass(frozen=True)
 class Case:
     env_id: str
@@ -120,6 +127,14 @@ class Case:
             out["episodes_per_trial"] = self.episodes_per_trial
         return {**out, **(self.contract.stress if stress else {})}
 
+    def make(self, stress: bool = False) -> gym.Env:
+        """``gym.make`` of this case."""
+        return gym.make(self.env_id, **self.kwargs(stress))
+
+    def actions(self, steps: int, rows: int | None, seed: int) -> np.ndarray:
+        """:func:`_actions` in this case's action space."""
+        return _actions(self.make().action_space, steps, rows, seed)
+
     @property
     def tolerance(self) -> dict[str, float]:
         return self.contract.tolerance.get(self.family, EXACT)
@@ -132,7 +147,7 @@ class Case:
     def __str__(self) -> str:
         mode = f"-{self.action_mode}" if self.action_mode else ""
         trial = f"-trial{self.episodes_per_trial}" if self.episodes_per_trial else ""
-        return f"{self.env_id.split('-')[1]}-{self.family}{mode}{trial}"
+        return f"{_short(self.env_id)}-{self.family}{mode}{trial}"
 
 
 def _cases() -> list[Any]:
@@ -174,55 +189,77 @@ class Rollout:
     terminated: np.ndarray
     truncated: np.ndarray
 
+    @classmethod
+    def of_steps(cls, first: np.ndarray, steps: list[tuple[np.ndarray, ...]]) -> Rollout:
+        """From the first observations and, per step, ``(obs, final, reward, terminated, truncated)`` of all rows."""
+        return cls(first, *(np.stack(column) for column in zip(*steps)))
+
+
+def _final_where(done: np.ndarray, obs: np.ndarray, finals: Any) -> np.ndarray:
+    """``finals[i]`` (an adapter's final observations) in the rows that ended, NaN elsewhere."""
+    final = np.full_like(obs, np.nan)
+    for i in np.flatnonzero(done):
+        final[i] = finals[i]
+    return final
+
 
 def _single_rollouts(case: Case, seed: int, actions: np.ndarray, stress: bool) -> Rollout:
     """Row ``i``: a ``gym.make`` env reset with ``seed + i``, reset without a seed when an episode ends."""
-    columns = []
-    for i in range(actions.shape[1]):
-        env = gym.make(case.env_id, **case.kwargs(stress))
-        first, _ = env.reset(seed=seed + i)
+    envs = [case.make(stress) for _ in range(actions.shape[1])]
+    first = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    steps = []
+    for t in range(actions.shape[0]):
         rows = []
-        for t in range(actions.shape[0]):
+        for i, env in enumerate(envs):
             obs, reward, terminated, truncated, _ = env.step(actions[t, i])
             final = np.full_like(obs, np.nan)
             if terminated or truncated:
                 final, (obs, _) = obs, env.reset()
             rows.append((obs, final, reward, terminated, truncated))
-        columns.append((first, rows))
-
-    def stack(k: int) -> np.ndarray:  # (steps, rows, ...)
-        return np.stack([np.stack([r[k] for r in rows]) for _, rows in columns], axis=1)
-
-    return Rollout(np.stack([c[0] for c in columns]), stack(0), stack(1), stack(2), stack(3), stack(4))
+        steps.append(tuple(np.stack(column) for column in zip(*rows)))
+    return Rollout.of_steps(first, steps)
 
 
 def _vector_rollout(case: Case, seed: int, actions: np.ndarray, stress: bool) -> Rollout:
     vec = gym.make_vec(case.env_id, num_envs=actions.shape[1], **case.kwargs(stress))
     first, _ = vec.reset(seed=seed)
-    out = []
-    for t in range(actions.shape[0]):
-        obs, reward, terminated, truncated, infos = vec.step(actions[t])
-        final = np.full_like(obs, np.nan)
-        for i in np.flatnonzero(terminated | truncated):
-            final[i] = infos["final_obs"][i]
-        out.append((obs, final, reward, terminated, truncated))
-    return Rollout(first, *(np.stack([o[k] for o in out]) for k in range(5)))
+    steps = []
+    for step_actions in actions:
+        obs, reward, terminated, truncated, infos = vec.step(step_actions)
+        final = _final_where(terminated | truncated, obs, infos.get("final_obs"))
+        steps.append((obs, final, reward, terminated, truncated))
+    return Rollout.of_steps(first, steps)
 
 
 def _sb3_rollout(case: Case, seed: int, actions: np.ndarray, stress: bool) -> Rollout:
-    kwargs = case.kwargs(stress)
-    trial = kwargs.pop("episodes_per_trial", None)
-    vec = metaopt_envs.make_sb3_vec_env(case.env_id, actions.shape[1], seed=seed, episodes_per_trial=trial, **kwargs)
+    vec = metaopt_envs.make_sb3_vec_env(case.env_id, actions.shape[1], seed=seed, **case.kwargs(stress))
     first = vec.reset()
-    out = []
-    for t in range(actions.shape[0]):
-        obs, reward, done, infos = vec.step(actions[t])
-        final = np.full_like(obs, np.nan)
+    steps = []
+    for step_actions in actions:
+        obs, reward, done, infos = vec.step(step_actions)
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
-        for i in np.flatnonzero(done):
-            final[i] = infos[i]["terminal_observation"]
-        out.append((obs, final, reward, done & ~truncated, truncated))
-    return Rollout(first, *(np.stack([o[k] for o in out]) for k in range(5)))
+        final = _final_where(done, obs, [info.get("terminal_observation") for info in infos])
+        steps.append((obs, final, reward, done & ~truncated, truncated))
+    return Rollout.of_steps(first, steps)
+
+
+def _make_adapters(
+    env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any
+) -> tuple[gym.Env, VectorEnv, VecEnv]:
+    """One configuration through the three adapters: ``gym.make``, ``gym.make_vec`` and the SB3 VecEnv of
+    ``num_envs`` rows; reset with ``seed`` when one is given."""
+    env, vec = gym.make(env_id, **kwargs), gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    sb3 = metaopt_envs.make_sb3_vec_env(env_id, num_envs, seed=seed, **kwargs)
+    if seed is not None:
+        env.reset(seed=seed)
+        vec.reset(seed=seed)
+        sb3.reset()
+    return env, vec, sb3
+
+
+def _core_class(env_id: str):
+    """The batched core class behind a registered id."""
+    return load_env_creator(gym.spec(env_id).vector_entry_point).core_class
 
 
 _ROLLOUTS: dict[tuple[Case, str], Rollout] = {}
@@ -233,8 +270,7 @@ def _rollout(case: Case, adapter: str) -> Rollout:
     (``"single"``, ``"vector"``, ``"sb3"``), on one seed and one action sequence; cached per test process."""
     key = (case, adapter)
     if key not in _ROLLOUTS:
-        space = gym.make(case.env_id, **case.kwargs()).action_space
-        actions = _actions(space, 2 * case.episode_length + 1, NUM_ENVS, seed=7)
+        actions = case.actions(2 * case.episode_length + 1, NUM_ENVS, seed=7)
         run = {"single": _single_rollouts, "vector": _vector_rollout, "sb3": _sb3_rollout}[adapter]
         _ROLLOUTS[key] = run(case, SEED, actions, stress=True)
     return _ROLLOUTS[key]
@@ -275,15 +311,22 @@ def test_nothing_registered_repeats_the_episode_length(env_id):
     env = gym.make(env_id, **CONTRACTS[env_id].small)
     assert env.spec.max_episode_steps is None
     assert not isinstance(env, gym.wrappers.TimeLimit)
-    core_class = load_env_creator(spec.vector_entry_point).core_class
     assert env.unwrapped.core.num_decisions == CONTRACTS[env_id].length
-    assert set(inspect.signature(core_class).parameters) >= {"num_envs", CONTRACTS[env_id].length_argument}
+    parameters = inspect.signature(_core_class(env_id)).parameters
+    assert set(parameters) >= {"num_envs", CONTRACTS[env_id].length_argument}
+    # metaopt_envs.core.base.CoreConstructor: Core(num_envs=B) alone builds it, every other argument has a default.
+    assert all(p.default is not p.empty for name, p in parameters.items() if name != "num_envs")
+
+
+def test_make_core_takes_only_metaopt_ids():
+    with pytest.raises(ValueError, match=r"env_id must be a registered MetaOpt-\* id, got 'CartPole-v1'"):
+        metaopt_envs.make_core("CartPole-v1")
 
 
 # ------------------------------------------------------------------ every case
 @pytest.mark.parametrize("case", CASES)
 def test_env_checkers(case):
-    env = gym.make(case.env_id, **case.kwargs())
+    env = case.make()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a checker warning is a contract failure ...
         space = env.action_space
@@ -296,12 +339,11 @@ def test_env_checkers(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_env_pickles_fresh_and_mid_episode(case):
-    space = gym.make(case.env_id, **case.kwargs()).action_space
-    actions = _actions(space, case.episode_length + 2, None, seed=1)
-    fresh = gym.make(case.env_id, **case.kwargs(stress=True))
+    actions = case.actions(case.episode_length + 2, None, seed=1)
+    fresh = case.make(stress=True)
     _assert_same_episodes(_episode(fresh, 5, actions), _episode(pickle.loads(pickle.dumps(fresh)), 5, actions))
 
-    env = gym.make(case.env_id, **case.kwargs(stress=True))
+    env = case.make(stress=True)
     _episode(env, 5, actions[:2])
     clone = pickle.loads(pickle.dumps(env))
     assert clone is not env
@@ -315,23 +357,21 @@ def test_env_pickles_fresh_and_mid_episode(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_same_seed_same_rollout(case):
-    space = gym.make(case.env_id, **case.kwargs()).action_space
-    actions = _actions(space, 2 * case.episode_length + 1, None, seed=2)
-    env_a = gym.make(case.env_id, **case.kwargs(stress=True))
-    env_b = gym.make(case.env_id, **case.kwargs(stress=True))
+    actions = case.actions(2 * case.episode_length + 1, None, seed=2)
+    env_a, env_b = case.make(stress=True), case.make(stress=True)
     first = _episode(env_a, 9, actions)
     _assert_same_episodes(first, _episode(env_b, 9, actions))
     _assert_same_episodes(first, _episode(env_a, 9, actions))  # re-seeding replays the run
     # The vector env is deterministic too.
-    a, b = (_vector_rollout(case, 9, _actions(space, 3, NUM_ENVS, seed=2), stress=True) for _ in range(2))
-    for name in ("first", "obs", "final", "reward", "terminated", "truncated"):
+    a, b = (_vector_rollout(case, 9, case.actions(3, NUM_ENVS, seed=2), stress=True) for _ in range(2))
+    for name in (f.name for f in fields(Rollout)):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_observations_stay_in_space(case):
     """Every adapter, every step: after divergence (LR's stress kwargs) and autoreset, final observations too."""
-    space = gym.make(case.env_id, **case.kwargs()).observation_space
+    space = case.make().observation_space
     for adapter in ("single", "vector", "sb3"):
         run = _rollout(case, adapter)
         assert all(space.contains(row) for row in run.first), adapter
@@ -375,16 +415,9 @@ def test_adapters_report_the_same_flags(case):
 def _adapters(case: Case):
     """Each adapter of ``case``, freshly reset: (name of the action argument, rows or None, action space of
     one env, step function returning the observation)."""
-    kwargs = case.kwargs()
-    trial = kwargs.pop("episodes_per_trial", None)
-    env = gym.make(case.env_id, episodes_per_trial=trial, **kwargs)
-    env.reset(seed=0)
+    env, vec, sb3 = _make_adapters(case.env_id, 2, seed=0, **case.kwargs())
     yield "action", None, env.action_space, lambda a: env.step(a)[0]
-    vec = gym.make_vec(case.env_id, num_envs=2, episodes_per_trial=trial, **kwargs)
-    vec.reset(seed=0)
     yield "actions", 2, vec.single_action_space, lambda a: vec.step(a)[0]
-    sb3 = metaopt_envs.make_sb3_vec_env(case.env_id, 2, seed=0, episodes_per_trial=trial, **kwargs)
-    sb3.reset()
     yield "actions", 2, sb3.action_space, lambda a: sb3.step(a)[0]
 
 
@@ -433,15 +466,10 @@ def test_length_keyword_is_obeyed_by_every_adapter(env_id):
     """``gym.make(id, horizon=n)`` runs n decisions: no registered constant cuts it (it cut LR at 100, HPO at 32)."""
     kwargs = LONGER[env_id]
     n = kwargs[CONTRACTS[env_id].length_argument]
-    env = gym.make(env_id, **kwargs)
+    env, vec, sb3 = _make_adapters(env_id, 2, seed=0, **kwargs)
     action = np.full(env.action_space.shape, 0.5 * (env.action_space.low + env.action_space.high) - 0.4, np.float32)
-    env.reset(seed=0)
     assert _steps_until_done(lambda a: any(env.step(a)[2:4]), action) == n
-    vec = gym.make_vec(env_id, num_envs=2, **kwargs)
-    vec.reset(seed=0)
     assert _steps_until_done(lambda a: vec.step(a)[3].all(), np.stack([action] * 2)) == n
-    sb3 = metaopt_envs.make_sb3_vec_env(env_id, 2, seed=0, **kwargs)
-    sb3.reset()
     assert _steps_until_done(lambda a: sb3.step(a)[2].all(), np.stack([action] * 2)) == n
 
 
@@ -488,10 +516,6 @@ def test_spec_round_trip(env_id):
 
 
 # ------------------------------------------------------------------ bad constructor arguments and seeds
-def _core_class(env_id: str):
-    return load_env_creator(gym.spec(env_id).vector_entry_point).core_class
-
-
 def _bad_values(default: Any) -> list[Any]:
     """Values that must be rejected for an argument with this default (judged by its type)."""
     if isinstance(default, bool):
@@ -509,7 +533,7 @@ def _typed_arguments(env_id: str) -> list[Any]:
     params = []
     for name, parameter in inspect.signature(_core_class(env_id)).parameters.items():
         for value in _bad_values(parameter.default):
-            params.append(pytest.param(env_id, name, value, id=f"{env_id.split('-')[1]}-{name}={value!r}"))
+            params.append(pytest.param(env_id, name, value, id=f"{_short(env_id)}-{name}={value!r}"))
     return params
 
 
@@ -541,9 +565,7 @@ def test_bad_device_seed_and_num_envs(env_id):
     for trial in (True, 0, 1.5):
         with pytest.raises(ValueError, match=rf"episodes_per_trial must be an int >= 1.*got {trial!r}"):
             gym.make(env_id, episodes_per_trial=trial, **small)
-    env = gym.make(env_id, **small)
-    vec = gym.make_vec(env_id, num_envs=2, **small)
-    sb3 = metaopt_envs.make_sb3_vec_env(env_id, 2, **small)
+    env, vec, sb3 = _make_adapters(env_id, 2, **small)
     for bad in (-1, 1.5, True, 2**63, "7"):
         with pytest.raises(ValueError, match=r"seed must be None or an int in \[0, 2\*\*63 - 1\]"):
             env.reset(seed=bad)
@@ -584,6 +606,9 @@ def test_shared_checks_accept_numpy_and_config_values():
 
 
 # ------------------------------------------------------------------ regressions
+QUADRATIC_LR = {"task_family": "quadratic", "horizon": 4}  # the smallest LR env, for single-defect regressions
+
+
 def test_regression_simplex_trial_feeds_back_the_clipped_action():
     """Ensemble simplex mode in RL² trials clamped the fed-back action to [-1, 1], not to the action space
     [0, 1], so a negative action put the observation outside its declared space."""
@@ -611,15 +636,10 @@ def test_regression_divergence_on_the_last_decision_is_a_termination_everywhere(
     horizon = gym.make("MetaOpt-LR-v0", **kwargs).unwrapped.core.horizon
     actions = np.full((horizon, 1), -0.9, np.float32)  # small rates, then lr 1e3 on the last decision
     actions[-1] = 1.0
-    env = gym.make("MetaOpt-LR-v0", **kwargs)
-    env.reset(seed=0)
+    env, vec, sb3 = _make_adapters("MetaOpt-LR-v0", 1, seed=0, **kwargs)
     flags = [env.step(a)[2:4] for a in actions]
     assert flags == [(False, False)] * (horizon - 1) + [(True, False)]
-    vec = gym.make_vec("MetaOpt-LR-v0", num_envs=1, **kwargs)
-    vec.reset(seed=0)
     assert [tuple(bool(x[0]) for x in vec.step(a[None])[2:4]) for a in actions] == flags
-    sb3 = metaopt_envs.make_sb3_vec_env("MetaOpt-LR-v0", 1, seed=0, **kwargs)
-    sb3.reset()
     assert not any(sb3.step(a[None])[2][0] for a in actions[:-1])
     _, _, done, infos = sb3.step(actions[-1][None])
     assert done[0] and infos[0]["TimeLimit.truncated"] is False
@@ -645,7 +665,7 @@ CONSTRUCTION_ERRORS = [
 
 @pytest.mark.parametrize(
     ("env_id", "kwargs", "pattern"),
-    [pytest.param(*row, id=f"{row[0].split('-')[1]}-{'-'.join(f'{k}={v!r}' for k, v in row[1].items())}")
+    [pytest.param(*row, id=f"{_short(row[0])}-{'-'.join(f'{k}={v!r}' for k, v in row[1].items())}")
      for row in CONSTRUCTION_ERRORS],
 )
 def test_regression_construction_errors_name_argument_value_and_allowed(env_id, kwargs, pattern):
@@ -657,7 +677,7 @@ def test_regression_construction_errors_name_argument_value_and_allowed(env_id, 
 
 def test_regression_reset_seed_beyond_int64_names_the_range():
     """``reset(seed=2**63)`` failed with numpy's 'Overflow when unpacking long long'."""
-    env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=4)
+    env = gym.make("MetaOpt-LR-v0", **QUADRATIC_LR)
     with pytest.raises(ValueError, match=r"seed must be None or an int in \[0, 2\*\*63 - 1\], got 9223372036854775808"):
         env.reset(seed=2**63)
 
@@ -665,7 +685,7 @@ def test_regression_reset_seed_beyond_int64_names_the_range():
 def test_regression_finite_float64_action_is_clipped_not_overflowed():
     """A float64 action of 1e39 was cast to float32 (inf) and rejected as 'NaN or inf', though documented as
     clipped."""
-    env, twin = (gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=4) for _ in range(2))
+    env, twin = (gym.make("MetaOpt-LR-v0", **QUADRATIC_LR) for _ in range(2))
     env.reset(seed=0)
     twin.reset(seed=0)
     with warnings.catch_warnings():

@@ -132,8 +132,12 @@ BAD_ARGUMENTS = [
     pytest.param({"initial_lr": float("nan")}, r"initial_lr must be a finite number", id="initial-lr-nan"),
     pytest.param({"divergence_threshold": 0.5}, r"divergence_threshold", id="divergence-threshold"),
     pytest.param({"divergence_penalty": -1.0}, r"divergence_penalty", id="divergence-penalty"),
-    pytest.param({"divergence_penalty": float("inf")}, r"divergence_penalty must be a finite", id="divergence-penalty-inf"),
-    pytest.param({"divergence_threshold": float("nan")}, r"divergence_threshold must be a finite", id="divergence-threshold-nan"),
+    pytest.param(
+        {"divergence_penalty": float("inf")}, r"divergence_penalty must be a finite", id="divergence-penalty-inf"
+    ),
+    pytest.param(
+        {"divergence_threshold": float("nan")}, r"divergence_threshold must be a finite", id="divergence-threshold-nan"
+    ),
     pytest.param({"observe_validation": 1}, r"observe_validation must be True or False", id="validation-int"),
     pytest.param({"loss_floor": 0.0}, r"loss_floor", id="loss-floor"),
     pytest.param({"optimizer_kwargs": {"momentum": 1.5}}, r"momentum", id="momentum"),

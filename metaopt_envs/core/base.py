@@ -10,7 +10,7 @@ RL² trials) and call :meth:`BatchedCore.reset_rows`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -59,6 +59,9 @@ class BatchedCore(ABC):
     A core is the one owner of its episode length: ``num_decisions`` steps after a reset a row
     reports ``truncated`` (unless it terminated earlier: then ``terminated`` only, never both).
     Nothing registered with Gymnasium repeats that number.
+
+    A family core is built as ``Core(num_envs=B, **env_kwargs)`` (see :class:`CoreConstructor`);
+    wrappers such as :class:`~metaopt_envs.core.trial.RL2TrialCore` take a core instead.
     """
 
     num_envs: int
@@ -68,6 +71,17 @@ class BatchedCore(ABC):
     single_action_space: gym.spaces.Box
     observation_names: tuple[str, ...]
 
+    # Keyed cores (every family core) keep these per-row (B,) int64 counters, set in their
+    # constructor and kept by :meth:`advance_keys`; a wrapper reads them through to its core.
+    row_key: torch.Tensor
+    """The key of the row's last seed (``reset(seed=...)``; rows ``0..B-1`` of seed 0 at construction)."""
+    episode_index: torch.Tensor
+    """Episodes (tasks) the row has started since it was last seeded."""
+    inner_episode: torch.Tensor
+    """Inner episodes on the current task (RL² trials); 0 on a new task."""
+    task_key: torch.Tensor
+    """The current task's key: a pure function of (row key, split, episode index)."""
+
     @property
     def unwrapped(self) -> BatchedCore:
         """The family's own core under any wrappers (an RL² trial); the core itself here.
@@ -76,7 +90,6 @@ class BatchedCore(ABC):
         """
         return self
 
-    # Keyed cores keep per-row ``row_key``, ``episode_index``, ``inner_episode`` and ``task_key`` (B,) int64.
     def advance_keys(self, index: torch.Tensor, keys: torch.Tensor | None, same_task: bool, split_id: int) -> bool:
         """Key bookkeeping of a reset of rows ``index``; True where they draw new tasks.
 
@@ -113,5 +126,18 @@ class BatchedCore(ABC):
         """The current observation ``(B, obs_dim)`` float32."""
 
     @abstractmethod
-    def step(self, actions: torch.Tensor) -> StepResult:
-        """Advance every row by one decision; ``actions: (B, action_dim)``."""
+    def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
+        """Advance every row by one decision; ``actions: (B, action_dim)``, a tensor or an array.
+
+        The core checks and clips them itself (:func:`metaopt_envs.core.checks.actions`).
+        """
+
+
+class CoreConstructor(Protocol):
+    """How the adapters and :func:`metaopt_envs.make_core` build a family core: ``Core(num_envs=B, **env_kwargs)``.
+
+    A family core's class is one: it takes ``num_envs`` by keyword and every other argument (the env's
+    arguments) has a default. ``CoreEnv.core_class`` and ``CoreVectorEnv.core_class`` are typed by it.
+    """
+
+    def __call__(self, *, num_envs: int) -> BatchedCore: ...

@@ -127,7 +127,9 @@ def device(value: str | torch.device) -> torch.device:
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device={value!r} needs CUDA, which this machine's torch does not have; use 'cpu' or 'auto'")
+            raise ValueError(
+                f"device={value!r} needs CUDA, which this machine's torch does not have; use 'cpu' or 'auto'"
+            )
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device={value!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
         return resolved
@@ -153,7 +155,9 @@ def seeds(value: Any, count: int) -> list[int]:
     if isinstance(value, (list, tuple, np.ndarray)):
         values = list(value)
         if len(values) != count:
-            raise ValueError(f"seed must be an int or a list of {count} ints (one per row), got a list of {len(values)}")
+            raise ValueError(
+                f"seed must be an int or a list of {count} ints (one per row), got a list of {len(values)}"
+            )
         return [seed(s, name="seed[i]") for s in values]
     start = seed(value, count)
     return [start + i for i in range(count)]
@@ -189,7 +193,9 @@ def actions(
         kind, dtype_name = array.dtype.kind, str(array.dtype)
         tensor = None
     if kind not in "iuf":
-        raise ValueError(f"{label} must be real numbers (a float or int array) of shape {expected}, got dtype {dtype_name}")
+        raise ValueError(
+            f"{label} must be real numbers (a float or int array) of shape {expected}, got dtype {dtype_name}"
+        )
     shape = tuple(value.shape if tensor is not None else array.shape)
     flat = batched and space.shape == (1,) and shape == (num_envs,)
     if shape != expected and not flat:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, checks, seeds_to_keys
+from metaopt_envs.core.base import CoreConstructor
 from metaopt_envs.core.trial import RL2TrialCore
 
 
@@ -21,7 +22,7 @@ class CoreEnv(gym.Env):
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
-    core_class: type[BatchedCore]
+    core_class: ClassVar[CoreConstructor]
 
     def __init__(self, episodes_per_trial: int | None = None, **core_kwargs: Any) -> None:
         core: BatchedCore = self.core_class(num_envs=1, **core_kwargs)
@@ -43,8 +44,8 @@ class CoreEnv(gym.Env):
         return self.core.observe()[0].cpu().numpy(), {}
 
     def step(self, action: np.ndarray):
-        action = checks.actions(action, 1, self.action_space, self.core.device, batched=False)
-        result = self.core.step(action)
+        actions = checks.actions(action, 1, self.core.single_action_space, self.core.device, batched=False)
+        result = self.core.step(actions)
         info = {
             name: value[0].item() if value[0].numel() == 1 else value[0].cpu().numpy()  # scalars and (K,) entries
             for name, value in result.info.items()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,9 @@ class CoreSB3VecEnv(VecEnv):
 
     def reset(self) -> np.ndarray:
         keys = None
-        if any(s is not None for s in self._seeds):
-            keys = seeds_to_keys(list(self._seeds), self.num_envs, self.core.device)
+        row_seeds = [s for s in self._seeds if s is not None]  # seed() sets every row or none
+        if row_seeds:
+            keys = seeds_to_keys(row_seeds, self.num_envs, self.core.device)
         elif not self._seeded:
             keys = seeds_to_keys(None, self.num_envs, self.core.device)
         self._seeded = True
@@ -49,7 +49,7 @@ class CoreSB3VecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         # Checked here, so that a bad action raises at the call that passed it.
-        self._actions = checks.actions(actions, self.num_envs, self.action_space, self.core.device)
+        self._actions = checks.actions(actions, self.num_envs, self.core.single_action_space, self.core.device)
 
     def step_wait(self):
         assert self._actions is not None, "step_async must be called before step_wait"
@@ -86,9 +86,11 @@ class CoreSB3VecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self.core, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         result = getattr(self.core, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._indices(indices)]
 
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> Sequence[bool]:
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._indices(indices)]

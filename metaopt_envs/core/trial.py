@@ -29,7 +29,9 @@ class RL2TrialCore(BatchedCore):
     """
 
     def __init__(self, core: BatchedCore, episodes_per_trial: int) -> None:
-        self.episodes_per_trial = checks.integer("episodes_per_trial", episodes_per_trial, note="inner episodes per trial")
+        self.episodes_per_trial = checks.integer(
+            "episodes_per_trial", episodes_per_trial, note="inner episodes per trial"
+        )
         self.core = core
         self.num_envs, self.device = core.num_envs, core.device
         action_dim = core.single_action_space.shape[0]
@@ -73,15 +75,15 @@ class RL2TrialCore(BatchedCore):
                  self.new_episode.unsqueeze(-1)]
         return torch.cat([self.core.observe(), *extra], dim=-1)
 
-    def step(self, actions: torch.Tensor) -> StepResult:
+    def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
         # Checked and clipped into the action space once: the core steps on it and it is fed back.
-        actions = checks.actions(actions, self.num_envs, self.single_action_space, self.device)
-        result = self.core.step(actions)
+        checked = checks.actions(actions, self.num_envs, self.single_action_space, self.device)
+        result = self.core.step(checked)
         inner_done = result.terminated | result.truncated
         self.episodes_done += inner_done.to(torch.int64)
         trial_done = self.episodes_done >= self.episodes_per_trial
         self.core.reset_rows(inner_done & ~trial_done, same_task=True)
-        self.previous_action = actions.clone()  # reset_rows zeroes it in place
+        self.previous_action = checked.clone()  # reset_rows zeroes it in place
         self.previous_reward = result.reward.clone()  # reset_rows zeroes it in place
         self.new_episode = inner_done.to(torch.float32)
         info = dict(result.info, inner_episode_done=inner_done, inner_terminated=result.terminated)

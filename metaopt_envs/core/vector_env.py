@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, seeds_to_keys
+from metaopt_envs.core.base import CoreConstructor
 from metaopt_envs.core.trial import RL2TrialCore
 
 
@@ -40,14 +41,16 @@ class CoreVectorEnv(VectorEnv):
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
-    core_class: type[BatchedCore]
+    core_class: ClassVar[CoreConstructor]
 
     def __init__(
         self, num_envs: int = 1, episodes_per_trial: int | None = None, max_episode_steps: int | None = None,
         **core_kwargs: Any,
     ) -> None:
         if max_episode_steps is not None:
-            max_episode_steps = checks.integer("max_episode_steps", max_episode_steps, note="a time limit on top of the core's own")
+            max_episode_steps = checks.integer(
+                "max_episode_steps", max_episode_steps, note="a time limit on top of the core's own"
+            )
         core: BatchedCore = self.core_class(num_envs=num_envs, **core_kwargs)
         if episodes_per_trial is not None:
             core = RL2TrialCore(core, episodes_per_trial)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metaopt_envs.ensemble.core import EnsembleCore
 from metaopt_envs.core import CoreEnv, CoreVectorEnv
+from metaopt_envs.ensemble.core import EnsembleCore
 
 
 class MetaOptEnsembleEnv(CoreEnv):

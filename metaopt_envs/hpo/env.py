@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metaopt_envs.hpo.core import HPOCore
 from metaopt_envs.core import CoreEnv, CoreVectorEnv
+from metaopt_envs.hpo.core import HPOCore
 
 
 class MetaOptHPOEnv(CoreEnv):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metaopt_envs.lr.core import LRCore
 from metaopt_envs.core import CoreEnv, CoreVectorEnv
+from metaopt_envs.lr.core import LRCore
 
 
 class MetaOptLREnv(CoreEnv):
