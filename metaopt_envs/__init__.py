@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
-from metaopt_envs.core.checker import TaskFamilyError, check_task_family
-
 if TYPE_CHECKING:
+    from metaopt_envs.core.checker import TaskFamilyError, check_task_family
     from metaopt_envs.core import BatchedCore, CoreSB3VecEnv
 
 __version__ = "0.1.0"
@@ -77,3 +76,12 @@ def make_sb3_vec_env(
 
 
 __all__ = ["TaskFamilyError", "check_task_family", "make_core", "make_sb3_vec_env"]
+
+
+def __getattr__(name: str) -> Any:
+    # Registration stays import-free (as Gymnasium's own registry): torch loads only when it is needed.
+    if name in ("check_task_family", "TaskFamilyError"):
+        from metaopt_envs.core import checker
+
+        return getattr(checker, name)
+    raise AttributeError(f"module 'metaopt_envs' has no attribute {name!r}")

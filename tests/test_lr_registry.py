@@ -188,3 +188,15 @@ def test_vector_env_pickles():
     ob, rb, *_ = clone.step(actions)
     np.testing.assert_array_equal(oa, ob)
     np.testing.assert_array_equal(ra, rb)
+
+
+def test_importing_the_package_only_registers() -> None:
+    """Like Gymnasium's registry, ``import metaopt_envs`` imports no torch until an env or the checker is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, metaopt_envs; assert 'torch' not in sys.modules, 'import metaopt_envs pulled in torch'; "
+        "metaopt_envs.check_task_family; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
