@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agents.cli.train import CONFIG_DIR, latest_checkpoint, train
+from agents.rl2.training import CONFIG_DIR, latest_checkpoint, train
 
 SMALL = [
     "budget=smoke",
