@@ -59,7 +59,7 @@ torch.set_num_threads(1)  # small CPU machines: one thread per process
 import tempfile
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from agents.cli.train import CONFIG_DIR, train
+from agents.rl2.training import CONFIG_DIR, train
 
 out_dir = tempfile.mkdtemp(prefix="metaopt-rl2-")
 overrides = [

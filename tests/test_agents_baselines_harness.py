@@ -9,8 +9,18 @@ import pytest
 import torch
 
 import metaopt_envs
-from agents.controllers.lr import BASELINES, FEATURE, CosineLR, HypergradientLR, StepDecayLR, WarmupCosineLR
 from agents.cli.bench import main as bench_main
+from agents.controllers.lr import (
+    BASELINES,
+    FEATURE,
+    TUNABLE,
+    TUNED,
+    CosineLR,
+    HypergradientLR,
+    StepDecayLR,
+    TunableLRController,
+    WarmupCosineLR,
+)
 from agents.evaluation.lr import evaluate, load_agent, markdown_table, run_agent
 from agents.evaluation.stats import bootstrap_ci, iqm
 from metaopt_envs.lr.core import LR_FEATURES
@@ -24,6 +34,16 @@ def _obs(progress, log_lr_scaled=0.0, update_cosine=0.0, n=1):
     obs[:, FEATURE["log_lr"]] = log_lr_scaled
     obs[:, FEATURE["update_cosine"]] = update_cosine
     return obs
+
+
+def test_the_tuned_baselines_are_the_ones_with_a_base_rate():
+    assert TUNED == tuple(TUNABLE) == ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine",
+                                       "hypergradient")
+    assert list(BASELINES) == [*TUNED, "random", "oracle"]
+    for name, cls in BASELINES.items():
+        assert issubclass(cls, TunableLRController) == (name in TUNED)
+        if name in TUNED:
+            assert TUNABLE[name](lr=0.03, lr_range=(1e-3, 1.0)).lr == 0.03
 
 
 @pytest.mark.parametrize("family", FAMILIES)

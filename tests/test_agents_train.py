@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agents.cli.train import CONFIG_DIR, latest_checkpoint, train
+from agents.rl2.training import CONFIG_DIR, build_model, config_dict, latest_checkpoint, make_env, train
 
 SMALL = [
     "budget=smoke",
@@ -39,6 +39,21 @@ def test_train_checkpoints_and_resume(tmp_path):
     resumed = train(cfg)
     assert resumed["resumed_from"].endswith("model_160_steps.zip")
     assert resumed["num_timesteps"] == 480
+
+
+def test_config_to_model_takes_one_whole_trial_per_rollout(tmp_path):
+    """``n_steps: null`` is one RL² trial per env and rollout: episodes_per_trial x decisions per episode."""
+    cfg = _config(tmp_path, "agent.hyperparameters.n_steps=null", "agent.hyperparameters.batch_size=40")
+    env = make_env(cfg)
+    assert env.num_envs == 8
+    model = build_model(cfg, env, tmp_path)
+    assert type(model).__name__ == "FastRecurrentPPO" and model.n_steps == 2 * 10
+    assert config_dict(cfg.env.kwargs) == {"task_family": "quadratic", "inner_optimizer": "sgd", "horizon": 10,
+                                           "action_mode": "relative"}
+    with pytest.raises(TypeError, match="expected a mapping"):
+        config_dict(cfg.eval_seeds)
+    with pytest.raises(ValueError, match=r"agent\.algo must be one of"):
+        train(_config(tmp_path, "agent.algo=a2c"))
 
 
 @pytest.mark.parametrize("agent", ["rl2", "ppo"])

@@ -22,7 +22,7 @@ import metaopt_envs
 from agents.cli.bench import main as bench_main
 from agents.controllers.ensemble import FixedShare, RegimeOracle, Uniform
 from agents.evaluation.ensemble import evaluate_ensemble, load_ensemble_agent, markdown_table, run_ensemble_agent
-from agents.cli.train import CONFIG_DIR, train
+from agents.rl2.training import CONFIG_DIR, train
 from metaopt_envs.ensemble.core import EnsembleCore
 
 EXPERTS = {

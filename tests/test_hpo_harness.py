@@ -18,7 +18,7 @@ import metaopt_envs
 from agents.cli.bench import main as bench_main
 from agents.controllers.hpo import GPEI, RandomSearch
 from agents.evaluation.hpo import evaluate_hpo, load_hpo_agent, markdown_table, run_hpo_agent
-from agents.cli.train import CONFIG_DIR, train
+from agents.rl2.training import CONFIG_DIR, train
 
 
 def test_curves_are_running_best_and_same_objectives_for_every_agent():

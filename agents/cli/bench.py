@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from agents.evaluation.report import benchmark_family, git_commit, header, write_report
+from agents.evaluation.report import benchmark
 from agents.evaluation.suites import SUITES, get_suite
 
 
@@ -77,25 +74,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(str(error))
     families = [f for f in args.families.split(",") if f] if args.families else list(suite.default_families)
 
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "commit": git_commit(), "env_id": args.env_id, "env_kwargs": base_kwargs, "seeds": list(seeds),
-        "num_tasks": args.num_tasks, "episodes_per_trial": args.episodes_per_trial, "torch_threads": args.threads,
-        "families": {},
-    }
-    markdown = header(suite, report["commit"], args.num_tasks, seeds, base_kwargs, args.tune_tasks)
-    for family in families:
-        entry, table = benchmark_family(
-            suite, family, specs, base_kwargs, args.num_tasks, seeds, args.tune_tasks, args.episodes_per_trial,
-            out_dir, model_kwargs, args.sample_models,
-        )
-        report["families"][family] = entry
-        markdown += [f"## {family}", "", table, "", f"![{family}]({entry['plot']})", ""]
-        print(f"\n## {family}\n\n{table}", flush=True)
-    write_report(report, markdown, out_dir, started)
+    report = benchmark(
+        suite, families, specs, base_kwargs, args.num_tasks, seeds, args.tune_tasks, args.episodes_per_trial, out_dir,
+        model_kwargs, args.sample_models, args.threads,
+        on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),
+    )
     print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
     return report
 

@@ -124,6 +124,7 @@ class EnsembleController(Controller):
         self.steps += 1
 
     def _weights(self) -> np.ndarray:
+        assert self._n is not None and self._size is not None, "allocated by _prepare"
         return np.full((self._n, self._size), 1.0 / self._size)
 
     # ----------------------------------------------------------------- SB3 interface
@@ -326,8 +327,8 @@ class _HindsightOracle(EnsembleController):
     def _compute_plan(self, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _choice(self, t: np.ndarray) -> np.ndarray:
-        """The forecaster ``(B,)`` to back at each row's time ``t``."""
+    def _choice(self, plan: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The forecaster ``(B,)`` to back at each row's time ``t``, by the rows' ``plan``."""
         raise NotImplementedError
 
     def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
@@ -351,11 +352,12 @@ class _HindsightOracle(EnsembleController):
         self._last_t = t.copy()
         rows = np.flatnonzero(start)
         if rows.size:
-            plan = self._compute_plan(rows)
+            fresh = self._compute_plan(rows)
             if self._plan is None:
-                self._plan = np.zeros((b,) + plan.shape[1:], dtype=np.int64)
-            self._plan[rows] = plan
-        choice = self._choice(np.clip(t, int(self.core.warmup), horizon - 1))
+                self._plan = np.zeros((b,) + fresh.shape[1:], dtype=np.int64)
+            self._plan[rows] = fresh
+        assert self._plan is not None, "without a plan every row starts"
+        choice = self._choice(self._plan, np.clip(t, int(self.core.warmup), horizon - 1))
         weights = np.zeros((n, k), dtype=np.float32)
         weights[np.arange(n), choice] = 1.0
         return weights
@@ -374,8 +376,8 @@ class BestSingleInHindsight(_HindsightOracle):
         sq, warmup = self._squared_errors(rows)
         return np.argmin(sq[:, :, warmup:].sum(axis=-1), axis=-1)
 
-    def _choice(self, t: np.ndarray) -> np.ndarray:
-        return self._plan
+    def _choice(self, plan: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return plan
 
 
 class RegimeOracle(_HindsightOracle):
@@ -407,8 +409,8 @@ class RegimeOracle(_HindsightOracle):
         plan[:, :warmup] = plan[:, warmup : warmup + 1]
         return plan  # (r, T): the forecaster to back when forecasting y_t
 
-    def _choice(self, t: np.ndarray) -> np.ndarray:
-        return self._plan[np.arange(self._plan.shape[0]), t]
+    def _choice(self, plan: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return plan[np.arange(plan.shape[0]), t]
 
 
 ENSEMBLE_BASELINES: dict[str, type[EnsembleController]] = {

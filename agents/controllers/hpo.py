@@ -259,7 +259,7 @@ class HPOController(Controller):
         self.X: list[np.ndarray] = [np.zeros((0, 0)) for _ in range(n)]
         self.Y: list[np.ndarray] = [np.zeros(0) for _ in range(n)]
         self.episodes = np.zeros(n, dtype=np.int64)  # episodes started so far, per row
-        self.rng: list[np.random.Generator | None] = [None] * n
+        self.rng: dict[int, np.random.Generator] = {}  # row -> its episode's generator, set at each episode start
 
     def _reset_row(self, row: int) -> None:
         d = self.dims[row].size
@@ -316,7 +316,7 @@ class Sobol(HPOController):
 
     def _allocate(self, n: int, d: int) -> None:
         super()._allocate(n, d)
-        self.engines: list[torch.quasirandom.SobolEngine | None] = [None] * n
+        self.engines: dict[int, torch.quasirandom.SobolEngine] = {}  # row -> its episode's sequence
 
     def _reset_row(self, row: int) -> None:
         super()._reset_row(row)
@@ -414,7 +414,7 @@ class GPEI(HPOController):
 
     def _allocate(self, n: int, d: int) -> None:
         super()._allocate(n, d)
-        self.initial_design: list[np.ndarray | None] = [None] * n
+        self.initial_design: dict[int, np.ndarray] = {}  # row -> its episode's Sobol design (num_initial, d)
         self.fitted: list[dict[str, np.ndarray | float] | None] = [None] * n
 
     def _reset_row(self, row: int) -> None:
@@ -433,7 +433,7 @@ class GPEI(HPOController):
         return np.log(y - low + self.log_shift * (float(np.median(y)) - low) + 1e-12)
 
     def _propose(self, rows: list[int]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(rows)
+        out: dict[int, np.ndarray] = {}
         groups: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
             t = self.Y[r].size
@@ -445,7 +445,7 @@ class GPEI(HPOController):
             chosen = self._suggest([rows[i] for i in members])
             for i, x in zip(members, chosen):
                 out[i] = x
-        return out
+        return [out[i] for i in range(len(rows))]
 
     # ----------------------------------------------------------------- model fit
     def _fit(self, x, z, dim_mask, rows):
@@ -456,7 +456,7 @@ class GPEI(HPOController):
         is a few dozen small batched ops per step). Rows are independent: each row's gradient
         depends only on its own data.
         """
-        b, n, dmax = x.shape
+        b, _, dmax = x.shape
         dims = dim_mask.sum(-1).to(x.dtype)
         maskf = dim_mask.to(x.dtype)
         prior_ls = torch.log(0.5 * dims.sqrt())  # (B,)

@@ -72,27 +72,31 @@ class LRController(Controller):
         return self.lr_to_action(self.learning_rate(obs))
 
 
-class ConstantLR(LRController):
-    """A constant rate ``lr``."""
-
-    name = "constant"
+class TunableLRController(LRController):
+    """Base of the controllers with a base rate ``lr``, the hyperparameter ``metaopt-bench`` tunes."""
 
     def __init__(self, lr: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
         super().__init__(lr_range)
         self.lr = lr
 
+
+class ConstantLR(TunableLRController):
+    """A constant rate ``lr``."""
+
+    name = "constant"
+
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         return np.full(observation.shape[0], self.lr)
 
 
-class CosineLR(LRController):
+class CosineLR(TunableLRController):
     """Cosine annealing from ``lr`` to ``lr * final_fraction`` over the episode (reads ``progress``)."""
 
     name = "cosine"
 
     def __init__(self, lr: float = 0.1, final_fraction: float = 0.0, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
-        super().__init__(lr_range)
-        self.lr, self.final_fraction = lr, final_fraction
+        super().__init__(lr, lr_range)
+        self.final_fraction = final_fraction
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         progress = observation[:, FEATURE["progress"]]
@@ -100,7 +104,7 @@ class CosineLR(LRController):
         return self.lr * np.maximum(shape, 1e-12)
 
 
-class StepDecayLR(LRController):
+class StepDecayLR(TunableLRController):
     """``lr`` times ``factor`` at each milestone fraction of the episode (reads ``progress``)."""
 
     name = "step_decay"
@@ -109,8 +113,8 @@ class StepDecayLR(LRController):
         self, lr: float = 0.1, factor: float = 0.1, milestones: tuple[float, ...] = (0.5, 0.75),
         lr_range: tuple[float, float] = (1e-4, 10.0),
     ) -> None:
-        super().__init__(lr_range)
-        self.lr, self.factor, self.milestones = lr, factor, np.asarray(milestones)
+        super().__init__(lr, lr_range)
+        self.factor, self.milestones = factor, np.asarray(milestones)
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         progress = observation[:, FEATURE["progress"]]
@@ -118,29 +122,29 @@ class StepDecayLR(LRController):
         return self.lr * self.factor**passed
 
 
-class ExponentialDecayLR(LRController):
+class ExponentialDecayLR(TunableLRController):
     """``lr * final_fraction ** progress``: geometric decay to ``lr * final_fraction``."""
 
     name = "exponential_decay"
 
     def __init__(self, lr: float = 0.1, final_fraction: float = 0.01, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
-        super().__init__(lr_range)
-        self.lr, self.final_fraction = lr, final_fraction
+        super().__init__(lr, lr_range)
+        self.final_fraction = final_fraction
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         return self.lr * self.final_fraction ** observation[:, FEATURE["progress"]]
 
 
-class WarmupCosineLR(LRController):
+class WarmupCosineLR(TunableLRController):
     """Linear warm-up to ``lr`` over ``warmup_fraction`` of the episode, then cosine annealing to 0."""
 
     name = "warmup_cosine"
 
     def __init__(self, lr: float = 0.1, warmup_fraction: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
-        super().__init__(lr_range)
+        super().__init__(lr, lr_range)
         if not 0.0 < warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {warmup_fraction}")
-        self.lr, self.warmup_fraction = lr, warmup_fraction
+        self.warmup_fraction = warmup_fraction
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         progress = observation[:, FEATURE["progress"]]
@@ -149,7 +153,7 @@ class WarmupCosineLR(LRController):
         return self.lr * np.maximum(np.where(progress < self.warmup_fraction, warm, decay), 1e-12)
 
 
-class HypergradientLR(LRController):
+class HypergradientLR(TunableLRController):
     """Hypergradient descent (Baydin et al., 2018), multiplicative (normalized) form.
 
     ``lr_t = lr_{t-1} * exp(beta * cos(g_t, u_{t-1}))``, where ``u`` is the last
@@ -161,8 +165,8 @@ class HypergradientLR(LRController):
     name = "hypergradient"
 
     def __init__(self, lr: float = 0.01, beta: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
-        super().__init__(lr_range)
-        self.lr, self.beta = lr, beta
+        super().__init__(lr, lr_range)
+        self.beta = beta
 
     def learning_rate(self, observation: np.ndarray) -> np.ndarray:
         start = observation[:, FEATURE["progress"]] == 0.0
@@ -208,11 +212,13 @@ class QuadraticOracleLR(LRController):
         return self.rates
 
 
-BASELINES: dict[str, type[LRController]] = {
-    cls.name: cls
-    for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR, RandomLR, QuadraticOracleLR)
+TUNABLE: dict[str, type[TunableLRController]] = {
+    cls.name: cls for cls in (ConstantLR, CosineLR, StepDecayLR, ExponentialDecayLR, WarmupCosineLR, HypergradientLR)
 }
-"""Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""
-
-TUNED = ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine", "hypergradient")
 """The baselines whose ``lr`` is tuned on the training split (``metaopt-bench --agents baselines``)."""
+
+TUNED = tuple(TUNABLE)
+"""Their names."""
+
+BASELINES: dict[str, type[LRController]] = {**TUNABLE, RandomLR.name: RandomLR, QuadraticOracleLR.name: QuadraticOracleLR}
+"""Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""

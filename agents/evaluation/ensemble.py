@@ -143,7 +143,7 @@ def summarize_ensemble(
         num_runs=len(mse),
         mse_mean=float(mse.mean()),
         mse_ci=bootstrap_ci(mse, np.mean),
-        mse_iqm=iqm(mse),
+        mse_iqm=float(iqm(mse)),
         mse_iqm_ci=bootstrap_ci(mse, iqm),
         return_mean=float(np.concatenate([r.returns for r in records]).mean()),
         win_rate=win,

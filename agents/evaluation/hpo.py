@@ -86,7 +86,7 @@ def summarize_hpo(name: str, records: list[HPORecord], reference: list[HPORecord
         num_runs=len(final),
         median=float(np.median(final)),
         median_ci=bootstrap_ci(final, np.median),
-        iqm=iqm(final),
+        iqm=float(iqm(final)),
         iqm_ci=bootstrap_ci(final, iqm),
         mean=float(final.mean()),
         win_rate=win,

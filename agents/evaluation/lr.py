@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.controllers.lr import BASELINES, TUNED
+from agents.controllers.lr import BASELINES, TUNABLE, TUNED
 from agents.evaluation.metrics import TUNE_SEED, diverged_percent, per_family, win_rate
 from agents.evaluation.rollout import Step, rollout
 from agents.evaluation.stats import bootstrap_ci, iqm
@@ -122,7 +122,7 @@ def tune_baseline(
     lr_range = tuple(env_kwargs.get("lr_range", DEFAULT_LR_RANGE))
     grid = default_grid(lr_range) if grid is None else grid
     scores = LR_SUITE.grid_search(
-        lambda point: BASELINES[name](lr=point["lr"], lr_range=lr_range, **(extra or {})), [{"lr": lr} for lr in grid],
+        lambda point: TUNABLE[name](lr=point["lr"], lr_range=lr_range, **(extra or {})), [{"lr": lr} for lr in grid],
         env_kwargs, num_tasks, lambda record: np.mean(record.returns), seed,  # divergence is in the return (its penalty)
     )
     return TuneResult(name, float(grid[int(np.argmax(scores))]), [float(g) for g in grid], scores, num_tasks)
@@ -154,10 +154,10 @@ def summarize(name: str, records: list[RunRecord], reference: list[RunRecord] | 
         name=name,
         num_runs=len(returns),
         return_mean=float(returns.mean()),
-        return_iqm=iqm(returns),
+        return_iqm=float(iqm(returns)),
         return_ci=bootstrap_ci(returns, np.mean),
         log10_final_loss_mean=float(final.mean()),
-        log10_final_loss_iqm=iqm(final),
+        log10_final_loss_iqm=float(iqm(final)),
         log10_final_loss_ci=bootstrap_ci(final, iqm),
         win_rate=win,
         diverged_percent=diverged_percent(np.concatenate([r.diverged for r in records])),
@@ -262,7 +262,7 @@ class LRSuite(Suite):
         defaults = self.baseline_defaults(env_kwargs)
         if name in TUNED:
             result = tune_baseline(name, ENV_ID, dict(env_kwargs), num_tasks=tune_tasks)
-            return {f"{name} (tuned lr={result.best_lr:.3g})": BASELINES[name](lr=result.best_lr, **defaults)}, result
+            return {f"{name} (tuned lr={result.best_lr:.3g})": TUNABLE[name](lr=result.best_lr, **defaults)}, result
         label = "oracle: analytic optimal constant" if name == "oracle" else name
         return {label: BASELINES[name](**defaults)}, None
 

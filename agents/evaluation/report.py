@@ -2,6 +2,7 @@
 
 :func:`benchmark_family` builds the agents of a list of specs on one task family, evaluates
 them through the env's :class:`~agents.evaluation.suites.Suite` and plots;
+:func:`benchmark` runs it over several families and writes the report (``metaopt-bench``);
 :func:`compare_with_baselines` does the same for a freshly trained model against every
 baseline; :func:`write_report` writes ``results.json`` and ``results.md``. The CLIs
 (:mod:`agents.cli`) only parse arguments and print.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,38 @@ def benchmark_family(
     return {"summaries": result.summaries, "tuning": tuning, "plot": plot_path.name}, result.table
 
 
+def benchmark(
+    suite: Suite, families: Sequence[str], specs: Sequence[str], env_kwargs: Mapping[str, Any], num_tasks: int,
+    seeds: Sequence[int], tune_tasks: int, episodes_per_trial: int | None, out_dir: Path,
+    model_env_kwargs: Mapping[str, Any] | None = None, sample_models: bool = False, torch_threads: int = 1,
+    on_family: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`benchmark_family` for each of ``families``; writes ``results.json``, ``results.md`` and the
+    plots to ``out_dir`` (created) and returns the report. ``on_family(family, table)`` is called as each
+    family finishes (``metaopt-bench`` prints the table). Sets torch's thread count to ``torch_threads``."""
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "commit": git_commit(), "env_id": suite.env_id, "env_kwargs": dict(env_kwargs), "seeds": list(seeds),
+        "num_tasks": num_tasks, "episodes_per_trial": episodes_per_trial, "torch_threads": torch_threads,
+        "families": {},
+    }
+    markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks)
+    for family in families:
+        entry, table = benchmark_family(
+            suite, family, specs, env_kwargs, num_tasks, seeds, tune_tasks, episodes_per_trial, out_dir,
+            model_env_kwargs, sample_models,
+        )
+        report["families"][family] = entry
+        markdown += [f"## {family}", "", table, "", f"![{family}]({entry['plot']})", ""]
+        if on_family is not None:
+            on_family(family, table)
+    return write_report(report, markdown, out_dir, started)
+
+
 def compare_with_baselines(
     suite: Suite, model: Any, name: str, model_env_kwargs: Mapping[str, Any], num_tasks: int, seeds: Sequence[int],
     tune_tasks: int, episodes_per_trial: int | None, out_dir: Path,
@@ -97,4 +130,4 @@ def compare_with_baselines(
     return report, result.table
 
 
-__all__ = ["benchmark_family", "compare_with_baselines", "git_commit", "header", "write_report"]
+__all__ = ["benchmark", "benchmark_family", "compare_with_baselines", "git_commit", "header", "write_report"]

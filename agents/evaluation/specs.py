@@ -91,7 +91,7 @@ def load_model(path: str) -> Any:
     for algo in (RecurrentPPO, PPO):
         try:
             return algo.load(path, device="cpu")
-        except Exception as error:  # noqa: BLE001 - try the next algorithm
+        except Exception as error:  # whatever failed, try the next algorithm
             errors.append(f"{algo.__name__}: {error}")
     raise ValueError(f"agent spec {path!r}: could not load it as an SB3 model: {errors}")
 

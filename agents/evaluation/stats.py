@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]  # SciPy ships no inline types; scipy-stubs is no dependency
 
 CONFIDENCE = 0.95
 NUM_RESAMPLES = 1000
@@ -26,7 +26,7 @@ def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
 
 
 def bootstrap_ci(
-    values: np.ndarray, statistic: Callable[..., np.ndarray], num_resamples: int = NUM_RESAMPLES, seed: int = 0,
+    values: np.ndarray, statistic: Callable[..., np.ndarray | float], num_resamples: int = NUM_RESAMPLES, seed: int = 0,
     confidence: float = CONFIDENCE, method: str = "percentile",
 ) -> tuple[float, float]:
     """Bootstrap ``confidence`` interval of ``statistic`` over tasks (``scipy.stats.bootstrap``).

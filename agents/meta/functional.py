@@ -9,6 +9,7 @@ pass is ``x @ w + b`` with ReLU between layers. Batching over tasks is left to
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 
@@ -19,7 +20,7 @@ def init_mlp(sizes: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.f
     """``torch.nn.Linear``'s default init: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     gen = torch.Generator().manual_seed(seed)
     params: Params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         bound = 1.0 / math.sqrt(fan_in)
         params[f"w{i}"] = (torch.rand(fan_in, fan_out, generator=gen, dtype=torch.float64) * 2 - 1).mul(bound).to(dtype)
         params[f"b{i}"] = (torch.rand(fan_out, generator=gen, dtype=torch.float64) * 2 - 1).mul(bound).to(dtype)

@@ -113,23 +113,25 @@ class MetaLearner:
         return self._loss(meta, fast, xq, yq)
 
     # ---- meta-objective and gradients -------------------------------------------------------
-    def _batch(self, tasks: TaskData, shots: int):
-        return tuple(t.to(self.dtype) for t in support_query(tasks, shots))
+    def _batch(self, tasks: TaskData, shots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(support x, support y, query x, query y) in the learner's dtype."""
+        xs, ys, xq, yq = (t.to(self.dtype) for t in support_query(tasks, shots))
+        return xs, ys, xq, yq
 
     def meta_loss(self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float, meta: Tree | None = None) -> torch.Tensor:
         """Mean over tasks of the query loss after adaptation (differentiable w.r.t. ``meta``)."""
         meta = self.meta if meta is None else meta
-        batch = self._batch(tasks, shots)
+        xs, ys, xq, yq = self._batch(tasks, shots)
         per_task = vmap(self._task_objective, in_dims=(None, 0, 0, 0, 0, None, None))
-        return per_task(meta, *batch, inner_steps, inner_lr).mean()
+        return per_task(meta, xs, ys, xq, yq, inner_steps, inner_lr).mean()
 
     def meta_gradient(self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float) -> tuple[torch.Tensor, Tree]:
         """(meta-loss, meta-gradient tree shaped like ``self.meta``) on one batch of tasks."""
         leaves, spec = pytree.tree_flatten(self.meta)
         loss = self.meta_loss(tasks, shots, inner_steps, inner_lr)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
-        return loss.detach(), pytree.tree_unflatten(grads, spec)
+        dense = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]  # unused leaves: zero
+        return loss.detach(), pytree.tree_unflatten(dense, spec)
 
     def _on_train_start(self, inner_lr: float) -> None:
         self.inner_lr = inner_lr
@@ -148,7 +150,7 @@ class MetaLearner:
         """
         self._on_train_start(inner_lr)
         num_query = shots if num_query is None else num_query
-        leaves, spec = pytree.tree_flatten(self.meta)
+        leaves = pytree.tree_leaves(self.meta)
         opt = torch.optim.Adam(leaves, lr=outer_lr)
         losses, start = [], time.perf_counter()
         for it in range(num_iterations):

@@ -45,8 +45,8 @@ import io
 import pathlib
 from typing import Any, ClassVar, TypeVar
 
-import torch as th
 import numpy as np
+import torch as th
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import (
@@ -113,7 +113,10 @@ def process_sequence_fast(
     starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
     if starts.shape[0] > 1 and bool(starts[1:].any()):
         # Mid-sequence reset: only the per-step loop is exact.
-        return RecurrentActorCriticPolicy._process_sequence(features, lstm_states, episode_starts, lstm)
+        # sb3-contrib annotates its return as two tensors; the second is the (h, c) pair.
+        return RecurrentActorCriticPolicy._process_sequence(  # type: ignore[return-value]
+            features, lstm_states, episode_starts, lstm
+        )
 
     # (n_seq * seq_len, F) -> (n_seq, seq_len, F) -> (seq_len, n_seq, F)
     features_sequence = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)
@@ -226,7 +229,7 @@ def _fast_common_fields(
     """Everything of a recurrent minibatch except the observations (shared by both buffers)."""
     seq = VectorSequencer(buffer.episode_starts[batch_inds], env_change[batch_inds], buffer.device)
     # Keep the attributes stock sets, for code that inspects them after sampling.
-    buffer.seq_start_indices = seq.seq_start_indices
+    buffer.seq_start_indices = seq.seq_start_indices  # type: ignore[assignment]  # sb3-contrib declares it as None
     buffer.pad, buffer.pad_and_flatten = seq.pad, seq.pad_and_flatten
 
     padded_batch_size = seq.n_seq * seq.max_length
@@ -292,7 +295,7 @@ class FastRecurrentDictRolloutBuffer(RecurrentDictRolloutBuffer):
 
 
 # Exact stock buffer classes -> fast twins (a user subclass is left alone).
-_FAST_BUFFERS: dict[type[RolloutBuffer], type[RolloutBuffer]] = {
+_FAST_BUFFERS: dict[type[RolloutBuffer], type[RecurrentRolloutBuffer] | type[RecurrentDictRolloutBuffer]] = {
     RecurrentRolloutBuffer: FastRecurrentRolloutBuffer,
     RecurrentDictRolloutBuffer: FastRecurrentDictRolloutBuffer,
 }
@@ -344,9 +347,9 @@ class FastRecurrentPPO(RecurrentPPO):
         # Stock picks the buffer class inside ``_setup_model`` (no hook), so
         # rebuild the (still empty) buffer as its fast twin with the same
         # arguments.  Building a buffer draws no random numbers.
-        fast_buffer_cls = _FAST_BUFFERS.get(type(self.rollout_buffer))
-        if fast_buffer_cls is not None:
-            old = self.rollout_buffer
+        old = self.rollout_buffer
+        fast_buffer_cls = _FAST_BUFFERS.get(type(old))
+        if fast_buffer_cls is not None and isinstance(old, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)):
             self.rollout_buffer = fast_buffer_cls(
                 old.buffer_size,
                 old.observation_space,
@@ -363,7 +366,7 @@ class FastRecurrentPPO(RecurrentPPO):
         return [*super()._excluded_save_params(), "torch_threads"]
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfFastRecurrentPPO],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
