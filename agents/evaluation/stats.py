@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats  # type: ignore[import-untyped]  # SciPy ships no inline types; scipy-stubs is no dependency
+from scipy import stats
 
 CONFIDENCE = 0.95
 NUM_RESAMPLES = 1000
