@@ -3,7 +3,8 @@
 Promise (lr/families/base.py): subclass ``LRTaskFamily``, implement ``sample``,
 ``init_params``, ``loss`` and ``minibatch_loss`` with tensor operations over
 the leading dimension, and pass the instance as ``task_family=`` to any LR
-environment; the gradient comes from the autograd default.
+environment; the gradient comes from the autograd default, which keeps its graph
+when params require grad (a differentiable unroll gets a second-order meta-gradient).
 """
 
 from __future__ import annotations
@@ -122,6 +123,91 @@ def test_custom_family_core_follows_autograd_sgd():
     _, _, _, _, infos = vec.step(np.full((2, 1), SENSIBLE, np.float32))
     expected = params - torch.as_tensor(infos["lr"]).unsqueeze(-1) * 0.5 * (grads[0] + grads[1])
     torch.testing.assert_close(core.params, expected, rtol=1e-5, atol=1e-6)
+
+
+class LogCoshFamily(LeastSquaresFamily):
+    """Robust regression ``mean(log cosh(X w - y))``: not quadratic, so its Hessian moves with the parameters and
+    a meta-gradient through an unroll has a second-order term that a first-order one misses."""
+
+    name = "log_cosh"
+
+    @staticmethod
+    def _objective(params, x, y):
+        residual = (x @ params.unsqueeze(-1)).squeeze(-1) - y
+        return (residual + torch.nn.functional.softplus(-2.0 * residual) - math.log(2.0)).mean(-1)
+
+
+class LogCoshClosedForm(LogCoshFamily):
+    """The same family with its gradient written out (``mean(tanh(r) x)``): differentiable in params, as the
+    built-in closed forms are; the reference."""
+
+    def minibatch_loss_and_grad(self, params, tasks, keys):
+        index = rng.randint(keys, self.num_samples, (self.batch_size,))
+        x = tasks["x"].gather(1, index.unsqueeze(-1).expand(-1, -1, self.num_features))
+        y = tasks["y"].gather(1, index)
+        residual = (x @ params.unsqueeze(-1)).squeeze(-1) - y
+        loss = (residual + torch.nn.functional.softplus(-2.0 * residual) - math.log(2.0)).mean(-1)
+        return loss, (torch.tanh(residual).unsqueeze(-1) * x).mean(1)
+
+
+class LogCoshFirstOrder(LogCoshFamily):
+    """What the autograd default did before: the gradient as a constant of the graph."""
+
+    def minibatch_loss_and_grad(self, params, tasks, keys):
+        with torch.enable_grad():
+            leaf = params.detach().requires_grad_(True)
+            loss = self.minibatch_loss(leaf, tasks, keys)
+            (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        return loss.detach(), grad
+
+
+def _meta_derivatives(family, optimizer_name, steps=3, n=4):
+    """First and second derivatives ``(n,)`` of the training loss after ``steps`` decisions of
+    :func:`metaopt_envs.lr.dynamics.step` with respect to each row's constant log learning rate."""
+    from metaopt_envs.lr import dynamics
+    from metaopt_envs.lr.optimizers import InnerOptimizer
+
+    keys = rng.keys_from_seeds(list(range(n)))
+    tasks = family.sample(keys, "train")
+    optimizer = InnerOptimizer(optimizer_name)
+    log_lr = torch.full((n,), math.log(0.3 if optimizer_name == "sgd" else 0.2), requires_grad=True)
+    with torch.no_grad():
+        params = family.init_params(tasks, keys)
+        state = dynamics.start(family, optimizer, params, tasks, rng.fold(keys, 7), log_lr.detach())
+    with torch.enable_grad():
+        for _ in range(steps):
+            state = dynamics.step(state, log_lr, family, optimizer, tasks, rng.fold(keys, 7))
+        assert not state.diverged.any()
+        (first,) = torch.autograd.grad(state.loss.sum(), log_lr, create_graph=True)
+        (second,) = torch.autograd.grad(first.sum(), log_lr)  # rows are independent: the diagonal
+    return first.detach(), second
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_autograd_default_gives_a_second_order_meta_gradient(optimizer_name):
+    """Through a differentiable unroll of dynamics.step (the learned optimizers' meta-training), a family with only
+    minibatch_loss gets the meta-gradient, and its derivative, of a closed-form gradient: the default keeps the
+    graph of its gradient when params require grad. Without grad (the environments) it is detached, same numbers."""
+    first, second = _meta_derivatives(LogCoshFamily(), optimizer_name)
+    ref_first, ref_second = _meta_derivatives(LogCoshClosedForm(), optimizer_name)
+    torch.testing.assert_close(first, ref_first, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(second, ref_second, rtol=1e-4, atol=1e-6)
+    # The test can tell: a first-order gradient gives another meta-gradient.
+    old_first, old_second = _meta_derivatives(LogCoshFirstOrder(), optimizer_name)
+    assert (old_first - ref_first).abs().max() > 1e-2 * ref_first.abs().max()
+    assert (old_second - ref_second).abs().max() > 1e-2 * ref_second.abs().max()
+
+    family = LogCoshFamily()
+    keys = rng.keys_from_seeds([0, 1, 2])
+    tasks = family.sample(keys, "train")
+    params = 0.1 * rng.normal(keys, (family.param_dim,))
+    detached = LRTaskFamily.minibatch_loss_and_grad(family, params, tasks, rng.fold(keys, 3))
+    with torch.enable_grad():
+        graph = family.minibatch_loss_and_grad(params.clone().requires_grad_(True), tasks, rng.fold(keys, 3))
+    assert not any(t.requires_grad for t in detached) and all(t.grad_fn is not None for t in graph)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(detached, graph))
+    assert all(torch.equal(a, b) for a, b in zip(detached, LogCoshFirstOrder().minibatch_loss_and_grad(
+        params, tasks, rng.fold(keys, 3))))
 
 
 def test_make_vec_with_custom_family():

@@ -17,7 +17,10 @@ Promises (metaopt_envs.core.family, .registry, .mixture, .checker docstrings):
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,6 +42,7 @@ from metaopt_envs.ensemble.families import StreamFamily, make_stream_family
 from metaopt_envs.hpo.families import ObjectiveFamily, make_objective_family
 from metaopt_envs.lr.families import LRTaskFamily
 from metaopt_envs.lr.families import make_task_family as make_lr_task_family
+from metaopt_envs.lr.optimizers import InnerOptimizer
 
 BUILT_INS = [(kind, name) for kind in KINDS for name in task_family_names(kind)]
 
@@ -575,3 +579,169 @@ def test_take_keeps_rows_of_every_field():
     rows = torch.tensor([4, 1])
     picked = take(tasks, rows)
     assert picked.keys() == tasks.keys() and all(torch.equal(picked[k], tasks[k][rows]) for k in tasks)
+
+
+# -------------------------------------------------------------------------------------- bad constructor arguments
+def _constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of ``cls(...)``, following ``**kwargs`` up the bases (``RegimesFamily`` passes
+    ``num_regimes`` ... on to ``_SwitchingFamily``); a subclass's default wins."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        forwards = False
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                forwards = True
+            elif name != "self" and parameter.default is not inspect.Parameter.empty:
+                found.setdefault(name, parameter)
+        if not forwards:
+            break
+    return found
+
+
+def _bad_constructor_values(parameter: inspect.Parameter) -> list[Any]:
+    """Values that must be rejected for an argument, judged by its annotation and default."""
+    annotation, default = str(parameter.annotation), parameter.default
+    if annotation == "bool":
+        return [1, "yes", None]
+    if annotation == "int":
+        return [True, 2.5, -1, "3"]
+    if annotation == "float":
+        return [math.nan, math.inf, -math.inf, True, "1.0"]
+    if annotation == "tuple[float, float]":
+        low, high = default
+        return [(math.nan, high), (low, math.inf), (-math.inf, high), (True, high), (low,), low, (high, low)]
+    if annotation == "tuple[int, int]":
+        low, high = default
+        return [(True, high), (low, high + 0.5), (low,), low, (high, low)]
+    if annotation == "tuple[int, ...]":
+        return [(True,), (2.5,), (0,), 3]
+    return []
+
+
+def _family_classes() -> list[tuple[str, type]]:
+    classes = [(f"{kind}-{name}", factory) for kind in KINDS for name, factory in registered_task_families(kind).items()
+               if not issubclass(factory, TaskMixture)]
+    return [*classes, ("InnerOptimizer", InnerOptimizer)]
+
+
+def _bad_constructor_cases() -> list[Any]:
+    cases = []
+    for label, cls in _family_classes():
+        for name, parameter in _constructor_parameters(cls).items():
+            for value in _bad_constructor_values(parameter):
+                cases.append(pytest.param(cls, name, value, id=f"{label}-{name}={value!r}"))
+    return cases
+
+
+BAD_CONSTRUCTOR_CASES = _bad_constructor_cases()
+
+
+def _shown(value: Any) -> str:
+    return re.escape(repr(tuple(value)) if isinstance(value, tuple) else repr(value))
+
+
+@pytest.mark.parametrize(("cls", "name", "value"), BAD_CONSTRUCTOR_CASES)
+def test_bad_family_argument_names_itself(cls, name, value):
+    """Every int, float, bool, (low, high) and list-of-ints argument of every built-in family constructor (and of
+    the inner optimizers), found from its signature: bools are not numbers, NaN and inf are not floats, a range
+    is an ordered pair. The ValueError names the argument, what is allowed and the value."""
+    with pytest.raises(ValueError, match=rf"^{name} must be .*, got {_shown(value)}$"):
+        cls(**{name: value})
+
+
+def test_constructor_discovery_covers_every_family():
+    """The discovery above is not vacuous: every family has typed arguments, including the ones the contract
+    engineer found unchecked."""
+    discovered = {label: set(_constructor_parameters(cls)) & {
+        name for name, p in _constructor_parameters(cls).items() if _bad_constructor_values(p)
+    } for label, cls in _family_classes()}
+    assert all(discovered.values()), {label: names for label, names in discovered.items() if not names}
+    expected = {
+        "lr-quadratic": {"min_dim", "max_dim", "condition_range", "curvature_range", "noise_range", "init_scale"},
+        "lr-logistic": {"num_features", "num_train", "num_val", "batch_size", "feature_scale_range", "signal_range"},
+        "lr-sinusoid": {"hidden_sizes", "num_train", "num_val", "batch_size", "amplitude_range", "phase_range",
+                        "input_range"},
+        "lr-sklearn": {"hidden_sizes", "num_train", "num_val", "batch_size"},
+        "ensemble-switching_ar": {"noise_std", "num_regimes", "mean_segment", "min_segment", "max_modulus", "burn_in"},
+        "ensemble-regimes": {"level_std", "slope_std", "noise_range", "amplitude_range", "seasonal_prob", "periods",
+                             "max_modulus", "num_regimes", "mean_segment", "min_segment", "burn_in"},
+        "ensemble-real": {"num_regimes", "num_crops", "min_crop", "scale_range", "shift_std"},
+        "hpo-branin": {"max_shift", "scale_range", "offset_std"},
+        "hpo-hartmann6": {"max_shift", "scale_range", "offset_std"},
+        "hpo-gp": {"dims", "lengthscale_range", "num_features", "num_candidates", "num_starts", "screen_steps",
+                   "num_refined", "descent_steps"},
+        "hpo-sklearn": {"permute", "flip"},
+        "InnerOptimizer": {"momentum", "beta1", "beta2", "eps"},
+    }
+    for label, names in expected.items():
+        assert discovered[label] == names, label
+
+
+REPORTED_ARGUMENTS = [  # the contract engineer's findings: each of these was accepted before
+    ("lr", "quadratic", "init_scale", math.nan), ("lr", "quadratic", "init_scale", math.inf),
+    ("lr", "quadratic", "condition_range", (10.0, math.inf)), ("lr", "quadratic", "noise_range", (0.01, math.inf)),
+    ("lr", "quadratic", "min_dim", True),
+    ("lr", "logistic", "signal_range", (math.nan, 10.0)), ("lr", "logistic", "feature_scale_range", (0.1, math.inf)),
+    ("lr", "logistic", "num_features", True), ("lr", "logistic", "batch_size", True),
+    ("lr", "sinusoid", "amplitude_range", (0.1, math.inf)), ("lr", "sinusoid", "input_range", (math.nan, 5.0)),
+    ("lr", "sinusoid", "num_train", True), ("lr", "sklearn", "num_val", True), ("lr", "sklearn", "batch_size", True),
+    ("ensemble", "switching_ar", "noise_std", math.inf),
+    ("ensemble", "regimes", "level_std", math.nan), ("ensemble", "regimes", "slope_std", math.inf),
+    ("ensemble", "regimes", "noise_range", (0.3, math.inf)),
+    ("ensemble", "real", "shift_std", math.nan), ("ensemble", "real", "scale_range", (0.5, math.inf)),
+    ("hpo", "branin", "offset_std", math.inf), ("hpo", "branin", "scale_range", (0.1, math.inf)),
+    ("hpo", "gp", "lengthscale_range", (0.1, math.inf)),
+    ("optimizer", "adam", "eps", math.inf), ("optimizer", "adam", "eps", 0.0),
+    ("optimizer", "momentum", "momentum", 1.0), ("optimizer", "adam", "beta1", -0.1),
+    ("optimizer", "adam", "beta2", 1.0),
+]
+
+
+@pytest.mark.parametrize(("kind", "family", "name", "value"), [
+    pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]}={case[3]!r}") for case in REPORTED_ARGUMENTS
+])
+def test_regression_family_arguments_once_accepted(kind, family, name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be .*, got {_shown(value)}$"):
+        if kind == "optimizer":
+            InnerOptimizer(family, **{name: value})
+        else:
+            make_task_family(kind, family, **{name: value})
+    with pytest.raises(ValueError, match=r"^inner_optimizer must be one of 'sgd', 'momentum', 'adam', got 'lion'$"):
+        InnerOptimizer("lion")
+
+
+def test_family_arguments_accept_config_values_and_keep_their_numbers():
+    """What configs and numpy hand over still passes (lists for pairs, numpy scalars, degenerate ranges), in its
+    canonical type, and the defaults passed explicitly sample the same tasks as the defaults."""
+    family = make_task_family(
+        "lr", "quadratic", min_dim=np.int64(3), condition_range=[100, 100], init_scale=np.float32(2)
+    )
+    assert (family.min_dim, family.condition_range, family.init_scale) == (3, (100.0, 100.0), 2.0)
+    assert type(family.min_dim) is int and type(family.condition_range[0]) is float
+    assert make_task_family("ensemble", "regimes", periods=[np.int64(5)], slope_std=0).periods == (5,)
+    assert make_task_family("hpo", "sklearn", permute=np.bool_(False)).permute is False
+    assert make_task_family("lr", "sinusoid", hidden_sizes=[8]).layer_sizes == (1, 8, 1)
+    assert InnerOptimizer("momentum", momentum=0).momentum == 0.0
+    keys = _keys(4)
+    explicit = {
+        "quadratic": {"min_dim": 4, "max_dim": 32, "condition_range": (10, 1e4), "init_scale": 1},
+        "logistic": {"num_features": 16, "feature_scale_range": [0.1, 10], "signal_range": (1, 10)},
+    }
+    for name, kwargs in explicit.items():
+        default = make_task_family("lr", name).sample(keys, "train")
+        given = make_task_family("lr", name, **kwargs).sample(keys, "train")
+        assert all(torch.equal(default[k], given[k]) for k in default)
+
+
+def test_mixture_weights_reject_bools():
+    with pytest.raises(ValueError, match=r"weights must be 2 finite non-negative numbers .*got \[True, 1.0\]"):
+        check_weights([True, 1.0], 2)
+
+
+def test_logistic_family_is_exactly_batch_size_independent():
+    """Labels are drawn from logits computed as a row vector times a transposed matrix (as ``_logits``), which
+    rounds the same for one task as for many: the checker's batched == single holds bit for bit."""
+    check_task_family(make_task_family("lr", "logistic"), batch_sizes=(1, 3, 8), rtol=0.0, atol=0.0)
+    check_task_family(make_task_family("lr", "quadratic"), batch_sizes=(1, 3, 8), rtol=0.0, atol=0.0)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 
 from metaopt_envs.core import rng
+from metaopt_envs.core.family import SPLIT_IDS
 from metaopt_envs.lr.families.base import TaskData, check_split
 from metaopt_envs.lr.families.mlp import SinusoidMLPFamily
-
-SPLIT_ID = {"train": 0, "test": 1}  # as in metaopt_envs.lr.core
 
 
 class SinusoidTasks:
@@ -46,7 +45,7 @@ class SinusoidTasks:
     def keys(seed: int, split: str, start: int, n: int) -> torch.Tensor:
         """Keys ``(n,)`` of tasks ``start .. start + n - 1`` of ``split`` for ``seed``."""
         base = rng.keys_from_seeds([seed]).expand(n)
-        return rng.fold(base, SPLIT_ID[check_split(split)], torch.arange(start, start + n))
+        return rng.fold(base, SPLIT_IDS[check_split(split)], torch.arange(start, start + n))
 
     def sample(
         self, n: int, num_support: int, num_query: int, split: str = "train", seed: int = 0, start: int = 0,

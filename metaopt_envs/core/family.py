@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
 
 TaskData = dict[str, torch.Tensor]
 """Plain task data: every tensor has the number of problems as leading dimension."""
@@ -86,29 +86,36 @@ def check_keys(keys: torch.Tensor, label: str = "keys") -> torch.Tensor:
     return keys
 
 
-def check_integer(label: str, value: Any, minimum: int = 1) -> int:
-    """``value`` must be an int (not a bool) >= ``minimum`` (1: positive, 0: non-negative); returns it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        wanted = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ValueError(f"{label} must be {wanted}, got {value!r}")
-    return value
-
-
 def check_range(
-    label: str, value: Any, low: float, high: float | None = None, integer: bool = False
+    label: str, value: Any, low: float | None = None, high: float | None = None, integer: bool = False,
+    low_open: bool = False,
 ) -> tuple[Any, Any]:
-    """An inclusive range ``(lo, hi)`` with ``low <= lo <= hi`` (and ``hi <= high`` if given).
+    """A range ``(lo, hi)`` with ``lo <= hi`` (a single value when equal), both ends inside the bounds:
+    ints (``integer``, ``>= low``; :func:`metaopt_envs.core.checks.integer`) or finite floats in
+    ``[low, high]`` (``(low, ...`` if ``low_open``; :func:`metaopt_envs.core.checks.finite_float`).
 
-    Returns ``(lo, hi)`` as ints (``integer``) or floats.
+    Returns ``(lo, hi)`` as ints or floats; raises ``ValueError`` naming ``label``, what is allowed
+    and the value.
     """
+    minimum = int(low) if low is not None else 0
+    if integer:
+        allowed = f"a (lo, hi) pair of ints >= {minimum} with lo <= hi"
+    else:
+        bounds = checks._interval(low, high, low_open, False)
+        allowed = f"a (lo, hi) pair of finite numbers{' ' + bounds if bounds else ''} with lo <= hi"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{label} must be {allowed}, got {value!r}")
+    lo: float
+    hi: float
     try:
-        lo, hi = (int(v) if integer else float(v) for v in value)
-    except (TypeError, ValueError):
-        kind = "integers" if integer else "numbers"
-        raise ValueError(f"{label} must be a pair (lo, hi) of {kind}, got {value!r}") from None
-    if not (low <= lo <= hi and (high is None or hi <= high)):
-        bound = f" <= {high}" if high is not None else ""
-        raise ValueError(f"{label} must satisfy {low} <= lo <= hi{bound}, got {value!r}")
+        if integer:
+            lo, hi = (checks.integer(label, v, minimum=minimum) for v in value)
+        else:
+            lo, hi = (checks.finite_float(label, v, low, high, low_open=low_open) for v in value)
+    except ValueError:
+        raise ValueError(f"{label} must be {allowed}, got {tuple(value)!r}") from None
+    if not lo <= hi:
+        raise ValueError(f"{label} must be {allowed}, got {tuple(value)!r}")
     return lo, hi
 
 

@@ -34,6 +34,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 import torch
 
 from metaopt_envs.core import rng
@@ -58,7 +59,10 @@ def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     if isinstance(weights, (str, bytes)):
         raise ValueError(f"{problem}, got {weights!r}")
     try:
-        values = [float(w) for w in weights]
+        items = list(weights)
+        if any(isinstance(w, (bool, np.bool_)) for w in items):
+            raise TypeError("a bool is not a weight")
+        values = [float(w) for w in items]
     except (TypeError, ValueError):
         raise ValueError(f"{problem}, got {weights!r}") from None
     if len(values) != count:

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from metaopt_envs.core import checks
+
 INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
@@ -50,14 +52,12 @@ class InnerOptimizer:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        if self.name not in INNER_OPTIMIZERS:
-            raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {self.name!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if not self.eps > 0.0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+        checks.choice("inner_optimizer", self.name, INNER_OPTIMIZERS)
+        # Stored as checked Python floats (a frozen dataclass: through object.__setattr__).
+        for field_name in ("momentum", "beta1", "beta2"):
+            value = checks.finite_float(field_name, getattr(self, field_name), low=0.0, high=1.0, high_open=True)
+            object.__setattr__(self, field_name, value)
+        object.__setattr__(self, "eps", checks.finite_float("eps", self.eps, low=0.0, low_open=True))
 
     def init(self, params: torch.Tensor) -> OptimizerState:
         """Fresh state for ``params: (B, P)``."""

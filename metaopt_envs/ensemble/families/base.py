@@ -53,8 +53,8 @@ from typing import ClassVar
 
 import torch
 
-from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, TaskFamily, check_integer, check_keys, check_split
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import TaskData, TaskFamily, check_keys, check_split
 from metaopt_envs.core.mixture import TaskMixture
 
 StreamData = dict[str, torch.Tensor]
@@ -68,8 +68,8 @@ EPISODE_FIELDS: tuple[str, ...] = ("values", "regime")
 
 
 def check_length(length: int) -> int:
-    """``length`` must be a positive integer (the number of time steps)."""
-    return check_integer("length", length)
+    """``length`` must be an int >= 1 (the number of time steps)."""
+    return checks.integer("length", length, note="time steps")
 
 
 def check_episode_keys(tasks: TaskData, episode_keys: torch.Tensor, label: str = "episode_keys") -> None:

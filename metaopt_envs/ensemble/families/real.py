@@ -41,8 +41,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, check_integer, check_range, check_split
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import TaskData, check_range, check_split
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
@@ -148,19 +148,15 @@ class RealSeriesFamily(StreamFamily):
     ) -> None:
         self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
         self.num_crops = check_range("num_crops", num_crops, low=1, integer=True)
-        check_integer("min_crop", min_crop)
-        if not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
-        if shift_std < 0:
-            raise ValueError(f"shift_std must be >= 0, got {shift_std!r}")
+        self.min_crop = checks.integer("min_crop", min_crop)
+        self.scale_range = check_range("scale_range", scale_range, low=0.0, low_open=True)
+        self.shift_std = checks.finite_float("shift_std", shift_std, low=0.0)
         smallest = min(len(TRAIN_SERIES), len(TEST_SERIES))
         if self.num_regimes[1] > smallest:
             raise ValueError(
                 f"num_regimes allows at most {smallest} regimes (distinct series of the smallest pool), "
                 f"got {num_regimes!r}"
             )
-        self.min_crop = min_crop
-        self.scale_range, self.shift_std = tuple(scale_range), float(shift_std)
         self.max_regimes = self.num_regimes[1]
         series = load_real_series()
         self.series_names: tuple[str, ...] = TRAIN_SERIES + TEST_SERIES

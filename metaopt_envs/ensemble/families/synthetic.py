@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from metaopt_envs.core import rng
-from metaopt_envs.core.family import TaskData, check_integer, check_range, gather_rows
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import TaskData, check_range, gather_rows
 from metaopt_envs.ensemble.families.base import (
     StreamData,
     StreamFamily,
@@ -30,6 +30,18 @@ from metaopt_envs.ensemble.families.base import (
     stable_ar2,
     uniform_count,
 )
+
+
+def _periods(periods: tuple[int, ...]) -> tuple[int, ...]:
+    """The checked ``periods``: a non-empty list of ints >= 2."""
+    allowed = f"periods must be a non-empty list of ints >= 2 (seasonal periods in steps), got {periods!r}"
+    if isinstance(periods, (str, bytes)) or not hasattr(periods, "__len__") or len(periods) == 0:
+        raise ValueError(allowed)
+    try:
+        return tuple(checks.integer("periods", period, minimum=2) for period in periods)
+    except ValueError:
+        raise ValueError(f"periods must be a non-empty list of ints >= 2 (seasonal periods in steps), "
+                         f"got {tuple(periods)!r}") from None
 
 
 class _SwitchingFamily(StreamFamily):
@@ -50,14 +62,14 @@ class _SwitchingFamily(StreamFamily):
         burn_in: int = 50,
     ) -> None:
         self.num_regimes = check_range("num_regimes", num_regimes, low=1, integer=True)
-        check_integer("min_segment", min_segment)
-        if not mean_segment >= min_segment:
-            raise ValueError(f"mean_segment must be >= min_segment={min_segment}, got {mean_segment!r}")
-        if not 0.0 < max_modulus < 1.0:
-            raise ValueError(f"max_modulus must be in (0, 1) for stationary regimes, got {max_modulus!r}")
-        check_integer("burn_in", burn_in, minimum=0)
-        self.mean_segment, self.min_segment = float(mean_segment), min_segment
-        self.max_modulus, self.burn_in = max_modulus, burn_in
+        self.min_segment = checks.integer("min_segment", min_segment)
+        self.mean_segment = checks.finite_float(
+            "mean_segment", mean_segment, low=self.min_segment, note="steps: at least min_segment"
+        )
+        self.max_modulus = checks.finite_float(
+            "max_modulus", max_modulus, low=0.0, high=1.0, low_open=True, high_open=True, note="for stationary regimes"
+        )
+        self.burn_in = checks.integer("burn_in", burn_in, minimum=0)
         self.max_regimes = self.num_regimes[1]
 
     def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
@@ -110,9 +122,7 @@ class SwitchingARFamily(_SwitchingFamily):
 
     def __init__(self, noise_std: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        if not noise_std > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
-        self.noise_std = float(noise_std)
+        self.noise_std = checks.finite_float("noise_std", noise_std, low=0.0, low_open=True)
 
     def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
         phi1, phi2 = stable_ar2(rng.fold(task, 2), (self.max_regimes,), self.max_modulus)
@@ -163,18 +173,12 @@ class RegimesFamily(_SwitchingFamily):
         **kwargs,
     ) -> None:
         super().__init__(max_modulus=max_modulus, **kwargs)
-        for label, (low, high) in (("noise_range", noise_range), ("amplitude_range", amplitude_range)):
-            if not 0 < low <= high:
-                raise ValueError(f"{label} must satisfy 0 < low <= high, got {(low, high)}")
-        if level_std < 0 or slope_std < 0:
-            raise ValueError(f"level_std and slope_std must be >= 0, got {level_std!r}, {slope_std!r}")
-        if not 0.0 <= seasonal_prob <= 1.0:
-            raise ValueError(f"seasonal_prob must be in [0, 1], got {seasonal_prob!r}")
-        if len(periods) == 0 or min(periods) < 2:
-            raise ValueError(f"periods must be a non-empty list of integers >= 2, got {periods!r}")
-        self.level_std, self.slope_std = float(level_std), float(slope_std)
-        self.noise_range, self.amplitude_range = tuple(noise_range), tuple(amplitude_range)
-        self.seasonal_prob, self.periods = float(seasonal_prob), tuple(int(p) for p in periods)
+        self.noise_range = check_range("noise_range", noise_range, low=0.0, low_open=True)
+        self.amplitude_range = check_range("amplitude_range", amplitude_range, low=0.0, low_open=True)
+        self.level_std = checks.finite_float("level_std", level_std, low=0.0)
+        self.slope_std = checks.finite_float("slope_std", slope_std, low=0.0)
+        self.seasonal_prob = checks.finite_float("seasonal_prob", seasonal_prob, low=0.0, high=1.0)
+        self.periods = _periods(periods)
 
     def regime_parameters(self, task: torch.Tensor) -> torch.Tensor:
         """``(n, max_regimes, 8)`` float32 parameters, columns ``param_names``, from the task stream."""

@@ -36,8 +36,8 @@ import math
 
 import torch
 
-from metaopt_envs.core import rng
-from metaopt_envs.core.family import check_integer, check_range
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import check_range
 from metaopt_envs.hpo.families.base import (
     ObjectiveFamily,
     ObjectiveTasks,
@@ -63,13 +63,11 @@ class _ShiftedBenchmark(ObjectiveFamily):
     def __init__(
         self, max_shift: float = 0.15, scale_range: tuple[float, float] = (0.1, 10.0), offset_std: float = 1.0
     ) -> None:
-        if not 0.0 <= max_shift <= 0.5:
-            raise ValueError(f"max_shift must be in [0, 0.5] (a fraction of the domain's width), got {max_shift!r}")
-        if not offset_std >= 0.0:
-            raise ValueError(f"offset_std must be >= 0, got {offset_std!r}")
-        self.max_shift = float(max_shift)
+        self.max_shift = checks.finite_float(
+            "max_shift", max_shift, low=0.0, high=0.5, note="a fraction of the domain's width"
+        )
         self.scale_range = check_range("scale_range", scale_range, low=1e-12)
-        self.offset_std = float(offset_std)
+        self.offset_std = checks.finite_float("offset_std", offset_std, low=0.0)
         self.max_dim = len(self.x_min)
         self._lower = torch.tensor(self.lower, dtype=torch.float32)
         self._width = torch.tensor(self.upper, dtype=torch.float32) - self._lower
@@ -249,17 +247,16 @@ class GPFamily(ObjectiveFamily):
     ) -> None:
         self.dims = check_range("dims", dims, low=1, integer=True)
         self.lengthscale_range = check_range("lengthscale_range", lengthscale_range, low=1e-6)
-        self.num_features = check_integer("num_features", num_features)
-        self.num_candidates = check_integer("num_candidates", num_candidates)
-        self.num_starts = check_integer("num_starts", num_starts)
-        self.num_refined = check_integer("num_refined", num_refined)
+        self.num_features = checks.integer("num_features", num_features)
+        self.num_candidates = checks.integer("num_candidates", num_candidates)
+        self.num_starts = checks.integer("num_starts", num_starts)
+        self.num_refined = checks.integer("num_refined", num_refined)
         if self.num_starts > self.num_candidates:
             raise ValueError(f"num_starts must be <= num_candidates={num_candidates}, got {num_starts!r}")
         if self.num_refined > self.num_starts:
             raise ValueError(f"num_refined must be <= num_starts={num_starts}, got {num_refined!r}")
-        check_integer("screen_steps", screen_steps, minimum=0)
-        check_integer("descent_steps", descent_steps, minimum=0)
-        self.screen_steps, self.descent_steps = screen_steps, descent_steps
+        self.screen_steps = checks.integer("screen_steps", screen_steps, minimum=0)
+        self.descent_steps = checks.integer("descent_steps", descent_steps, minimum=0)
         self.max_dim = self.dims[1]
         # The search's candidates: one fixed uniform point set, shifted per task (see _search).
         self._candidates = uniform_points(rng.keys_from_seeds([self._salt]), self.num_candidates, self.max_dim)[0]

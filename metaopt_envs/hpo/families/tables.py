@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
 from metaopt_envs.hpo.families.base import ObjectiveFamily, ObjectiveTasks, reference_values
 
 DEFAULT_TABLE_PATH = Path(__file__).resolve().parent / "data" / "hpo_tables.npz"
@@ -107,7 +107,7 @@ class SklearnTableFamily(ObjectiveFamily):
                 raise ValueError(f"{label} must be a non-empty list of names from {allowed}, got {names!r}")
         self.problems, self.datasets = problems, known
         self.split_datasets = {"train": tuple(train_datasets), "test": tuple(test_datasets)}
-        self.permute, self.flip = bool(permute), bool(flip)
+        self.permute, self.flip = checks.boolean("permute", permute), checks.boolean("flip", flip)
         self.axes = {p: tuple(str(a) for a in arrays[f"axes/{p}"]) for p in problems}
         self.grids = {p: {a: arrays[f"grid/{p}/{a}"] for a in self.axes[p]} for p in problems}
 

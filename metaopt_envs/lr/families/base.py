@@ -14,7 +14,8 @@ method                                    shapes
 ``loss(params, tasks, split)``            full-data objective -> ``(n,)``
 ``minibatch_loss(params, tasks, keys)``   one minibatch per problem -> ``(n,)``
 ``minibatch_loss_and_grad(...)``          -> ``(n,)``, ``(n, P)``; autograd by
-                                          default, closed form where cheaper
+                                          default (differentiable when params
+                                          are), closed form where cheaper
 ``paired_minibatch_grads(...)``           two minibatch gradients ``(n, P)``;
                                           two calls by default, one pass where
                                           a family can batch them
@@ -86,11 +87,20 @@ class LRTaskFamily(TaskFamily):
     def minibatch_loss_and_grad(
         self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Minibatch loss ``(n,)`` and its gradient ``(n, P)``.
+        """Minibatch loss ``(n,)`` and its gradient ``(n, P)``, by autograd through :meth:`minibatch_loss`.
 
         Rows are independent problems, so the gradient of the summed loss is
-        every problem's own gradient.
+        every problem's own gradient. When ``params`` is part of a graph (it
+        requires grad and grad mode is on: a differentiable unroll such as the
+        learned optimizers' through :func:`metaopt_envs.lr.dynamics.step`), the
+        gradient keeps its graph (``create_graph``), so a meta-gradient through
+        it is second order, as through the built-in closed forms. Otherwise
+        (the environments, under ``torch.no_grad()``) both are detached.
         """
+        if params.requires_grad and torch.is_grad_enabled():
+            loss = self.minibatch_loss(params, tasks, keys)
+            (grad,) = torch.autograd.grad(loss.sum(), params, create_graph=True)
+            return loss, grad
         with torch.enable_grad():
             leaf = params.detach().requires_grad_(True)
             loss = self.minibatch_loss(leaf, tasks, keys)

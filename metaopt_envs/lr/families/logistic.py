@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import check_range
 from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
@@ -34,13 +35,15 @@ class LogisticRegressionFamily(LRTaskFamily):
         feature_scale_range: tuple[float, float] = (0.1, 10.0),
         signal_range: tuple[float, float] = (1.0, 10.0),
     ) -> None:
-        for label, value in (("num_features", num_features), ("num_train", num_train),
-                             ("num_val", num_val), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"{label} must be >= 1, got {value}")
-        self.num_features, self.num_train, self.num_val, self.batch_size = num_features, num_train, num_val, batch_size
-        self.feature_scale_range, self.signal_range = feature_scale_range, signal_range
-        self.param_dim = num_features + 1
+        self.num_features, self.num_train, self.num_val, self.batch_size = (
+            checks.integer(label, value) for label, value in (
+                ("num_features", num_features), ("num_train", num_train), ("num_val", num_val),
+                ("batch_size", batch_size),
+            )
+        )
+        self.feature_scale_range = check_range("feature_scale_range", feature_scale_range, low=0.0, low_open=True)
+        self.signal_range = check_range("signal_range", signal_range, low=0.0, low_open=True)
+        self.param_dim = self.num_features + 1
 
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
         check_split(split)
@@ -51,10 +54,11 @@ class LogisticRegressionFamily(LRTaskFamily):
         w = rng.normal(rng.fold(keys, 4), (d,)) / scale
         w = w * (signal / w.norm(dim=-1)).unsqueeze(-1)
         b = rng.normal(rng.fold(keys, 5))
-        logits = x @ w.unsqueeze(-1) + b.view(-1, 1, 1)
-        y = (rng.uniform(rng.fold(keys, 6), (total, 1)) < torch.sigmoid(logits)).float()
-        inputs = torch.cat([x, torch.ones_like(y)], dim=-1)  # the bias as a constant feature
-        return split_samples({"inputs": inputs, "targets": y.squeeze(-1)}, self.num_train)
+        # A row vector times a transposed matrix, as in _logits: the same bits for one task as for many.
+        logits = (w.unsqueeze(1) @ x.transpose(1, 2)).squeeze(1) + b.unsqueeze(-1)
+        y = (rng.uniform(rng.fold(keys, 6), (total,)) < torch.sigmoid(logits)).float()
+        inputs = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)  # the bias as a constant feature
+        return split_samples({"inputs": inputs, "targets": y}, self.num_train)
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
         return torch.zeros(keys.shape[0], self.param_dim, device=keys.device)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import check_range
 from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
 
 
@@ -53,19 +54,39 @@ def _weight_grad(below: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 _NARROW = 16  # outputs narrower than this are computed transposed
 
 
+def _sizes(num_train: int, num_val: int, batch_size: int) -> tuple[int, int, int]:
+    """The checked ``num_train``, ``num_val`` and ``batch_size`` (ints >= 1)."""
+    return (
+        checks.integer("num_train", num_train), checks.integer("num_val", num_val),
+        checks.integer("batch_size", batch_size),
+    )
+
+
+def _hidden_sizes(hidden_sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The checked ``hidden_sizes``: a (possibly empty) list of ints >= 1."""
+    if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
+        raise ValueError(f"hidden_sizes must be a list of ints >= 1 (one per hidden layer), got {hidden_sizes!r}")
+    values = tuple(hidden_sizes)
+    for size in values:
+        try:
+            checks.integer("hidden_sizes", size)
+        except ValueError:
+            raise ValueError(
+                f"hidden_sizes must be a list of ints >= 1 (one per hidden layer), got {values!r}"
+            ) from None
+    return tuple(int(size) for size in values)
+
+
 class MLPFamily(LRTaskFamily):
     """Shared parts of the MLP families: parameter layout, initialization, forward pass."""
 
     has_validation = True
 
     def __init__(self, layer_sizes: tuple[int, ...], num_train: int, num_val: int, batch_size: int) -> None:
-        if len(layer_sizes) < 2 or min(layer_sizes) < 1:
+        if len(layer_sizes) < 2:
             raise ValueError(f"layer_sizes needs at least two positive sizes, got {layer_sizes}")
-        for label, value in (("num_train", num_train), ("num_val", num_val), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"{label} must be >= 1, got {value}")
-        self.layer_sizes = tuple(layer_sizes)
-        self.num_train, self.num_val, self.batch_size = num_train, num_val, batch_size
+        self.layer_sizes = tuple(checks.integer("layer_sizes[i]", size) for size in layer_sizes)
+        self.num_train, self.num_val, self.batch_size = _sizes(num_train, num_val, batch_size)
         self.shapes = [(fan_in, fan_out) for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:])]
         self.param_dim = sum(i * o + o for i, o in self.shapes)
 
@@ -194,8 +215,10 @@ class SinusoidMLPFamily(MLPFamily):
         phase_range: tuple[float, float] = (0.0, math.pi),
         input_range: tuple[float, float] = (-5.0, 5.0),
     ) -> None:
-        super().__init__((1, *hidden_sizes, 1), num_train, num_val, batch_size)
-        self.amplitude_range, self.phase_range, self.input_range = amplitude_range, phase_range, input_range
+        super().__init__((1, *_hidden_sizes(hidden_sizes), 1), num_train, num_val, batch_size)
+        self.amplitude_range = check_range("amplitude_range", amplitude_range)
+        self.phase_range = check_range("phase_range", phase_range)
+        self.input_range = check_range("input_range", input_range)
 
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
         check_split(split)
@@ -264,6 +287,8 @@ class SklearnMLPFamily(MLPFamily):
         self.datasets = tuple(dict.fromkeys((*train_datasets, *test_datasets)))
         loaded = [_load_sklearn(name) for name in self.datasets]
         smallest = min(len(y) for _, y in loaded)
+        num_train, num_val, batch_size = _sizes(num_train, num_val, batch_size)
+        hidden_sizes = _hidden_sizes(hidden_sizes)
         if num_train + num_val > smallest:
             raise ValueError(f"num_train + num_val must be <= {smallest} (the smallest dataset), got {num_train + num_val}")
         self.max_features = max(x.shape[1] for x, _ in loaded)
@@ -286,7 +311,7 @@ class SklearnMLPFamily(MLPFamily):
         self.sizes = torch.tensor([len(y) for _, y in loaded])
         self.num_classes = torch.tensor([int(y.max() + 1) for _, y in loaded])
 
-    def to(self, device: torch.device) -> SklearnMLPFamily:
+    def to(self, device: torch.device | str) -> SklearnMLPFamily:
         for field in ("pool_inputs", "pool_targets", "offsets", "sizes", "num_classes"):
             setattr(self, field, getattr(self, field).to(device))
         self.split_datasets = {k: v.to(device) for k, v in self.split_datasets.items()}

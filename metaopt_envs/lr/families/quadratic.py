@@ -24,7 +24,8 @@ import math
 
 import torch
 
-from metaopt_envs.core import rng
+from metaopt_envs.core import checks, rng
+from metaopt_envs.core.family import check_range
 from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split
 
 
@@ -42,22 +43,14 @@ class NoisyQuadraticFamily(LRTaskFamily):
         noise_range: tuple[float, float] = (0.01, 1.0),
         init_scale: float = 1.0,
     ) -> None:
-        if not 1 <= min_dim <= max_dim:
-            raise ValueError(f"need 1 <= min_dim <= max_dim, got min_dim={min_dim}, max_dim={max_dim}")
-        for label, (low, high) in (
-            ("condition_range", condition_range),
-            ("curvature_range", curvature_range),
-            ("noise_range", noise_range),
-        ):
-            if not 0 < low <= high:
-                raise ValueError(f"{label} must satisfy 0 < low <= high, got {(low, high)}")
-        if condition_range[0] < 1:
-            raise ValueError(f"condition_range must be >= 1, got {condition_range}")
+        min_dim, max_dim = checks.integer("min_dim", min_dim), checks.integer("max_dim", max_dim)
+        if min_dim > max_dim:
+            raise ValueError(f"max_dim must be an int >= min_dim={min_dim}, got {max_dim!r}")
         self.min_dim, self.max_dim = min_dim, max_dim
-        self.condition_range = condition_range
-        self.curvature_range = curvature_range
-        self.noise_range = noise_range
-        self.init_scale = init_scale
+        self.condition_range = check_range("condition_range", condition_range, low=1.0)
+        self.curvature_range = check_range("curvature_range", curvature_range, low=0.0, low_open=True)
+        self.noise_range = check_range("noise_range", noise_range, low=0.0, low_open=True)
+        self.init_scale = checks.finite_float("init_scale", init_scale, low=0.0, low_open=True)
         self.param_dim = max_dim
 
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
