@@ -126,6 +126,8 @@ def unroll_step(
 class LRNet(nn.Module):
     """Features (scaled to [-1, 1]) -> action in (-1, 1) (tanh), the absolute-mode action of the next rate."""
 
+    scale: torch.Tensor  # a buffer (register_buffer): nn.Module's __getattr__ types it as Tensor | Module
+
     def __init__(self, hidden: int = 32, initial_action: float = 0.0) -> None:
         super().__init__()
         self.hidden = nn.Linear(len(LR_FEATURES), hidden)
@@ -308,7 +310,12 @@ def unroll(
     a meta-optimizer step. ``meta_loss`` sums the window losses.
     """
     family = _as_family(family)
-    problems = tasks if isinstance(tasks, Problems) else Problems(tasks, params, run_key)
+    if isinstance(tasks, Problems):
+        problems = tasks
+    elif params is None or run_key is None:
+        raise ValueError("unroll on task data needs params= and run_key= (or pass a Problems)")
+    else:
+        problems = Problems(tasks, params, run_key)
     if objective not in ("mean", "final"):
         raise ValueError(f"objective must be 'mean' or 'final', got {objective!r}")
     low, high = controller.log_lr_range

@@ -16,9 +16,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import rng
-from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, check_split
+from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, rng, seeds_to_keys
+from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast
 from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
@@ -53,6 +52,15 @@ def _expert_regime(name: str) -> int:
     if regime < 0:
         raise ValueError(f"forecasters: an expert is named 'expert<r>' with r >= 0 a regime index, got {name!r}")
     return regime
+
+
+def _stream_family(family: TaskFamily) -> StreamFamily:
+    """``family`` as the :class:`StreamFamily` it must be (``env_task_family`` returns the base type)."""
+    if not isinstance(family, StreamFamily):
+        raise TypeError(
+            f"an ensemble core needs a StreamFamily (metaopt_envs.ensemble.families), got {describe(family)}"
+        )
+    return family
 
 
 class EnsembleCore(BatchedCore):
@@ -102,7 +110,7 @@ class EnsembleCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = env_task_family("ensemble", task_family, task_family_kwargs, self.device)
+        self.family = _stream_family(env_task_family("ensemble", task_family, task_family_kwargs, self.device))
         self.split = check_split(split)
         self.forecaster_names = forecasters
         self.forecaster_window = int(forecaster_window)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, check_split, put
+from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe, put
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.hpo.families import ObjectiveFamily
 
@@ -33,6 +33,13 @@ def feature_names(max_dim: int) -> tuple[str, ...]:
         *(f"mask[{i}]" for i in range(max_dim)),
         "value", "log10_value", "best", "log10_best", "budget_used",
     )
+
+
+def _objective_family(family: TaskFamily) -> ObjectiveFamily:
+    """``family`` as the :class:`ObjectiveFamily` it must be (``env_task_family`` returns the base type)."""
+    if not isinstance(family, ObjectiveFamily):
+        raise TypeError(f"an HPO core needs an ObjectiveFamily (metaopt_envs.hpo.families), got {describe(family)}")
+    return family
 
 
 class HPOCore(BatchedCore):
@@ -56,7 +63,7 @@ class HPOCore(BatchedCore):
         regret_floor = checks.finite_float("regret_floor", regret_floor, low=0.0, high=1.0, low_open=True, high_open=True)
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = env_task_family("hpo", task_family, task_family_kwargs, self.device)
+        self.family = _objective_family(env_task_family("hpo", task_family, task_family_kwargs, self.device))
         self.split = check_split(split)
         self.budget = self.num_decisions = int(budget)
         self.reward_mode, self.regret_floor = reward_mode, float(regret_floor)

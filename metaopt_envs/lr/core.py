@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, check_split, put, take
+from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe, put, take
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  # noqa: F401  (re-exported)
 from metaopt_envs.lr.families import LRTaskFamily
-from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
+from metaopt_envs.lr.optimizers import InnerOptimizer
 
 ACTION_MODES = ("absolute", "relative")
 _LARGE = float(torch.finfo(torch.float32).max)
@@ -44,6 +44,9 @@ _LARGE = float(torch.finfo(torch.float32).max)
 
 class LRCore(BatchedCore):
     """Learning-rate control of ``num_envs`` inner problems; see ``MetaOptLREnv`` for the documentation."""
+
+    state: LRState
+    """Every row's dynamics state; set by the first ``reset_rows`` (of all rows) in ``__init__``."""
 
     def __init__(
         self,
@@ -89,7 +92,7 @@ class LRCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = env_task_family("lr", task_family, task_family_kwargs, self.device)
+        self.family = _lr_family(env_task_family("lr", task_family, task_family_kwargs, self.device))
         self.split = check_split(split)
         self.optimizer = InnerOptimizer(inner_optimizer, **(optimizer_kwargs or {}))
         self.horizon, self.action_every = int(horizon), int(action_every)
@@ -133,7 +136,6 @@ class LRCore(BatchedCore):
         self.task_key = torch.zeros(b, dtype=torch.int64, device=dev)
         self.run_key = torch.zeros(b, dtype=torch.int64, device=dev)
         self.tasks = self.family.sample(self.row_key, self.split)
-        self.state: dynamics.LRState | None = None
         self.reset_rows(torch.ones(b, dtype=torch.bool, device=dev), keys=self.row_key)
 
     # ------------------------------------------------------------------ contract
@@ -157,7 +159,7 @@ class LRCore(BatchedCore):
             self.family, self.optimizer, params, tasks, self.run_key[index], log_lr, self.observe_validation,
             self.chunk_size,
         )
-        self.state = fresh if every or self.state is None else _put_rows(self.state, index, fresh)
+        self.state = fresh if every else _put_rows(self.state, index, fresh)
 
     def observe(self) -> torch.Tensor:
         return dynamics.features(
@@ -208,15 +210,16 @@ class LRCore(BatchedCore):
         return self.family.optimal_constant_lr(self.tasks, self.horizon)
 
 
-def _put_rows(state: dynamics.LRState, index: torch.Tensor, fresh: dynamics.LRState) -> dynamics.LRState:
+def _lr_family(family: TaskFamily) -> LRTaskFamily:
+    """``family`` as the :class:`LRTaskFamily` it must be (``env_task_family`` returns the base type)."""
+    if not isinstance(family, LRTaskFamily):
+        raise TypeError(f"an LR core needs an LRTaskFamily (metaopt_envs.lr.families), got {describe(family)}")
+    return family
+
+
+def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState) -> LRState:
     """``state`` with rows ``index`` replaced by ``fresh`` (new tensors: fields of a state may share storage)."""
-    fields = []
-    for old, new in zip(state, fresh):
-        if isinstance(old, OptimizerState):
-            fields.append(OptimizerState(*(o.index_put((index,), n) for o, n in zip(old, new))))
-        else:
-            fields.append(old.index_put((index,), new))
-    return dynamics.LRState(*fields)
+    return dynamics.map_tensors(lambda old, new: old.index_put((index,), new), state, fresh)
 
 
 def _state_field(name: str) -> property:

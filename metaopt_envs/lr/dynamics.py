@@ -24,12 +24,13 @@ Keys of a row (see :mod:`metaopt_envs.core.rng`): its task key comes from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import TaskData, TaskFamily
+from metaopt_envs.lr.families.base import LRTaskFamily, TaskData
 from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
 
 # (name, low, high): each observation feature and the bounds it is clipped to.
@@ -83,7 +84,7 @@ class Measurement(NamedTuple):
 
 
 def _measure_block(
-    family: TaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
+    family: LRTaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
     observe_validation: bool,
 ) -> Measurement:
     key_a, key_b = minibatch_keys(run_key, inner_step)
@@ -97,7 +98,7 @@ def _measure_block(
 
 
 def measure(
-    family: TaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
+    family: LRTaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
     observe_validation: bool = False, chunk_size: int | None = None,
 ) -> Measurement:
     """Loss, mean minibatch gradient, noise ratio and validation loss at ``params: (B, P)``.
@@ -151,7 +152,7 @@ class LRState(NamedTuple):
 
 
 def start(
-    family: TaskFamily, optimizer: InnerOptimizer, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor,
+    family: LRTaskFamily, optimizer: InnerOptimizer, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor,
     log_lr: torch.Tensor, observe_validation: bool = False, chunk_size: int | None = None,
 ) -> LRState:
     """The state of a fresh inner run at ``params: (B, P)`` with rate ``exp(log_lr: (B,))`` (inner step 0)."""
@@ -168,7 +169,7 @@ def start(
 
 
 def inner_step(
-    state: LRState, family: TaskFamily, optimizer: InnerOptimizer, tasks: TaskData, run_key: torch.Tensor,
+    state: LRState, family: LRTaskFamily, optimizer: InnerOptimizer, tasks: TaskData, run_key: torch.Tensor,
     lr: torch.Tensor, observe_validation: bool = False, divergence_threshold: float = 1e4,
     chunk_size: int | None = None,
 ) -> LRState:
@@ -199,7 +200,7 @@ def inner_step(
 
 
 def step(
-    state: LRState, log_lr: torch.Tensor, family: TaskFamily, optimizer: InnerOptimizer, tasks: TaskData,
+    state: LRState, log_lr: torch.Tensor, family: LRTaskFamily, optimizer: InnerOptimizer, tasks: TaskData,
     run_key: torch.Tensor, num_inner_steps: int = 1, observe_validation: bool = False,
     divergence_threshold: float = 1e4, chunk_size: int | None = None,
 ) -> LRState:
@@ -221,18 +222,24 @@ def select_rows(mask: torch.Tensor, if_true: LRState, if_false: LRState) -> LRSt
     def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
 
-    fields = []
-    for a, b in zip(if_true, if_false):
-        fields.append(OptimizerState(*map(pick, a, b)) if isinstance(a, OptimizerState) else pick(a, b))
-    return LRState(*fields)
+    return map_tensors(pick, if_true, if_false)
 
 
 def detach(state: LRState) -> LRState:
     """``state`` cut from the autograd graph (the end of a truncated-BPTT window)."""
-    return LRState(*(
-        OptimizerState(*(t.detach() for t in field)) if isinstance(field, OptimizerState) else field.detach()
-        for field in state
-    ))
+    return map_tensors(torch.Tensor.detach, state)
+
+
+def map_tensors(fn: Callable[..., torch.Tensor], *states: LRState) -> LRState:
+    """A new state whose every tensor is ``fn`` of the matching tensors of ``states``, field by
+    field (the optimizer state's buffers one by one)."""
+    fields: list[torch.Tensor | OptimizerState] = []
+    for column in zip(*states):
+        if isinstance(column[0], OptimizerState):
+            fields.append(OptimizerState._make(map(fn, *column)))
+        else:
+            fields.append(fn(*column))
+    return LRState._make(fields)
 
 
 # ---------------------------------------------------------------------- observation
