@@ -21,21 +21,22 @@
 # 1. **An agent** is any object with SB3's `predict(observation, state=None, episode_start=None,
 #    deterministic=True) -> (actions, state)` on a batch of observations. The harness (and
 #    `metaopt-bench --agents my_module:MyAgent`) evaluates it like a baseline or a trained model.
-# 2. **An inner problem** is a `TaskFamily`: batched tensor code over a leading dimension of `n`
+# 2. **An inner problem** is an `LRTaskFamily`: batched tensor code over a leading dimension of `n`
 #    problems. Pass an instance as `task_family=` to `gym.make("MetaOpt-LR-v0", ...)`, `gym.make_vec`
 #    or `metaopt_envs.make_sb3_vec_env`; the gradients come from autograd.
 
 # %%
 # %matplotlib inline
 import os
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import gymnasium as gym
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, Image, display
+from IPython.display import Markdown, display
 
-import gymnasium as gym
-import metaopt_envs  # registers the MetaOpt-* ids
+import metaopt_envs  # noqa: F401  (registers the MetaOpt-* ids)
 
 torch.set_num_threads(1)  # small CPU machines: one thread per process
 
@@ -116,7 +117,7 @@ plt.show()
 #
 # ## 2. A user's inner problem: batched least squares
 #
-# Subclass `TaskFamily` and implement four methods with tensor operations over the leading dimension
+# Subclass `LRTaskFamily` and implement four methods with tensor operations over the leading dimension
 # (`n` problems at once):
 #
 # - `sample(keys, split)`: task data from int64 keys (one per problem) — all randomness must come from
@@ -131,10 +132,10 @@ plt.show()
 
 # %%
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families import TaskFamily
+from metaopt_envs.lr.families import LRTaskFamily
 
 
-class LeastSquares(TaskFamily):
+class LeastSquares(LRTaskFamily):
     """Batched linear least squares with its own random data per task."""
 
     name = "least_squares"
@@ -178,7 +179,7 @@ obs, info = env.reset(seed=0)
 low, high = np.log(1e-4), np.log(10.0)
 action = np.array([2 * (np.log(0.3) - low) / (high - low) - 1], dtype=np.float32)
 losses, total = [], 0.0
-for t in range(H):
+for _ in range(H):
     obs, reward, terminated, truncated, info = env.step(action)
     losses.append(info["loss"])
     total += reward
@@ -192,7 +193,7 @@ print(f"L0 = {info['initial_loss']:.3f}, LT = {info['loss']:.4f}, return log(L0/
 envs = gym.make_vec("MetaOpt-LR-v0", num_envs=16, task_family=LeastSquares(), horizon=H)
 obs, _ = envs.reset(seed=0)
 curves = []
-for t in range(H):
+for _ in range(H):
     obs, rewards, terminated, truncated, infos = envs.step(np.repeat(action[None], 16, axis=0))
     curves.append(np.log10(infos["loss"] / infos["initial_loss"]))
 envs.close()

@@ -193,7 +193,7 @@ def test_defaults_shape_and_dtype():
 
 @pytest.mark.parametrize("name", ["foo", "ma0", "ma", "ma-3", "ses0", "ses1.5", "ses", "ar0", "AR2", "", "ma4 ", "arx"])
 def test_bad_names_raise(name):
-    with pytest.raises(ValueError, match="allowed patterns.*last.*drift.*ma.*ses.*ar"):
+    with pytest.raises(ValueError, match=r"allowed patterns.*last.*drift.*ma.*ses.*ar"):
         forecast(torch.zeros(2, 10), ["last", name])
 
 

@@ -10,6 +10,8 @@ regimes; the real family's test split only crops test-pool series.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
     """(label, run length) of the maximal constant runs of a 1-D array."""
     change = np.flatnonzero(np.diff(labels)) + 1
     bounds = np.concatenate([[0], change, [len(labels)]])
-    return [(int(labels[a]), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(int(labels[a]), int(b - a)) for a, b in itertools.pairwise(bounds)]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -134,7 +136,7 @@ def test_regimes_are_contiguous_segments_of_min_length(families, name):
         switches += len(runs) - 1
         assert min(r for _, r in runs) >= MIN_SEGMENT[name], runs
         # Consecutive segments are in different regimes (so runs are exactly the segments).
-        assert all(a != b for (a, _), (b, _) in zip(runs[:-1], runs[1:]))
+        assert all(a != b for (a, _), (b, _) in itertools.pairwise(runs))
     assert switches >= 64  # on average well over one switch per series
 
 
@@ -178,7 +180,7 @@ def test_real_crops_are_standardized_and_rescaled(families):
     for i in range(32):
         change = torch.nonzero(torch.diff(regime[i])).squeeze(-1) + 1
         bounds = [0, *change.tolist(), 300]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             crop = values[i, a:b].double()
             scale, shift = params[i, regime[i, a], 1].item(), params[i, regime[i, a], 2].item()
             assert abs(crop.mean().item() - shift) < 1e-3 * (1 + abs(shift))
@@ -248,7 +250,7 @@ def test_registry():
     assert set(STREAM_FAMILIES) == {"switching_ar", "regimes", "real"}
     family = SwitchingARFamily()
     assert make_stream_family(family) is family
-    with pytest.raises(ValueError, match="switching_ar.*regimes.*real.*mixture"):
+    with pytest.raises(ValueError, match=r"switching_ar.*regimes.*real.*mixture"):
         make_stream_family("nope")
     with pytest.raises(ValueError, match="instance"):
         make_stream_family(family, noise_std=2.0)

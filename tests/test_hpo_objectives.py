@@ -190,7 +190,7 @@ def test_gp_family_structure():
 def test_sklearn_table_bundled_and_split_datasets(families, samples):
     fam = families["sklearn"]
     arrays = load_tables()
-    assert set(str(p) for p in arrays["problems"]) == {"svm", "sgd", "mlp"}
+    assert {str(p) for p in arrays["problems"]} == {"svm", "sgd", "mlp"}
     for key in arrays:
         if key.startswith("table/"):
             table = arrays[key]

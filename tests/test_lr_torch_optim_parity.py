@@ -23,15 +23,14 @@ import pytest
 import torch
 
 from metaopt_envs import make_core
-from metaopt_envs.core import rng
-from metaopt_envs.core import seeds_to_keys
+from metaopt_envs.core import rng, seeds_to_keys
 from metaopt_envs.lr.families import (
     LogisticRegressionFamily,
+    LRTaskFamily,
     MixtureFamily,
     NoisyQuadraticFamily,
     SinusoidMLPFamily,
     SklearnMLPFamily,
-    TaskFamily,
 )
 from metaopt_envs.lr.families.base import take
 
@@ -61,7 +60,7 @@ def _torch_optimizer(name: str, param: torch.Tensor, lr: float) -> torch.optim.O
     return torch.optim.Adam([param], lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
-def _core_gradient(family: TaskFamily, params: torch.Tensor, tasks, run_key: torch.Tensor, t: int) -> torch.Tensor:
+def _core_gradient(family: LRTaskFamily, params: torch.Tensor, tasks, run_key: torch.Tensor, t: int) -> torch.Tensor:
     """The gradient the core updates with at inner step ``t``: mean of two keyed minibatches."""
     step_key = rng.fold(run_key, t)
     _, grad_a = family.minibatch_loss_and_grad(params, tasks, rng.fold(step_key, 0))
@@ -104,7 +103,7 @@ def test_constant_lr_trajectory_matches_torch_optim(family_name, optimizer, lr):
     assert (core.loss < core.initial_loss).all(), "the constant rate should make progress on every row"
 
 
-def _random_params(family: TaskFamily, tasks, n: int) -> torch.Tensor:
+def _random_params(family: LRTaskFamily, tasks, n: int) -> torch.Tensor:
     keys = torch.arange(n) + 1000
     init = family.init_params(tasks, keys)
     return init + 0.3 * rng.normal(keys, (family.param_dim,))
@@ -124,8 +123,8 @@ def test_closed_form_gradient_equals_autograd(family_class):
     params = _random_params(family, tasks, n)
     keys = torch.arange(n) * 7 + 3
     loss, grad = family.minibatch_loss_and_grad(params, tasks, keys)
-    loss_ref, grad_ref = TaskFamily.minibatch_loss_and_grad(family, params, tasks, keys)
-    assert type(family).minibatch_loss_and_grad is not TaskFamily.minibatch_loss_and_grad  # really hand-written
+    loss_ref, grad_ref = LRTaskFamily.minibatch_loss_and_grad(family, params, tasks, keys)
+    assert type(family).minibatch_loss_and_grad is not LRTaskFamily.minibatch_loss_and_grad  # really hand-written
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(loss, family.minibatch_loss(params, tasks, keys), rtol=1e-5, atol=1e-6)
@@ -153,8 +152,8 @@ def test_paired_minibatch_gradients_equal_autograd(family_factory):
     params = _random_params(family, tasks, n)
     keys_a, keys_b = torch.arange(n) * 11 + 1, torch.arange(n) * 13 + 2
     grad_a, grad_b = family.paired_minibatch_grads(params, tasks, keys_a, keys_b)
-    _, ref_a = TaskFamily.minibatch_loss_and_grad(family, params, tasks, keys_a)
-    _, ref_b = TaskFamily.minibatch_loss_and_grad(family, params, tasks, keys_b)
+    _, ref_a = LRTaskFamily.minibatch_loss_and_grad(family, params, tasks, keys_a)
+    _, ref_b = LRTaskFamily.minibatch_loss_and_grad(family, params, tasks, keys_b)
     torch.testing.assert_close(grad_a, ref_a, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad_b, ref_b, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(grad_a, grad_b), "the two minibatches must be independent draws"
@@ -179,7 +178,7 @@ def test_quadratic_optimal_constant_lr_beats_3x_larger_and_smaller():
         actions = _action_for(lr, lr_range)
         final = np.full(num_envs, np.nan)
         diverged = 0
-        for t in range(horizon):
+        for _ in range(horizon):
             _, _, terminated, truncated, infos = vec.step(actions)
             np.testing.assert_allclose(infos["lr"], lr.numpy(), rtol=1e-4)
             ended = (terminated | truncated) & np.isnan(final)

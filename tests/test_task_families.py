@@ -154,7 +154,7 @@ def test_thin_conveniences_call_the_one_registry():
     assert type(make_lr_task_family("quadratic")) is type(make_task_family("lr", "quadratic"))
     assert type(make_stream_family("regimes")) is type(make_task_family("ensemble", "regimes"))
     assert type(make_objective_family("gp")) is type(make_task_family("hpo", "gp"))
-    with pytest.raises(ValueError, match="task_family must be one of .*'quadratic'.*got 'nope'"):
+    with pytest.raises(ValueError, match=r"task_family must be one of .*'quadratic'.*got 'nope'"):
         make_lr_task_family("nope")
 
 
@@ -180,7 +180,7 @@ def test_unhashable_task_family_reaches_the_env_as_a_clear_error():
 def test_registry_errors_name_kind_instance_and_kwargs():
     with pytest.raises(ValueError, match=r"kind must be one of \('lr', 'ensemble', 'hpo'\), got 'rl'"):
         make_task_family("rl", "quadratic")
-    with pytest.raises(ValueError, match="task_family must be a task family of kind 'lr' .*'sphere' \\(Sphere\\).*LRTaskFamily"):
+    with pytest.raises(ValueError, match=r"task_family must be a task family of kind 'lr' .*'sphere' \(Sphere\).*LRTaskFamily"):
         make_task_family("lr", Sphere())
     with pytest.raises(ValueError, match="task_family_kwargs cannot be combined with a task family instance"):
         make_task_family("hpo", Sphere(), max_dim=3)
@@ -271,7 +271,7 @@ def test_one_mixture_class_one_field_convention(kind):
 def test_mixture_members_are_validated():
     with pytest.raises(ValueError, match="members must be a non-empty list of hpo task family names"):
         make_task_family("hpo", "mixture", members="branin")
-    with pytest.raises(ValueError, match="members .*task_family must be one of"):
+    with pytest.raises(ValueError, match=r"members .*task_family must be one of"):
         make_task_family("ensemble", "mixture", members=["switching_ar", "nope"])
     with pytest.raises(ValueError, match="must not contain a mixture"):
         make_task_family("lr", "mixture", members=["quadratic", make_task_family("lr", "mixture")])
@@ -537,7 +537,7 @@ def test_good_user_family_runs_in_its_env(env_id, kind, kwargs):
     assert envs.core.family is family
     obs, _ = envs.reset(seed=0)
     for _ in range(6):
-        obs, reward, terminated, truncated, infos = envs.step(envs.action_space.sample())
+        obs, reward, *_ = envs.step(envs.action_space.sample())
         assert envs.observation_space.contains(obs) and np.isfinite(reward).all()
 
 
@@ -546,13 +546,13 @@ def test_registered_user_family_and_mixture_members_are_checked_at_env_construct
 
     monkeypatch.setitem(registry._REGISTRY, "lr", dict(registry._REGISTRY["lr"]))
     register_task_family("lr", "scalar_minibatch", ScalarMinibatch)
-    with pytest.raises(TaskFamilyError, match="minibatch_loss .*returned shape \\(\\)"):
+    with pytest.raises(TaskFamilyError, match=r"minibatch_loss .*returned shape \(\)"):
         make_core("MetaOpt-LR-v0", num_envs=2, task_family="scalar_minibatch", horizon=4)
     members = {"members": ["quadratic", SharedInit()]}
-    with pytest.raises(TaskFamilyError, match="init_params .*returned shape \\(5,\\)"):
+    with pytest.raises(TaskFamilyError, match=r"init_params .*returned shape \(5,\)"):
         make_core("MetaOpt-LR-v0", num_envs=2, task_family="mixture", task_family_kwargs=members, horizon=4)
     members = {"members": ["branin", NonFiniteValues()]}
-    with pytest.raises(TaskFamilyError, match="evaluate .*non-finite"):
+    with pytest.raises(TaskFamilyError, match=r"evaluate .*non-finite"):
         make_core("MetaOpt-HPO-v0", num_envs=2, task_family="mixture", task_family_kwargs=members, budget=4)
 
 
@@ -710,6 +710,23 @@ def test_regression_family_arguments_once_accepted(kind, family, name, value):
             make_task_family(kind, family, **{name: value})
     with pytest.raises(ValueError, match=r"^inner_optimizer must be one of 'sgd', 'momentum', 'adam', got 'lion'$"):
         InnerOptimizer("lion")
+
+
+def test_check_range_shares_the_float_pair_check():
+    """Float ranges go through ``checks.float_pair(strict=False)``: equal ends pass, reversed ones do not, and
+    both kinds of range name the allowed pair the same way."""
+    from metaopt_envs.core import checks
+    from metaopt_envs.core.family import check_range
+
+    assert check_range("noise_range", [0.5, 0.5], low=0.0, low_open=True) == (0.5, 0.5)
+    assert checks.float_pair("noise_range", (0.5, 0.5), strict=False) == (0.5, 0.5)
+    with pytest.raises(ValueError, match=r"^noise_range must be a \(low, high\) pair of finite numbers > 0 with "
+                                         r"low <= high, got \(2.0, 1.0\)$"):
+        check_range("noise_range", (2.0, 1.0), low=0.0, low_open=True)
+    with pytest.raises(ValueError, match=r"with low < high, got \(0.5, 0.5\)$"):
+        checks.float_pair("lr_range", (0.5, 0.5))
+    with pytest.raises(ValueError, match=r"^num_regimes must be a \(low, high\) pair of ints >= 1 with low <= high"):
+        check_range("num_regimes", (3, 2), low=1, integer=True)
 
 
 def test_family_arguments_accept_config_values_and_keep_their_numbers():

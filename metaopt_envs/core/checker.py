@@ -54,7 +54,17 @@ from typing import Any, NoReturn
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.core.family import ENV_IDS, KINDS, SPLITS, TaskData, TaskFamily, check_kind, check_split, describe, take
+from metaopt_envs.core.family import (
+    ENV_IDS,
+    KINDS,
+    SPLITS,
+    TaskData,
+    TaskFamily,
+    check_kind,
+    check_split,
+    describe,
+    take,
+)
 from metaopt_envs.core.mixture import TaskMixture
 
 _BASES = {
@@ -185,7 +195,7 @@ class _Checker:
             return fn(*args)
         except TaskFamilyError:
             raise
-        except Exception as error:  # noqa: BLE001 - reported with the method that raised it
+        except Exception as error:  # any error: reported with the method that raised it
             raise TaskFamilyError(self.family, method, f"raised {type(error).__name__}: {error}") from error
 
     def keys(self, n: int, stream: int) -> torch.Tensor:
@@ -487,7 +497,7 @@ class _StreamChecker(_Checker):
         out = self.call(method, self.family.realise, tasks, keys, length)
         self.expect_task_data(method, out, n, "episode data")
         fields = {"values": ((n, length), torch.float32), "regime": ((n, length), torch.int64)}
-        fields.update({name: ((n, length), torch.int64) for name in self.extra_fields})
+        fields.update(dict.fromkeys(self.extra_fields, ((n, length), torch.int64)))
         missing = [name for name in fields if name not in out]
         if missing:
             self.fail(method, f"is missing the required field(s) {missing}: every {ENV_IDS[self.kind]} episode "

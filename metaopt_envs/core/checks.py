@@ -92,11 +92,13 @@ def choice(name: str, value: T, allowed: tuple[T, ...]) -> T:
 
 def float_pair(
     name: str, value: Any, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False, note: str = "",
+    low_open: bool = False, high_open: bool = False, note: str = "", strict: bool = True,
 ) -> tuple[float, float]:
-    """A ``(low, high)`` pair of finite numbers with ``low < high``, both inside the given bounds."""
+    """A ``(low, high)`` pair of finite numbers with ``low < high`` (``low <= high`` unless ``strict``),
+    both inside the given bounds."""
     bounds = _interval(low, high, low_open, high_open)
-    allowed = f"a (low, high) pair of finite numbers{' ' + bounds if bounds else ''} with low < high{_note(note)}"
+    order = "low < high" if strict else "low <= high"
+    allowed = f"a (low, high) pair of finite numbers{' ' + bounds if bounds else ''} with {order}{_note(note)}"
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     first, second = value
@@ -105,7 +107,7 @@ def float_pair(
             float(x), low, high, low_open, high_open
         ):
             raise ValueError(f"{name} must be {allowed}, got {tuple(value)!r}")
-    if not first < second:
+    if not (first < second if strict else first <= second):
         raise ValueError(f"{name} must be {allowed}, got {tuple(value)!r}")
     return float(first), float(second)
 

@@ -90,28 +90,22 @@ def check_range(
     label: str, value: Any, low: float | None = None, high: float | None = None, integer: bool = False,
     low_open: bool = False,
 ) -> tuple[Any, Any]:
-    """A range ``(lo, hi)`` with ``lo <= hi`` (a single value when equal), both ends inside the bounds:
-    ints (``integer``, ``>= low``; :func:`metaopt_envs.core.checks.integer`) or finite floats in
-    ``[low, high]`` (``(low, ...`` if ``low_open``; :func:`metaopt_envs.core.checks.finite_float`).
+    """A range ``(low, high)`` with ``low <= high`` (a single value when equal), both ends inside the
+    bounds: ints (``integer``, ``>= low``; :func:`metaopt_envs.core.checks.integer`) or finite floats in
+    ``[low, high]`` (``(low, ...`` if ``low_open``; :func:`metaopt_envs.core.checks.float_pair` with
+    ``strict=False``).
 
-    Returns ``(lo, hi)`` as ints or floats; raises ``ValueError`` naming ``label``, what is allowed
+    Returns the pair as ints or floats; raises ``ValueError`` naming ``label``, what is allowed
     and the value.
     """
+    if not integer:
+        return checks.float_pair(label, value, low, high, low_open=low_open, strict=False)
     minimum = int(low) if low is not None else 0
-    if integer:
-        allowed = f"a (lo, hi) pair of ints >= {minimum} with lo <= hi"
-    else:
-        bounds = checks._interval(low, high, low_open, False)
-        allowed = f"a (lo, hi) pair of finite numbers{' ' + bounds if bounds else ''} with lo <= hi"
+    allowed = f"a (low, high) pair of ints >= {minimum} with low <= high"
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{label} must be {allowed}, got {value!r}")
-    lo: float
-    hi: float
     try:
-        if integer:
-            lo, hi = (checks.integer(label, v, minimum=minimum) for v in value)
-        else:
-            lo, hi = (checks.finite_float(label, v, low, high, low_open=low_open) for v in value)
+        lo, hi = (checks.integer(label, v, minimum=minimum) for v in value)
     except ValueError:
         raise ValueError(f"{label} must be {allowed}, got {tuple(value)!r}") from None
     if not lo <= hi:

@@ -41,7 +41,6 @@ from metaopt_envs.core import rng
 from metaopt_envs.core.family import TaskData, TaskFamily, check_keys, check_split, describe
 from metaopt_envs.core.registry import make_task_family
 
-
 MemberT = TypeVar("MemberT", bound=TaskFamily)
 """The members' base: the kind's own base (``LRTaskFamily``, ``StreamFamily``, ``ObjectiveFamily``)."""
 

@@ -42,7 +42,7 @@ last value, so the output is finite for finite input.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -62,8 +62,12 @@ FORECASTER_PATTERNS: tuple[str, ...] = (
 RIDGE = 1e-3
 """Ridge on the AR coefficients, relative to the mean variance of the lagged inputs."""
 
+Forecaster = tuple[str, int | float | None]
+"""A parsed forecaster name, ``(kind, parameter)``: an int for ``ma`` and ``ar``, a float for ``ses``,
+None for ``last`` and ``drift``."""
 
-def parse_forecaster(name: str) -> tuple[str, int | float | None]:
+
+def parse_forecaster(name: str) -> Forecaster:
     """``name`` -> ``(kind, parameter)``: ``("ma", 4)``, ``("ses", 0.5)``, ``("ar", 2)``, ``("last", None)``."""
     if not isinstance(name, str):
         raise ValueError(f"forecaster names must be strings, got {name!r}")
@@ -85,7 +89,19 @@ def ar_min_pairs(p: int) -> int:
     return 2 * (p + 1)
 
 
-def check_forecasters(names: Sequence[str], window: int) -> list[tuple[str, int | float | None]]:
+def _int_param(param: int | float | None) -> int:
+    """The integer parameter of an ``ma{w}`` or ``ar{p}`` forecaster (:func:`parse_forecaster` gives an int)."""
+    assert isinstance(param, int), param
+    return param
+
+
+def _float_param(param: int | float | None) -> float:
+    """The smoothing constant of an ``ses{alpha}`` forecaster (:func:`parse_forecaster` gives a float)."""
+    assert isinstance(param, float), param
+    return param
+
+
+def check_forecasters(names: Sequence[str], window: int) -> list[Forecaster]:
     """Parse ``names`` and check that ``window`` suits them; raises ``ValueError`` otherwise."""
     if isinstance(names, str):
         raise ValueError(f"names must be a sequence of forecaster names, got the string {names!r}")
@@ -95,10 +111,11 @@ def check_forecasters(names: Sequence[str], window: int) -> list[tuple[str, int 
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
     parsed = [parse_forecaster(name) for name in names]
     for name, (kind, param) in zip(names, parsed):
-        if kind == "ar" and window < param + ar_min_pairs(param):
-            raise ValueError(
-                f"window={window} is too short for {name!r}: AR(p) needs window >= 3p + 2 = {3 * param + 2}"
-            )
+        if kind != "ar":
+            continue
+        p = _int_param(param)
+        if window < p + ar_min_pairs(p):
+            raise ValueError(f"window={window} is too short for {name!r}: AR(p) needs window >= 3p + 2 = {3 * p + 2}")
     return parsed
 
 
@@ -120,12 +137,12 @@ def forecast(values: torch.Tensor, names: Sequence[str] = DEFAULT_FORECASTERS, w
     last = out.new_zeros(n, T)
     last[:, 1:] = values[:, :-1]
 
-    ses_alphas = sorted({param for kind, param in parsed if kind == "ses"})
+    ses_alphas = sorted({_float_param(param) for kind, param in parsed if kind == "ses"})
     if ses_alphas:
         smoothed = _ses(values, ses_alphas)  # (T, S, n)
         for k, (kind, param) in enumerate(parsed):
             if kind == "ses":
-                out[:, k] = smoothed[:, ses_alphas.index(param)].t()
+                out[:, k] = smoothed[:, ses_alphas.index(_float_param(param))].t()
     for k, (kind, _) in enumerate(parsed):
         if kind == "last":
             out[:, k] = last
@@ -173,7 +190,12 @@ class _Cumulative:
         return out
 
 
-def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor) -> None:
+def _lagged(local: torch.Tensor, start: int, stop: int) -> Callable[[int], torch.Tensor]:
+    """``x(shift) = local[:, start - shift : stop - shift]``: a block's series at ``t - shift``."""
+    return lambda shift: local[:, start - shift : stop - shift]
+
+
+def _windowed(values: torch.Tensor, parsed: list[Forecaster], window: int, out: torch.Tensor) -> None:
     """The ``ma``, ``drift`` and ``ar`` forecasters, written into ``out``, block by block in time.
 
     Each block of steps ``[t0, t1)`` needs the series from ``origin = t0 - lookback``
@@ -183,10 +205,10 @@ def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor
     """
     n, T = values.shape
     device = values.device
-    orders = sorted({param for kind, param in parsed if kind == "ar"})
+    orders = sorted({_int_param(param) for kind, param in parsed if kind == "ar"})
     pmax = max(orders, default=0)
     pad = pmax + 1
-    lookback = max([window] + [param for kind, param in parsed if kind == "ma"])
+    lookback = max([window] + [_int_param(param) for kind, param in parsed if kind == "ma"])
     for t0 in range(0, T, _BLOCK):
         t1 = min(t0 + _BLOCK, T)
         origin = max(t0 - lookback, 0)
@@ -196,7 +218,7 @@ def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor
         known = max(origin - pad, 0)
         local[:, : pad + known - origin] = 0.0
         torch.sub(values[:, known:t1], reference, out=local[:, pad + known - origin :])
-        x = lambda shift: local[:, pad + t0 - shift - origin : pad + t1 - shift - origin]  # noqa: E731  x[t - shift]
+        x = _lagged(local, pad + t0 - origin, pad + t1 - origin)  # x(shift) = x[t - shift]
         stretch = local[:, pad:]
         cum_x = _Cumulative(stretch, origin, pad)
         t = torch.arange(t0, t1, device=device)
@@ -208,7 +230,8 @@ def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor
         ]
         for k, (kind, param) in enumerate(parsed):
             if kind == "ma":
-                mean = cum_x.window_sum(0, 0, param, t0, t1).div_(t.clamp(1, param))
+                w = _int_param(param)
+                mean = cum_x.window_sum(0, 0, w, t0, t1).div_(t.clamp(1, w))
             elif kind == "drift":
                 start = torch.empty(n, t1 - t0, dtype=torch.float64, device=device)
                 split = min(max(window, t0), t1)
@@ -219,7 +242,7 @@ def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor
                 mean = torch.sub(x(1), start).div_((history - 1).clamp(min=1))
                 mean.masked_fill_(history < 2, 0.0).add_(x(1))
             elif kind == "ar":
-                mean = _ar_block(param, window, t0, t1, x, cum_x, cum_prod)
+                mean = _ar_block(_int_param(param), window, t0, t1, x, cum_x, cum_prod)
             else:
                 continue
             out[:, k, t0:t1] = mean.add_(reference)
@@ -230,7 +253,8 @@ def _windowed(values: torch.Tensor, parsed: list, window: int, out: torch.Tensor
 
 
 def _ar_block(
-    p: int, window: int, t0: int, t1: int, x, cum_x: _Cumulative, cum_prod: list[_Cumulative]
+    p: int, window: int, t0: int, t1: int, x: Callable[[int], torch.Tensor], cum_x: _Cumulative,
+    cum_prod: list[_Cumulative],
 ) -> torch.Tensor:
     """Ridge AR(p) forecasts (of the shifted series) for the steps ``[t0, t1)``: ``(n, t1 - t0)``.
 
@@ -240,9 +264,9 @@ def _ar_block(
     Steps with fewer than :func:`ar_min_pairs` pairs get the last value. In place where possible.
     """
     if t0 >= window:
-        mean_y, sum_x, mean_x, cov, rhs, raw_trace = _ar_sums_sliding(p, window, t0, t1, cum_x, cum_prod)
+        mean_y, _, mean_x, cov, rhs, raw_trace = _ar_sums_sliding(p, window, t0, t1, cum_x, cum_prod)
     else:
-        mean_y, sum_x, mean_x, cov, rhs, raw_trace = _ar_sums_growing(p, window, t0, t1, cum_x, cum_prod)
+        mean_y, _, mean_x, cov, rhs, raw_trace = _ar_sums_growing(p, window, t0, t1, cum_x, cum_prod)
     trace = cov[0][0].clone()
     for i in range(1, p):
         trace.add_(cov[i][i])
@@ -260,7 +284,16 @@ def _ar_block(
     return pred
 
 
-def _ar_sums_growing(p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, cum_prod: list[_Cumulative]):
+_Moments = tuple[
+    torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor
+]
+"""``(mean_y, sum_x, mean_x, cov, rhs, raw_trace)`` of the AR fits of one block; ``cov[i]`` holds the
+lower triangle's row ``i``, ``cov[i][j]`` for ``j <= i``."""
+
+
+def _ar_sums_growing(
+    p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, cum_prod: list[_Cumulative]
+) -> _Moments:
     """Window moments for any block: every sum read from the cumulative sums.
 
     Returns ``mean_y``, ``sum_x[i]``, ``mean_x[i]``, the centred lower triangle
@@ -275,20 +308,24 @@ def _ar_sums_growing(p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, 
     mean_y = wsum(cum_x, 0, p).div_(count)
     sum_x = [wsum(cum_x, -1 - i, p - 1 - i) for i in range(p)]
     mean_x = [s / count for s in sum_x]
-    cov = [[None] * p for _ in range(p)]
+    cov: list[list[torch.Tensor]] = []  # the lower triangle, row by row
     raw_trace = torch.zeros_like(mean_y)
     for i in range(p):
+        row: list[torch.Tensor] = []
         for j in range(i + 1):
             # sum_s x[s-1-i] x[s-1-j]; with j <= i, u = s - 1 - j runs over [a + p - 1 - j, t - 1 - j).
-            cov[i][j] = wsum(cum_prod[i - j], -1 - j, p - 1 - j)
+            entry = wsum(cum_prod[i - j], -1 - j, p - 1 - j)
             if i == j:
-                raw_trace.add_(cov[i][i])
-            cov[i][j].addcmul_(sum_x[i], mean_x[j], value=-1)
+                raw_trace.add_(entry)
+            row.append(entry.addcmul_(sum_x[i], mean_x[j], value=-1))
+        cov.append(row)
     rhs = [wsum(cum_prod[i + 1], 0, p).addcmul_(sum_x[i], mean_y, value=-1) for i in range(p)]
     return mean_y, sum_x, mean_x, cov, rhs, raw_trace
 
 
-def _ar_sums_sliding(p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, cum_prod: list[_Cumulative]):
+def _ar_sums_sliding(
+    p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, cum_prod: list[_Cumulative]
+) -> _Moments:
     """The same moments once the window slides (``t0 >= window``), with far fewer window sums.
 
     Then every pair sum is a time shift of one sliding sum of ``w - p`` terms,
@@ -313,13 +350,12 @@ def _ar_sums_sliding(p: int, window: int, t0: int, t1: int, cum_x: _Cumulative, 
     mean_y = at(h, 1) / count
     sum_x = [at(h, -i) for i in range(p)]
     mean_x = [s / count for s in sum_x]
-    cov = [[None] * p for _ in range(p)]
+    cov: list[list[torch.Tensor]] = []  # the lower triangle, row by row
     raw_trace = at(g[0], 0).clone()
     for i in range(p):
         if i:
             raw_trace.add_(at(g[0], -i))
-        for j in range(i + 1):
-            cov[i][j] = torch.addcmul(at(g[i - j], -j), sum_x[i], mean_x[j], value=-1)
+        cov.append([torch.addcmul(at(g[i - j], -j), sum_x[i], mean_x[j], value=-1) for j in range(i + 1)])
     rhs = [torch.addcmul(at(g[i + 1], 1), sum_x[i], mean_y, value=-1) for i in range(p)]
     return mean_y, sum_x, mean_x, cov, rhs, raw_trace
 

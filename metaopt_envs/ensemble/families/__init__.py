@@ -16,9 +16,9 @@ from typing import Any
 
 from metaopt_envs.core.registry import make_task_family, register_task_family
 from metaopt_envs.ensemble.families.base import EPISODE_FIELDS, TASK_FIELDS, StreamData, StreamFamily, StreamMixture
-from metaopt_envs.ensemble.forecasters import DEFAULT_FORECASTERS, FORECASTER_PATTERNS, forecast, parse_forecaster
 from metaopt_envs.ensemble.families.real import TEST_SERIES, TRAIN_SERIES, RealSeriesFamily
 from metaopt_envs.ensemble.families.synthetic import RegimesFamily, SwitchingARFamily
+from metaopt_envs.ensemble.forecasters import DEFAULT_FORECASTERS, FORECASTER_PATTERNS, forecast, parse_forecaster
 
 STREAM_FAMILIES: dict[str, type[StreamFamily]] = {
     "switching_ar": SwitchingARFamily,

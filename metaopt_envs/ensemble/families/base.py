@@ -156,7 +156,7 @@ def ar2_recursion(
 
     A Python loop over time on contiguous ``(n,)`` rows (time-major copies).
     """
-    n, total = innovations.shape
+    total = innovations.shape[1]
     p1, p2, e = (a.t().contiguous() for a in (phi1, phi2, innovations))
     out = torch.empty_like(e)
     prev2 = torch.zeros_like(e[0])

@@ -36,7 +36,7 @@ each step came from.
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ def _transform(dataset: str, column: str, transform: str) -> np.ndarray:
     raise ValueError(f"unknown transform {transform!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_real_series() -> dict[str, np.ndarray]:
     """Every series of :data:`SERIES_SPECS`, transformed, as float64 arrays (cached per process).
 

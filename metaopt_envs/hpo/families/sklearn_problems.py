@@ -42,7 +42,7 @@ Problems (``PROBLEMS``; axes in table order, each grid uniform in the listed
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -74,7 +74,7 @@ PROBLEMS: dict[str, tuple[tuple[str, np.ndarray], ...]] = {
 """Problem name -> its axes, each ``(name, grid values)``, in table order."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_split(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_val, y_val)`` of a bundled dataset: the fixed split, standardized.
 
@@ -129,7 +129,7 @@ def fit_score(problem: str, dataset: str, config: dict[str, float]) -> float:
         model = SVR(epsilon=0.1, **kwargs) if regression else SVC(**kwargs)
     else:
         kwargs = {
-            "hidden_layer_sizes": (int(round(2.0 ** config["log2_width"])),),
+            "hidden_layer_sizes": (round(2.0 ** config["log2_width"]),),
             "learning_rate_init": 10.0 ** config["log10_learning_rate"],
             "alpha": 10.0 ** config["log10_alpha"],
             "batch_size": 64,

@@ -7,8 +7,9 @@ one ``baddbmm`` per layer.
 
 from __future__ import annotations
 
+import itertools
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class MLPFamily(LRTaskFamily):
             raise ValueError(f"layer_sizes needs at least two positive sizes, got {layer_sizes}")
         self.layer_sizes = tuple(checks.integer("layer_sizes[i]", size) for size in layer_sizes)
         self.num_train, self.num_val, self.batch_size = _sizes(num_train, num_val, batch_size)
-        self.shapes = [(fan_in, fan_out) for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self.shapes = list(itertools.pairwise(layer_sizes))
         self.param_dim = sum(i * o + o for i, o in self.shapes)
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
@@ -246,7 +247,7 @@ class SinusoidMLPFamily(MLPFamily):
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A dataset bundled inside scikit-learn (no download), features standardized."""
     from sklearn import datasets
