@@ -60,9 +60,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--horizon", type=int, default=None,
-                        help="decisions per episode, short so that resets count (Ensemble: 100; HPO: its budget, 32)")
-    parser.add_argument("--out", default=None, help="output path without suffix (default: benchmarks/results/<env>_throughput)")
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="decisions per episode, short so that resets count (Ensemble: 100; HPO: its budget, 32)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output path without suffix (default: benchmarks/results/<env>_throughput)"
+    )
     args = parser.parse_args(argv)
     family_argument, families, length_argument, name = SETTINGS[args.env_id]
     args.families = args.families or families
@@ -80,15 +86,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fast = steps_per_second(batched, b, args.seconds, args.repeats)
             sync = None
             if b <= args.sync_max_envs:
-                envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id, **{family_argument: family}, **kwargs)] * b)
+                envs = gym.vector.SyncVectorEnv(
+                    [lambda: gym.make(args.env_id, **{family_argument: family}, **kwargs)] * b  # noqa: B023  (used at once)
+                )
                 sync = steps_per_second(envs, b, args.seconds, args.repeats)
-            rows.append({"family": family, "num_envs": b, "batched_steps_per_s": fast, "sync_steps_per_s": sync,
-                         "ratio": fast / sync if sync else None})
+            rows.append(
+                {
+                    "family": family,
+                    "num_envs": b,
+                    "batched_steps_per_s": fast,
+                    "sync_steps_per_s": sync,
+                    "ratio": fast / sync if sync else None,
+                }
+            )
             print(rows[-1], flush=True)
     report = {
-        "commit": commit, "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "loadavg": list(os.getloadavg()),
-        "env_id": args.env_id, "horizon": args.horizon, "seconds": args.seconds, "repeats": args.repeats, "rows": rows,
+        "commit": commit,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "loadavg": list(os.getloadavg()),
+        "env_id": args.env_id,
+        "horizon": args.horizon,
+        "seconds": args.seconds,
+        "repeats": args.repeats,
+        "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from agents.controllers.lr import ConstantLR, HypergradientLR, QuadraticOracleLR  # noqa: E402
 from agents.evaluation.lr import evaluate, tune_baseline  # noqa: E402
+from agents.evaluation.report import git_commit  # noqa: E402
 from agents.evaluation.stats import bootstrap_ci, iqm  # noqa: E402
 from agents.meta.learned_optimizers import (  # noqa: E402
     CoordinatewiseLSTMOptimizer,
@@ -51,7 +52,6 @@ from agents.meta.learned_optimizers import (  # noqa: E402
     harness_problems,
     sample_problems,
 )
-from agents.evaluation.report import git_commit  # noqa: E402
 from metaopt_envs.core import rng  # noqa: E402
 from metaopt_envs.lr.families import make_task_family  # noqa: E402
 
@@ -72,7 +72,9 @@ def summary(final: np.ndarray, reference: np.ndarray | None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lr-budget-s", type=float, default=120.0, help="meta-training seconds of the LR controller")
-    parser.add_argument("--lstm-budget-s", type=float, default=120.0, help="meta-training seconds of the LSTM optimizer")
+    parser.add_argument(
+        "--lstm-budget-s", type=float, default=120.0, help="meta-training seconds of the LSTM optimizer"
+    )
     parser.add_argument("--max-iterations", type=int, default=100_000)
     parser.add_argument("--meta-tasks", type=int, default=32, help="training problems per meta-iteration")
     parser.add_argument("--truncation", type=int, default=10)
@@ -94,31 +96,53 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     controller = LearnedLRController(horizon=args.horizon, seed=0)
-    controller.meta_train(family, iterations=args.max_iterations, num_tasks=args.meta_tasks, horizon=args.horizon,
-                          truncation=args.truncation, meta_lr=args.lr_meta_lr, time_budget_s=args.lr_budget_s,
-                          validation=validation, validate_every=10)
+    controller.meta_train(
+        family,
+        iterations=args.max_iterations,
+        num_tasks=args.meta_tasks,
+        horizon=args.horizon,
+        truncation=args.truncation,
+        meta_lr=args.lr_meta_lr,
+        time_budget_s=args.lr_budget_s,
+        validation=validation,
+        validate_every=10,
+    )
     timings["learned_lr_meta_train_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     lstm = CoordinatewiseLSTMOptimizer(seed=0)
-    lstm.meta_train(family, iterations=args.max_iterations, num_tasks=args.meta_tasks, horizon=args.horizon,
-                    truncation=args.truncation, meta_lr=args.lstm_meta_lr, time_budget_s=args.lstm_budget_s,
-                    validation=validation, validate_every=10)
+    lstm.meta_train(
+        family,
+        iterations=args.max_iterations,
+        num_tasks=args.meta_tasks,
+        horizon=args.horizon,
+        truncation=args.truncation,
+        meta_lr=args.lstm_meta_lr,
+        time_budget_s=args.lstm_budget_s,
+        validation=validation,
+        validate_every=10,
+    )
     timings["lstm_meta_train_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    tuned = {name: tune_baseline(name, "MetaOpt-LR-v0", env_kwargs, num_tasks=args.tune_tasks) for name in ("constant", "hypergradient")}
+    tuned = {
+        name: tune_baseline(name, "MetaOpt-LR-v0", env_kwargs, num_tasks=args.tune_tasks)
+        for name in ("constant", "hypergradient")
+    }
     timings["tuning_s"] = time.perf_counter() - start
     constant_name = f"constant (tuned lr={tuned['constant'].best_lr:.3g})"
     agents = {
         constant_name: ConstantLR(lr=tuned["constant"].best_lr),
-        f"hypergradient (tuned lr={tuned['hypergradient'].best_lr:.3g})": HypergradientLR(lr=tuned["hypergradient"].best_lr),
+        f"hypergradient (tuned lr={tuned['hypergradient'].best_lr:.3g})": HypergradientLR(
+            lr=tuned["hypergradient"].best_lr
+        ),
         "oracle: analytic optimal constant": QuadraticOracleLR(),
         "learned LR controller (MLP, meta-trained)": controller,
     }
     start = time.perf_counter()
-    _, records = evaluate(agents, env_kwargs=env_kwargs, num_tasks=args.num_tasks, seeds=tuple(args.seeds),
-                          reference=constant_name)
+    _, records = evaluate(
+        agents, env_kwargs=env_kwargs, num_tasks=args.num_tasks, seeds=tuple(args.seeds), reference=constant_name
+    )
     finals = {name: np.concatenate([r.log10_final_loss for r in recs]) for name, recs in records.items()}
     lstm_curves = []
     lstm_final = []
@@ -143,13 +167,26 @@ def main(argv: list[str] | None = None) -> dict:
         "env_kwargs": env_kwargs,
         "test": {"num_tasks": args.num_tasks, "seeds": args.seeds, "split": "test"},
         "budget": {
-            "learned_lr": {"seconds": args.lr_budget_s, "iterations": len(controller.history), "meta_tasks": args.meta_tasks,
-                           "truncation": args.truncation, "meta_lr": args.lr_meta_lr,
-                           "inner_steps": len(controller.history) * args.meta_tasks * args.horizon},
-            "lstm": {"seconds": args.lstm_budget_s, "iterations": len(lstm.history), "meta_tasks": args.meta_tasks,
-                     "truncation": args.truncation, "meta_lr": args.lstm_meta_lr,
-                     "inner_steps": len(lstm.history) * args.meta_tasks * args.horizon},
-            "tuning": {name: {"best_lr": t.best_lr, "grid_size": len(t.grid), "num_tasks": t.num_tasks} for name, t in tuned.items()},
+            "learned_lr": {
+                "seconds": args.lr_budget_s,
+                "iterations": len(controller.history),
+                "meta_tasks": args.meta_tasks,
+                "truncation": args.truncation,
+                "meta_lr": args.lr_meta_lr,
+                "inner_steps": len(controller.history) * args.meta_tasks * args.horizon,
+            },
+            "lstm": {
+                "seconds": args.lstm_budget_s,
+                "iterations": len(lstm.history),
+                "meta_tasks": args.meta_tasks,
+                "truncation": args.truncation,
+                "meta_lr": args.lstm_meta_lr,
+                "inner_steps": len(lstm.history) * args.meta_tasks * args.horizon,
+            },
+            "tuning": {
+                name: {"best_lr": t.best_lr, "grid_size": len(t.grid), "num_tasks": t.num_tasks}
+                for name, t in tuned.items()
+            },
         },
         "timings_s": timings,
         "results": results,
@@ -179,8 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {s['log10_final_loss_iqm']:.3f} [{s['log10_final_loss_iqm_ci'][0]:.3f}, {s['log10_final_loss_iqm_ci'][1]:.3f}] "
             f"| {win} | {s['diverged_percent']:.1f} |"
         )
-    lines += ["", "The LSTM optimizer replaces SGD (it is not an LR controller); it runs on the same tasks, initial points "
-              "and minibatch gradients as the LR env, scored with the same metric.", ""]
+    lines += [
+        "",
+        "The LSTM optimizer replaces SGD (it is not an LR controller); it runs on the same tasks, initial points "
+        "and minibatch gradients as the LR env, scored with the same metric.",
+        "",
+    ]
     (out / "learned_optimizers.md").write_text("\n".join(lines))
     if args.save_dir:
         Path(args.save_dir).mkdir(parents=True, exist_ok=True)

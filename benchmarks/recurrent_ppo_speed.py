@@ -60,8 +60,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/recurrent_ppo_speed.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from agents.rl2.fast_recurrent import FastRecurrentPPO  # noqa: E402
 from agents.evaluation.report import git_commit  # noqa: E402
+from agents.rl2.fast_recurrent import FastRecurrentPPO  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -133,7 +133,9 @@ class CueVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         raise AttributeError(attr_name)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         raise AttributeError(method_name)
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
@@ -165,15 +167,32 @@ class BenchConfig:
 
 
 CONFIGS: dict[str, BenchConfig] = {
-    "stock-defaults": BenchConfig("stock-defaults", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=None),
-    "stock-defaults-1thread": BenchConfig("stock-defaults-1thread", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=1),
+    "stock-defaults": BenchConfig(
+        "stock-defaults", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=None
+    ),
+    "stock-defaults-1thread": BenchConfig(
+        "stock-defaults-1thread", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=1
+    ),
     "useful-fast": BenchConfig(
-        "useful-fast", n_envs=32, n_steps=64, batch_size=512, n_epochs=10, lstm_hidden_size=64, threads=1, learning_rate=1e-3,
+        "useful-fast",
+        n_envs=32,
+        n_steps=64,
+        batch_size=512,
+        n_epochs=10,
+        lstm_hidden_size=64,
+        threads=1,
+        learning_rate=1e-3,
         note="fast and sample-efficient: FastRecurrentPPO solved CueVecEnv (mean reward >= 0.9) after 39k / 115k / 80k steps "
         "(12 / 33 / 22 s) for seeds 0 / 1 / 2 in a separate run",
     ),
     "max-throughput": BenchConfig(
-        "max-throughput", n_envs=32, n_steps=128, batch_size=1024, n_epochs=4, lstm_hidden_size=64, threads=1,
+        "max-throughput",
+        n_envs=32,
+        n_steps=128,
+        batch_size=1024,
+        n_epochs=4,
+        lstm_hidden_size=64,
+        threads=1,
         note="highest env steps/s found, but too few gradient steps per sample: did not solve CueVecEnv in 400k steps",
     ),
 }
@@ -250,7 +269,9 @@ def run_config(cfg: BenchConfig, algos: list[str], timesteps: int, seed: int, de
     contenders: list[_Contender] = []
     for algo in algos:
         cls = FastRecurrentPPO if algo == "fast" else RecurrentPPO
-        model = cls("MlpLstmPolicy", CueVecEnv(cfg.n_envs, seed=seed), seed=seed, device="cpu", verbose=0, **cfg.ppo_kwargs())
+        model = cls(
+            "MlpLstmPolicy", CueVecEnv(cfg.n_envs, seed=seed), seed=seed, device="cpu", verbose=0, **cfg.ppo_kwargs()
+        )
         c = _Contender(algo, model, _rng_state(), [0.0], [0.0], [0.0])
         model.collect_rollouts = _timed(model.collect_rollouts, c.rollout)  # type: ignore[method-assign]
         model.train = _timed(model.train, c.train)  # type: ignore[method-assign]

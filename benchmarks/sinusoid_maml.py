@@ -48,15 +48,21 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from agents.meta import LEARNERS, SinusoidTasks  # noqa: E402
 from agents.evaluation.report import git_commit  # noqa: E402
 from agents.evaluation.stats import bootstrap_ci  # noqa: E402
+from agents.meta import LEARNERS, SinusoidTasks  # noqa: E402
 
 # Reference 5-shot query MSE (steps -> value), as given for Finn et al. (2017).
 PUBLISHED_5SHOT = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrained": {1: 2.41, 5: 2.23, 10: 2.19}}
 REPORT_STEPS = (0, 1, 5, 10)
-METHOD_LABEL = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "metasgd": "Meta-SGD",
-                "cavia": "CAVIA", "pretrained": "Pretrained"}
+METHOD_LABEL = {
+    "maml": "MAML",
+    "fomaml": "FOMAML",
+    "reptile": "Reptile",
+    "metasgd": "Meta-SGD",
+    "cavia": "CAVIA",
+    "pretrained": "Pretrained",
+}
 
 
 def method_settings(name: str, args: argparse.Namespace) -> dict:
@@ -103,11 +109,19 @@ def main() -> None:
         for shots in args.shots:
             learner = LEARNERS[name](seed=args.seed, inner_lr=settings["inner_lr"])
             log = learner.meta_train(
-                args.iterations, settings["meta_batch_size"], shots, settings["inner_steps"], settings["inner_lr"],
-                settings["outer_lr"], seed=args.seed, log_every=args.log_every,
+                args.iterations,
+                settings["meta_batch_size"],
+                shots,
+                settings["inner_steps"],
+                settings["inner_lr"],
+                settings["outer_lr"],
+                seed=args.seed,
+                log_every=args.log_every,
             )
             t0 = time.perf_counter()
-            mse = learner.adapt_and_evaluate(test_tasks, shots, args.eval_steps, lr=settings["eval_lr"]).double().numpy()
+            mse = (
+                learner.adapt_and_evaluate(test_tasks, shots, args.eval_steps, lr=settings["eval_lr"]).double().numpy()
+            )
             eval_s = time.perf_counter() - t0
             tail = log["losses"][-min(100, len(log["losses"])) :]
             per_step = {}
@@ -120,16 +134,23 @@ def main() -> None:
                 lo, hi = bootstrap_ci(col, np.mean, args.bootstrap, seed=step)
                 per_step[str(step)] = {"mean": float(col.mean()), "ci95": [lo, hi], "nonfinite_tasks": 0}
             results[name]["shots"][str(shots)] = {
-                "train_iterations": args.iterations, "train_wall_s": log["wall_s"], "eval_wall_s": eval_s,
-                "final_meta_loss_last100": float(np.mean(tail)) if tail else None, "query_mse": per_step,
+                "train_iterations": args.iterations,
+                "train_wall_s": log["wall_s"],
+                "eval_wall_s": eval_s,
+                "final_meta_loss_last100": float(np.mean(tail)) if tail else None,
+                "query_mse": per_step,
             }
             row = "  ".join(f"s{s}={_short(per_step[str(s)])}" for s in REPORT_STEPS if s <= args.eval_steps)
             print(f"{METHOD_LABEL[name]:10s} K={shots:2d}  train {log['wall_s']:6.1f}s  {row}", flush=True)
 
     meta = {
         "benchmark": "sinusoid regression (Finn et al. 2017)",
-        "commit": git_commit(), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": args.threads, "cpu_count": os.cpu_count(), "total_wall_s": time.perf_counter() - started,
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "total_wall_s": time.perf_counter() - started,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "published_5shot": PUBLISHED_5SHOT,
     }
@@ -180,17 +201,31 @@ def render_markdown(meta: dict, results: dict, args: argparse.Namespace) -> str:
                 cell += f" (paper {PUBLISHED_5SHOT[name][s]:.2f})"
             cells.append(cell)
         lines.append(f"| {METHOD_LABEL[name]} | " + " | ".join(cells) + " |")
-    lines += ["", "## All methods and shots", "",
-              "| method | K | iterations | train s | " + " | ".join(f"step {s}" for s in steps) + " |",
-              "|---" * (len(steps) + 4) + "|"]
+    lines += [
+        "",
+        "## All methods and shots",
+        "",
+        "| method | K | iterations | train s | " + " | ".join(f"step {s}" for s in steps) + " |",
+        "|---" * (len(steps) + 4) + "|",
+    ]
     for name, res in results.items():
         for shots, r in res["shots"].items():
             cells = [_cell(r["query_mse"][str(s)]) for s in steps]
-            lines.append(f"| {METHOD_LABEL[name]} | {shots} | {r['train_iterations']} | {r['train_wall_s']:.1f} | "
-                         + " | ".join(cells) + " |")
-    lines += ["", "Per-method settings: " + "; ".join(
-        f"{METHOD_LABEL[n]}: {r['settings']['inner_steps']} inner step(s) at lr {r['settings']['inner_lr']}"
-        for n, r in results.items()) + ".", ""]
+            lines.append(
+                f"| {METHOD_LABEL[name]} | {shots} | {r['train_iterations']} | {r['train_wall_s']:.1f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    lines += [
+        "",
+        "Per-method settings: "
+        + "; ".join(
+            f"{METHOD_LABEL[n]}: {r['settings']['inner_steps']} inner step(s) at lr {r['settings']['inner_lr']}"
+            for n, r in results.items()
+        )
+        + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -68,8 +68,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,6 +78,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/throughput.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
+
+import itertools  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 
@@ -150,7 +153,13 @@ def _fmt_rate(x: float | None) -> str:
 
 # ----------------------------------------------------------------------------- env timing
 def time_steps(
-    env: Any, num_envs: int, device: str, action: float, warmup: int, cell_seconds: float, windows: int,
+    env: Any,
+    num_envs: int,
+    device: str,
+    action: float,
+    warmup: int,
+    cell_seconds: float,
+    windows: int,
 ) -> dict[str, Any]:
     """Warm up, then step in windows until ``cell_seconds`` of timed stepping (>= 1 decision)."""
     actions = np.full((num_envs, 1), action, dtype=np.float32)
@@ -190,8 +199,12 @@ def time_steps(
 def run_batched(family: str, num_envs: int, device: str, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     env = gym.make_vec(
-        ENV_ID, num_envs=num_envs, task_family=family, horizon=args.horizon,
-        device=device, **args.env_kwargs_dict,
+        ENV_ID,
+        num_envs=num_envs,
+        task_family=family,
+        horizon=args.horizon,
+        device=device,
+        **args.env_kwargs_dict,
     )
     env.reset(seed=args.seed)
     _sync(device)
@@ -216,7 +229,11 @@ def run_batched(family: str, num_envs: int, device: str, args: argparse.Namespac
 def run_sync(family: str, num_envs: int, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     env = gym.make_vec(
-        ENV_ID, num_envs=num_envs, vectorization_mode="sync", task_family=family, horizon=args.horizon,
+        ENV_ID,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        task_family=family,
+        horizon=args.horizon,
         **args.env_kwargs_dict,
     )
     env.reset(seed=args.seed)
@@ -245,7 +262,7 @@ def matmul_shapes(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Useful matmuls of one inner step: ``bmm`` of (batch_mult*B, m, k) @ (batch_mult*B, k, n)."""
     sizes, n_train, n_val, mb = cfg["layer_sizes"], cfg["num_train"], cfg["num_val"], cfg["batch_size"]
     shapes = []
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         shapes.append({"what": f"L{layer} full-loss fwd", "mult": 1, "m": n_train, "k": fan_in, "n": fan_out})
         if cfg["observe_validation"]:
             shapes.append({"what": f"L{layer} val fwd", "mult": 1, "m": n_val, "k": fan_in, "n": fan_out})
@@ -305,24 +322,28 @@ def bmm_microbench(cfg: dict[str, Any], num_envs: int, seconds: float) -> dict[s
     transposed: list[Callable[[], Any]] = []
     for s in shapes:
         batch, m, k, n = s["mult"] * num_envs, s["m"], s["k"], s["n"]
-        if "weight grad" in s["what"]:  # X^T @ dY with X stored (batch, mb, in): a transposed view
-            a = torch.randn(batch, k, m).transpose(1, 2)
-        else:
-            a = torch.randn(batch, m, k)
+        # X^T @ dY with X stored (batch, mb, in) is a transposed view.
+        a = torch.randn(batch, k, m).transpose(1, 2) if "weight grad" in s["what"] else torch.randn(batch, m, k)
         as_is.append(functools.partial(torch.bmm, a, torch.randn(batch, k, n), out=torch.empty(batch, m, n)))
-        transposed.append(functools.partial(
-            torch.bmm, torch.randn(batch, n, k), torch.randn(batch, k, m), out=torch.empty(batch, n, m)
-        ))
+        transposed.append(
+            functools.partial(
+                torch.bmm, torch.randn(batch, n, k), torch.randn(batch, k, m), out=torch.empty(batch, n, m)
+            )
+        )
     budget = seconds / (2 * len(shapes))
     per_shape, best_ops = [], []
     for s, f_as_is, f_t in zip(shapes, as_is, transposed):
         t_as_is, t_t = _best_time(f_as_is, budget), _best_time(f_t, budget)
         flops = s["flops_per_env"] * num_envs
-        per_shape.append({
-            **{key: s[key] for key in ("what", "mult", "m", "k", "n")},
-            "ms": 1e3 * t_as_is, "gflops": flops / t_as_is / 1e9,
-            "ms_transposed": 1e3 * t_t, "gflops_transposed": flops / t_t / 1e9,
-        })
+        per_shape.append(
+            {
+                **{key: s[key] for key in ("what", "mult", "m", "k", "n")},
+                "ms": 1e3 * t_as_is,
+                "gflops": flops / t_as_is / 1e9,
+                "ms_transposed": 1e3 * t_t,
+                "gflops_transposed": flops / t_t / 1e9,
+            }
+        )
         best_ops.append(f_as_is if t_as_is <= t_t else f_t)
 
     def sequence(ops: list[Callable[[], Any]]) -> float:
@@ -339,8 +360,10 @@ def bmm_microbench(cfg: dict[str, Any], num_envs: int, seconds: float) -> dict[s
     flops = flops_per_env_step(cfg) * num_envs
     step_s, best_s = sequence(as_is), sequence(best_ops)
     return {
-        "step_ms": 1e3 * step_s, "gflops": flops / step_s / 1e9,
-        "best_layout_step_ms": 1e3 * best_s, "best_layout_gflops": flops / best_s / 1e9,
+        "step_ms": 1e3 * step_s,
+        "gflops": flops / step_s / 1e9,
+        "best_layout_step_ms": 1e3 * best_s,
+        "best_layout_gflops": flops / best_s / 1e9,
         "per_shape": per_shape,
     }
 
@@ -350,8 +373,7 @@ def profile_step(family: str, num_envs: int, args: argparse.Namespace) -> dict[s
     """torch.profiler of one batched step, with the core's phases labelled by wrapping methods."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    env = gym.make_vec(ENV_ID, num_envs=num_envs, task_family=family, horizon=args.horizon,
-                       **args.env_kwargs_dict)
+    env = gym.make_vec(ENV_ID, num_envs=num_envs, task_family=family, horizon=args.horizon, **args.env_kwargs_dict)
     env.reset(seed=args.seed)
     core = _core_of(env)
     fam = core.family
@@ -405,21 +427,43 @@ def profile_step(family: str, num_envs: int, args: argparse.Namespace) -> dict[s
     steps = args.profile_steps  # every time below is per step (the mean over the profiled steps)
     total_us = next(e.cpu_time_total for e in events if e.key == "env.step") / steps
     phases = sorted(
-        ({"label": e.key, "ms": e.cpu_time_total / steps / 1e3, "share": e.cpu_time_total / steps / total_us,
-          "calls": e.count / steps}
-         for e in events if e.key.startswith(("phase:", "sub:"))),
+        (
+            {
+                "label": e.key,
+                "ms": e.cpu_time_total / steps / 1e3,
+                "share": e.cpu_time_total / steps / total_us,
+                "calls": e.count / steps,
+            }
+            for e in events
+            if e.key.startswith(("phase:", "sub:"))
+        ),
         key=lambda r: -r["ms"],
     )
     ops = sorted(
-        ({"op": e.key, "self_ms": e.self_cpu_time_total / steps / 1e3,
-          "share": e.self_cpu_time_total / steps / total_us, "calls": e.count / steps}
-         for e in events if e.key.startswith("aten::")),
+        (
+            {
+                "op": e.key,
+                "self_ms": e.self_cpu_time_total / steps / 1e3,
+                "share": e.self_cpu_time_total / steps / total_us,
+                "calls": e.count / steps,
+            }
+            for e in events
+            if e.key.startswith("aten::")
+        ),
         key=lambda r: -r["self_ms"],
     )[:15]
     by_shape = sorted(
-        ({"op": e.key, "shapes": str(e.input_shapes), "self_ms": e.self_cpu_time_total / steps / 1e3,
-          "share": e.self_cpu_time_total / steps / total_us, "calls": e.count / steps}
-         for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")),
+        (
+            {
+                "op": e.key,
+                "shapes": str(e.input_shapes),
+                "self_ms": e.self_cpu_time_total / steps / 1e3,
+                "share": e.self_cpu_time_total / steps / total_us,
+                "calls": e.count / steps,
+            }
+            for e in prof.key_averages(group_by_input_shape=True)
+            if e.key.startswith("aten::")
+        ),
         key=lambda r: -r["self_ms"],
     )[:15]
     matmul_ops = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul")
@@ -430,8 +474,12 @@ def profile_step(family: str, num_envs: int, args: argparse.Namespace) -> dict[s
     p_dim = fam.param_dim
     state_shapes = ([num_envs, p_dim], [num_envs, 2, p_dim])
     rng_ops = ("aten::__rshift__", "aten::__lshift__", "aten::bitwise_and", "aten::bitwise_xor", "aten::bitwise_or")
-    categories = {"matmul (bmm/baddbmm)": 0.0, "per-row state ops on (B, P)": 0.0, "RNG int64 hashing": 0.0,
-                  "other aten ops": 0.0}
+    categories = {
+        "matmul (bmm/baddbmm)": 0.0,
+        "per-row state ops on (B, P)": 0.0,
+        "RNG int64 hashing": 0.0,
+        "other aten ops": 0.0,
+    }
     for e in prof.key_averages(group_by_input_shape=True):
         if not e.key.startswith("aten::"):
             continue
@@ -448,10 +496,16 @@ def profile_step(family: str, num_envs: int, args: argparse.Namespace) -> dict[s
     aten_ms = sum(categories.values())
     categories["Python / dispatch / profiler (step minus aten self time)"] = max(total_us / 1e3 - aten_ms, 0.0)
     return {
-        "family": family, "num_envs": num_envs, "profiled_steps": steps, "step_ms_profiled": total_us / 1e3,
-        "step_ms_unprofiled": unprofiled_ms, "matmul_self_ms": matmul_ms, "categories_ms": categories,
+        "family": family,
+        "num_envs": num_envs,
+        "profiled_steps": steps,
+        "step_ms_profiled": total_us / 1e3,
+        "step_ms_unprofiled": unprofiled_ms,
+        "matmul_self_ms": matmul_ms,
+        "categories_ms": categories,
         "phases": phases,
-        "top_ops": ops, "top_ops_by_shape": by_shape,
+        "top_ops": ops,
+        "top_ops_by_shape": by_shape,
     }
 
 
@@ -495,14 +549,20 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 syn = c.get("sync", {}).get("steps_per_s")
                 ratio = c.get("ratio")
                 mark = "*" if c.get("ratio_sync_from") not in (None, b) else ""
-                row += [_fmt_rate(bat), _fmt_rate(syn) if syn else ("skipped" if device == "cpu" else "-"),
-                        f"{ratio:.1f}x{mark}" if ratio else "-"]
+                row += [
+                    _fmt_rate(bat),
+                    _fmt_rate(syn) if syn else ("skipped" if device == "cpu" else "-"),
+                    f"{ratio:.1f}x{mark}" if ratio else "-",
+                ]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        lines += [f"### Batched details, {device}", "",
-                  "| family | B | step ms | steps/s (best) | median | amortized with reset | reset s | create s "
-                  "| timed decisions | minor faults/decision |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### Batched details, {device}",
+            "",
+            "| family | B | step ms | steps/s (best) | median | amortized with reset | reset s | create s "
+            "| timed decisions | minor faults/decision |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for c in cells:
             r = c["batched"]
             if "error" in r:
@@ -532,13 +592,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "## MLP families vs the CPU matmul roofline",
             "",
             f"Roofline: best fp32 `torch.mm` = **{roof['gflops']:.1f} GFLOP/s** at {meta['torch_threads']} "
-            f"thread(s) (by size: " + ", ".join(f"{k}: {v:.1f}" for k, v in roof["gflops_by_size"].items())
+            f"thread(s) (by size: "
+            + ", ".join(f"{k}: {v:.1f}" for k, v in roof["gflops_by_size"].items())
             + f"; best at the start of the run {roof['gflops_start']:.1f}, at the end {roof['gflops_end']:.1f}). "
             "The bmm-only microbenchmark of each row runs right after that row's env cell.",
             "",
             "Useful FLOPs per env decision (analytic, matmuls only): "
-            + "; ".join(f"{f}: {v['flops_per_env_step'] / 1e6:.3f} MFLOP ({v['config_text']})"
-                        for f, v in report["mlp"].items()),
+            + "; ".join(
+                f"{f}: {v['flops_per_env_step'] / 1e6:.3f} MFLOP ({v['config_text']})" for f, v in report["mlp"].items()
+            ),
             "",
             "`env` = achieved by the batched env; `bmm-only` = the same matmul shapes alone with "
             "`torch.bmm(out=)` into preallocated buffers, as written (best case for a batched-bmm core "
@@ -562,12 +624,17 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append("")
         for fam, v in report["mlp"].items():
             big = max(v["by_batch"], key=lambda r: r["num_envs"] if r.get("device") == "cpu" else -1)
-            lines += [f"bmm-only per shape, {fam}, B={big['num_envs']} (one inner step):", "",
-                      "| matmul | batch | m x k x n | ms | GFLOP/s | transposed ms | transposed GFLOP/s |",
-                      "|---|---:|---|---:|---:|---:|---:|"]
+            lines += [
+                f"bmm-only per shape, {fam}, B={big['num_envs']} (one inner step):",
+                "",
+                "| matmul | batch | m x k x n | ms | GFLOP/s | transposed ms | transposed GFLOP/s |",
+                "|---|---:|---|---:|---:|---:|---:|",
+            ]
             for s in big["bmm_per_shape"]:
-                lines.append(f"| {s['what']} | {s['mult']}B | {s['m']}x{s['k']}x{s['n']} | {s['ms']:.2f} | "
-                             f"{s['gflops']:.1f} | {s['ms_transposed']:.2f} | {s['gflops_transposed']:.1f} |")
+                lines.append(
+                    f"| {s['what']} | {s['mult']}B | {s['m']}x{s['k']}x{s['n']} | {s['ms']:.2f} | "
+                    f"{s['gflops']:.1f} | {s['ms_transposed']:.2f} | {s['gflops_transposed']:.1f} |"
+                )
             lines.append("")
         cuda_rows = [(f, r) for f, v in report["mlp"].items() for r in v["by_batch"] if r.get("device") != "cpu"]
         if cuda_rows:
@@ -601,14 +668,19 @@ def write_profile_markdown(profiles: list[dict[str, Any]], path: Path, meta: dic
         ]
         lines += [f"| {r['label']} | {r['ms']:.1f} | {100 * r['share']:.0f}% | {r['calls']:g} |" for r in p["phases"]]
         lines += ["", "| category (aten self time) | ms | share of step |", "|---|---:|---:|"]
-        lines += [f"| {name} | {ms:.1f} | {100 * ms / p['step_ms_profiled']:.0f}% |"
-                  for name, ms in p["categories_ms"].items()]
+        lines += [
+            f"| {name} | {ms:.1f} | {100 * ms / p['step_ms_profiled']:.0f}% |"
+            for name, ms in p["categories_ms"].items()
+        ]
         lines += ["", "| op | self ms | share | calls/step |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['op']} | {r['self_ms']:.1f} | {100 * r['share']:.0f}% | {r['calls']:g} |"
-                  for r in p["top_ops"]]
+        lines += [
+            f"| {r['op']} | {r['self_ms']:.1f} | {100 * r['share']:.0f}% | {r['calls']:g} |" for r in p["top_ops"]
+        ]
         lines += ["", "| op | input shapes | self ms | share | calls/step |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['op']} | `{r['shapes']}` | {r['self_ms']:.1f} | {100 * r['share']:.0f}% | {r['calls']:g} |"
-                  for r in p["top_ops_by_shape"]]
+        lines += [
+            f"| {r['op']} | `{r['shapes']}` | {r['self_ms']:.1f} | {100 * r['share']:.0f}% | {r['calls']:g} |"
+            for r in p["top_ops_by_shape"]
+        ]
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -618,8 +690,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated task families")
     p.add_argument("--batch-sizes", default="1,64,1024,4096", help="comma-separated num_envs")
-    p.add_argument("--sync-max-envs", type=int, default=1024,
-                   help="largest B at which SyncVectorEnv is run (its per-env cost is B-independent)")
+    p.add_argument(
+        "--sync-max-envs",
+        type=int,
+        default=1024,
+        help="largest B at which SyncVectorEnv is run (its per-env cost is B-independent)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--horizon", type=int, default=100, help="decisions per episode (the env's horizon)")
     p.add_argument("--action", type=float, default=0.0, help="constant action in [-1, 1]")
@@ -627,19 +703,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cell-seconds", type=float, default=1.5, help="timed seconds per cell (>= 1 decision)")
     p.add_argument("--windows", type=int, default=3, help="timing windows per cell (best is reported)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--env-kwargs", default="{}",
-                   help='JSON of extra env arguments for every env, e.g. \'{"inner_optimizer": "adam"}\'')
+    p.add_argument(
+        "--env-kwargs",
+        default="{}",
+        help='JSON of extra env arguments for every env, e.g. \'{"inner_optimizer": "adam"}\'',
+    )
     p.add_argument("--devices", default="auto", help="'auto' (cpu, + cuda if available), or e.g. 'cpu'")
     p.add_argument("--roofline-sizes", default="1024,1536,2048", help="square torch.mm sizes for the roofline")
     p.add_argument("--roofline-reps", type=int, default=5)
     p.add_argument("--bmm-seconds", type=float, default=0.6, help="time per bmm-only microbenchmark")
-    p.add_argument("--profile", dest="profile", action="store_true", default=None,
-                   help="profile one batched step per MLP family (default: on unless --quick)")
+    p.add_argument(
+        "--profile",
+        dest="profile",
+        action="store_true",
+        default=None,
+        help="profile one batched step per MLP family (default: on unless --quick)",
+    )
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-batch", type=int, default=1024)
     p.add_argument("--profile-steps", type=int, default=3, help="profiled steps (times are per-step means)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: B in {1, 64}, short cells, no profile; output tag defaults to _quick")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: B in {1, 64}, short cells, no profile; output tag defaults to _quick",
+    )
     p.add_argument("--out-dir", default=str(RESULTS_DIR))
     p.add_argument("--tag", default="", help="suffix of the output names: throughput<tag>.{json,md}")
     args = p.parse_args(argv)
@@ -694,8 +781,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_start": _loadavg(),
         "args": vars(args),
     }
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, devices {devices}, "
-          f"commit {meta['git_commit']}{' (dirty)' if meta['git_dirty'] else ''}", flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, devices {devices}, "
+        f"commit {meta['git_commit']}{' (dirty)' if meta['git_dirty'] else ''}",
+        flush=True,
+    )
 
     roofline_sizes = [int(x) for x in args.roofline_sizes.split(",")]
     if any(f in MLP_FAMILIES for f in families):  # measured at the start and the end; the best is the roofline
@@ -722,8 +812,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         except Exception as error:
                             cell["sync"] = {"error": f"{type(error).__name__}: {error}"}
                     else:
-                        cell["sync_skipped"] = (f"B > --sync-max-envs={args.sync_max_envs} (building and stepping "
-                                                f"{b} single envs in a Python loop; per-env cost is B-independent)")
+                        cell["sync_skipped"] = (
+                            f"B > --sync-max-envs={args.sync_max_envs} (building and stepping "
+                            f"{b} single envs in a Python loop; per-env cost is B-independent)"
+                        )
                 else:
                     cell["sync_skipped"] = "SyncVectorEnv measured on the CPU only"
                 measured = [k for k in sync_by_b if "steps_per_s" in sync_by_b[k]]
@@ -734,13 +826,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     cell["ratio_sync_from"] = ref
                 cells.append(cell)
                 syn = cell.get("sync", {}).get("steps_per_s")
-                print(f"[{time.perf_counter() - started:6.0f}s] {device} {fam:9s} B={b:5d} "
-                      f"batched {_fmt_rate(bat):>8s}/s  sync {_fmt_rate(syn):>8s}/s  "
-                      f"ratio {cell.get('ratio', float('nan')):7.1f}"
-                      + (f"  ERROR {cell['batched']['error']}" if "error" in cell["batched"] else ""), flush=True)
+                print(
+                    f"[{time.perf_counter() - started:6.0f}s] {device} {fam:9s} B={b:5d} "
+                    f"batched {_fmt_rate(bat):>8s}/s  sync {_fmt_rate(syn):>8s}/s  "
+                    f"ratio {cell.get('ratio', float('nan')):7.1f}"
+                    + (f"  ERROR {cell['batched']['error']}" if "error" in cell["batched"] else ""),
+                    flush=True,
+                )
 
-    report: dict[str, Any] = {"meta": meta, "devices": devices, "families": families, "batch_sizes": batch_sizes,
-                              "cells": cells}
+    report: dict[str, Any] = {
+        "meta": meta,
+        "devices": devices,
+        "families": families,
+        "batch_sizes": batch_sizes,
+        "cells": cells,
+    }
 
     mlp_families = [f for f in families if f in MLP_FAMILIES]
     if mlp_families:
@@ -748,8 +848,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         roof = dict(roof_start if roof_start["gflops"] >= roof_end["gflops"] else roof_end)
         roof["gflops_start"], roof["gflops_end"] = roof_start["gflops"], roof_end["gflops"]
         report["roofline"] = roof
-        print(f"roofline: {roof['gflops']:.1f} GFLOP/s "
-              f"(start {roof_start['gflops']:.1f}, end {roof_end['gflops']:.1f})", flush=True)
+        print(
+            f"roofline: {roof['gflops']:.1f} GFLOP/s (start {roof_start['gflops']:.1f}, end {roof_end['gflops']:.1f})",
+            flush=True,
+        )
         report["mlp"] = {}
         for fam in mlp_families:
             fam_cells = [c for c in cells if c["family"] == fam and "steps_per_s" in c["batched"]]
@@ -760,8 +862,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry: dict[str, Any] = {
                 "config": cfg,
                 "config_text": f"layers {'-'.join(map(str, cfg['layer_sizes']))}, num_train {cfg['num_train']}, "
-                               f"batch_size {cfg['batch_size']} x2"
-                               + (f", num_val {cfg['num_val']}" if cfg["observe_validation"] else ""),
+                f"batch_size {cfg['batch_size']} x2"
+                + (f", num_val {cfg['num_val']}" if cfg["observe_validation"] else ""),
                 "flops_per_env_step": flops,
                 "matmul_shapes": matmul_shapes(cfg),
                 "by_batch": [],
@@ -784,12 +886,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         bmm_share=bmm["step_ms"] / env_step_ms,
                         bmm_per_shape=bmm["per_shape"],
                     )
-                    print(f"{fam:9s} B={b:5d} env {row['env_gflops']:6.2f} GFLOP/s "
-                          f"({100 * row['env_fraction']:.1f}%), bmm-only {bmm['gflops']:6.2f} GFLOP/s "
-                          f"({100 * row['bmm_fraction']:.1f}%; best layout "
-                          f"{100 * row['bmm_best_layout_fraction']:.1f}%), "
-                          f"bmm share of step {100 * row['bmm_share']:.0f}%",
-                          flush=True)
+                    print(
+                        f"{fam:9s} B={b:5d} env {row['env_gflops']:6.2f} GFLOP/s "
+                        f"({100 * row['env_fraction']:.1f}%), bmm-only {bmm['gflops']:6.2f} GFLOP/s "
+                        f"({100 * row['bmm_fraction']:.1f}%; best layout "
+                        f"{100 * row['bmm_best_layout_fraction']:.1f}%), "
+                        f"bmm share of step {100 * row['bmm_share']:.0f}%",
+                        flush=True,
+                    )
                 entry["by_batch"].append(row)
             report["mlp"][fam] = entry
 
@@ -798,18 +902,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratios = [c["ratio"] for c in cells if c["device"] == "cpu" and c["num_envs"] == 1024 and "ratio" in c]
     if ratios:
         worst = min(ratios)
-        per = ", ".join(f"{c['family']} {c['ratio']:.1f}x" for c in cells
-                        if c["device"] == "cpu" and c["num_envs"] == 1024 and "ratio" in c)
-        targets["speedup_b1024"] = {"text": "B=1024 CPU batched >= 50x SyncVectorEnv (every family)",
-                                    "value": per, "min": worst, "met": worst >= 50}
+        per = ", ".join(
+            f"{c['family']} {c['ratio']:.1f}x"
+            for c in cells
+            if c["device"] == "cpu" and c["num_envs"] == 1024 and "ratio" in c
+        )
+        targets["speedup_b1024"] = {
+            "text": "B=1024 CPU batched >= 50x SyncVectorEnv (every family)",
+            "value": per,
+            "min": worst,
+            "met": worst >= 50,
+        }
     if report.get("mlp"):
-        fr = {f: r["env_fraction"] for f, v in report["mlp"].items() for r in v["by_batch"]
-              if r.get("device") == "cpu" and r["num_envs"] == 1024}
+        fr = {
+            f: r["env_fraction"]
+            for f, v in report["mlp"].items()
+            for r in v["by_batch"]
+            if r.get("device") == "cpu" and r["num_envs"] == 1024
+        }
         if fr:
             targets["roofline_b1024"] = {
                 "text": "B=1024 MLP families >= 30% of the matmul roofline",
                 "value": ", ".join(f"{f} {100 * x:.1f}%" for f, x in fr.items()),
-                "min": min(fr.values()), "met": min(fr.values()) >= 0.30,
+                "min": min(fr.values()),
+                "met": min(fr.values()) >= 0.30,
             }
     report["targets"] = targets
 

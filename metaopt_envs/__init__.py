@@ -11,8 +11,8 @@ import gymnasium as gym
 from gymnasium.envs.registration import register
 
 if TYPE_CHECKING:
-    from metaopt_envs.core.checker import TaskFamilyError, check_task_family
     from metaopt_envs.core import BatchedCore, CoreSB3VecEnv
+    from metaopt_envs.core.checker import TaskFamilyError, check_task_family
 
 __version__ = "0.1.0"
 

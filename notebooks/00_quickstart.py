@@ -34,14 +34,15 @@
 # %%
 # %matplotlib inline
 import os
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import gymnasium as gym
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, Image, display
+from IPython.display import Markdown, display
 
-import gymnasium as gym
-import metaopt_envs  # registers the MetaOpt-* ids
+import metaopt_envs  # noqa: F401  (registers the MetaOpt-* ids)
 
 torch.set_num_threads(1)  # small CPU machines: one thread per process
 
@@ -115,8 +116,9 @@ agents = {
     "constant (lr=0.2)": ConstantLR(lr=0.2),
     "cosine (lr=0.4)": CosineLR(lr=0.4),
 }
-summaries, records = evaluate(agents, "MetaOpt-LR-v0", env_kwargs, num_tasks=32, seeds=(0, 1),
-                              reference="constant (lr=0.2)")
+summaries, records = evaluate(
+    agents, "MetaOpt-LR-v0", env_kwargs, num_tasks=32, seeds=(0, 1), reference="constant (lr=0.2)"
+)
 display(Markdown(markdown_table(summaries, reference="constant (lr=0.2)")))
 
 # %% [markdown]
@@ -147,8 +149,9 @@ plt.show()
 # Left: how fast each controller drives the loss down (lower is better; `-2` means the loss fell
 # 100-fold). The mean at each decision is over the tasks still running: a run that diverges terminates
 # early and leaves the average, which is the sudden drop of the cosine curve near decision 9 (its
-# large early rate, 0.4, diverged on the highest-curvature tasks). Right: the schedules themselves — flat for the constant, a half cosine from 0.4 towards 0
-# for the cosine schedule. A large early rate makes fast progress on well-conditioned tasks but can
+# large early rate, 0.4, diverged on the highest-curvature tasks). Right: the schedules themselves —
+# flat for the constant, a half cosine from 0.4 towards 0 for the cosine schedule. A large early rate
+# makes fast progress on well-conditioned tasks but can
 # diverge on high-curvature ones; decaying it helps near the end, where gradient noise dominates.
 # The best rate depends on each task's curvature and noise, which the agent can only infer from its
 # observations: that is what a learned controller (notebook 01) exploits.

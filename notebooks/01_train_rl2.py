@@ -35,14 +35,12 @@
 # %%
 # %matplotlib inline
 import os
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np
-import torch
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, Image, display
 
-import gymnasium as gym
-import metaopt_envs  # registers the MetaOpt-* ids
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch
+from IPython.display import Image, Markdown, display
+
+import metaopt_envs  # noqa: F401  (registers the MetaOpt-* ids)
 
 torch.set_num_threads(1)  # small CPU machines: one thread per process
 
@@ -57,8 +55,10 @@ torch.set_num_threads(1)  # small CPU machines: one thread per process
 
 # %%
 import tempfile
+
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
 from agents.rl2.training import CONFIG_DIR, train
 
 out_dir = tempfile.mkdtemp(prefix="metaopt-rl2-")
@@ -145,9 +145,9 @@ display(Image(filename=str(Path(out_dir) / "curves.png")))
 # the horizon) through `agent_env_kwargs` so that the tasks stay the same for every agent.
 
 # %%
-from agents.rl2.fast_recurrent import FastRecurrentPPO
-from agents.evaluation.lr import evaluate, markdown_table
 from agents.controllers.lr import ConstantLR
+from agents.evaluation.lr import evaluate, markdown_table
+from agents.rl2.fast_recurrent import FastRecurrentPPO
 
 model = FastRecurrentPPO.load(result["model"], device="cpu")
 trained_kwargs = OmegaConf.to_container(cfg.env.kwargs)
@@ -155,7 +155,12 @@ env_kwargs = {**trained_kwargs, "action_mode": "absolute"}
 best_constant = tuning["constant"]["best_lr"] if "constant" in tuning else 0.2
 summaries, records = evaluate(
     {"RL²": model, "constant (tuned)": ConstantLR(lr=best_constant)},
-    "MetaOpt-LR-v0", env_kwargs, num_tasks=32, seeds=(5,), episodes_per_trial=2,
-    reference="constant (tuned)", agent_env_kwargs={"RL²": trained_kwargs},
+    "MetaOpt-LR-v0",
+    env_kwargs,
+    num_tasks=32,
+    seeds=(5,),
+    episodes_per_trial=2,
+    reference="constant (tuned)",
+    agent_env_kwargs={"RL²": trained_kwargs},
 )
 display(Markdown(markdown_table(summaries, reference="constant (tuned)")))

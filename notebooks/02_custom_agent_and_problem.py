@@ -90,8 +90,9 @@ agents = {
     "hypergradient": HypergradientLR(lr=0.05, beta=0.1),
     "constant (tuned)": ConstantLR(lr=tuned.best_lr),
 }
-summaries, records = evaluate(agents, "MetaOpt-LR-v0", env_kwargs, num_tasks=32, seeds=(0, 1),
-                              reference="constant (tuned)")
+summaries, records = evaluate(
+    agents, "MetaOpt-LR-v0", env_kwargs, num_tasks=32, seeds=(0, 1), reference="constant (tuned)"
+)
 display(Markdown(markdown_table(summaries, reference="constant (tuned)")))
 
 # %%
@@ -183,7 +184,9 @@ for _ in range(H):
     obs, reward, terminated, truncated, info = env.step(action)
     losses.append(info["loss"])
     total += reward
-print(f"L0 = {info['initial_loss']:.3f}, LT = {info['loss']:.4f}, return log(L0/LT) = {total:.2f}, truncated={truncated}")
+print(
+    f"L0 = {info['initial_loss']:.3f}, LT = {info['loss']:.4f}, return log(L0/LT) = {total:.2f}, truncated={truncated}"
+)
 
 # %% [markdown]
 # The batched forms work too: `gym.make_vec` gives one tensor program over 16 different least-squares
@@ -200,8 +203,14 @@ envs.close()
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(np.arange(1, H + 1), np.array(curves), color="tab:blue", alpha=0.4)
-ax.plot(np.arange(1, H + 1), np.log10(np.array(losses) / info["initial_loss"]), color="k", lw=2, ls="--",
-        label="single env (seed 0)")
+ax.plot(
+    np.arange(1, H + 1),
+    np.log10(np.array(losses) / info["initial_loss"]),
+    color="k",
+    lw=2,
+    ls="--",
+    label="single env (seed 0)",
+)
 ax.set(xlabel="SGD step", ylabel="log10(L_t / L_0)", title="16 least-squares problems, lr = 0.3")
 ax.legend()
 plt.tight_layout()
@@ -222,7 +231,8 @@ agents = {
     "constant (tuned)": ConstantLR(lr=tuned_ls.best_lr),
     "constant (lr=0.01)": ConstantLR(lr=0.01),
 }
-summaries, records = evaluate(agents, "MetaOpt-LR-v0", ls_kwargs, num_tasks=16, seeds=(0,),
-                              reference="constant (tuned)")
+summaries, records = evaluate(
+    agents, "MetaOpt-LR-v0", ls_kwargs, num_tasks=16, seeds=(0,), reference="constant (tuned)"
+)
 print(f"tuned constant on least squares: {tuned_ls.best_lr:.3g}")
 display(Markdown(markdown_table(summaries, reference="constant (tuned)")))

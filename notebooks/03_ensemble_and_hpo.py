@@ -29,14 +29,15 @@
 # %%
 # %matplotlib inline
 import os
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import gymnasium as gym
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, Image, display
+from IPython.display import Markdown, display
 
-import gymnasium as gym
-import metaopt_envs  # registers the MetaOpt-* ids
+import metaopt_envs  # noqa: F401  (registers the MetaOpt-* ids)
 
 torch.set_num_threads(1)  # small CPU machines: one thread per process
 
@@ -50,8 +51,9 @@ torch.set_num_threads(1)  # small CPU machines: one thread per process
 # We use 120 decisions per stream after a 50-step warm-up.
 
 # %%
-from agents.controllers.ensemble import (ExponentiatedGradient, FixedShare, Hedge, RegimeOracle, Uniform)
-from agents.evaluation.ensemble import evaluate_ensemble, markdown_table as ensemble_table
+from agents.controllers.ensemble import ExponentiatedGradient, FixedShare, Hedge, RegimeOracle, Uniform
+from agents.evaluation.ensemble import evaluate_ensemble
+from agents.evaluation.ensemble import markdown_table as ensemble_table
 
 ens_kwargs = {
     "task_family": "switching_ar",
@@ -67,8 +69,12 @@ ens_agents = {
     "regime oracle (reads the regimes)": RegimeOracle(),
 }
 ens_summaries, ens_records = evaluate_ensemble(
-    ens_agents, ens_kwargs, num_tasks=16, seeds=(0,),
-    reference="Fixed-Share (eta=1, alpha=0.01)", oracle="regime oracle (reads the regimes)",
+    ens_agents,
+    ens_kwargs,
+    num_tasks=16,
+    seeds=(0,),
+    reference="Fixed-Share (eta=1, alpha=0.01)",
+    oracle="regime oracle (reads the regimes)",
 )
 display(Markdown(ensemble_table(ens_summaries, "Fixed-Share (eta=1, alpha=0.01)", "regime oracle (reads the regimes)")))
 
@@ -107,10 +113,12 @@ envs = gym.make_vec("MetaOpt-Ensemble-v0", num_envs=1, split="test", **ens_kwarg
 obs, _ = envs.reset(seed=8)  # a test stream with three regime switches
 agent = FixedShare(eta=1.0, alpha=0.01)
 start, weights, regimes, losses = np.ones(1, bool), [], [], []
-for t in range(ens_kwargs["horizon"]):
+for _ in range(ens_kwargs["horizon"]):
     actions, _ = agent.predict(obs, episode_start=start)
     obs, rewards, terminated, truncated, infos = envs.step(actions)
-    weights.append(infos["weights"][0]); regimes.append(infos["regime"][0]); losses.append(infos["loss"][0])
+    weights.append(infos["weights"][0])
+    regimes.append(infos["regime"][0])
+    losses.append(infos["loss"][0])
     start = terminated | truncated
 envs.close()
 weights, regimes = np.array(weights), np.array(regimes)
@@ -119,7 +127,10 @@ fig, (w_ax, l_ax) = plt.subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw
 w_ax.stackplot(np.arange(len(weights)), weights.T, labels=[f"expert{k}" for k in range(weights.shape[1])], alpha=0.8)
 for t in np.flatnonzero(np.diff(regimes)) + 1:
     w_ax.axvline(t, color="k", ls="--", lw=1)
-w_ax.set(ylabel="Fixed-Share weight", title="weights on one test stream (dashed: regime switches; true regime = expert index)")
+w_ax.set(
+    ylabel="Fixed-Share weight",
+    title="weights on one test stream (dashed: regime switches; true regime = expert index)",
+)
 w_ax.legend(loc="upper left", fontsize=7, ncol=4)
 smooth = np.convolve(losses, np.ones(10) / 10, mode="valid")  # 10-step moving average
 l_ax.plot(np.arange(9, len(losses)), smooth, color="tab:red")
@@ -146,7 +157,8 @@ print("regime sequence:", [int(r) for r in regimes[np.r_[0, np.flatnonzero(np.di
 
 # %%
 from agents.controllers.hpo import GPEI, RandomSearch, Sobol
-from agents.evaluation.hpo import evaluate_hpo, markdown_table as hpo_table
+from agents.evaluation.hpo import evaluate_hpo
+from agents.evaluation.hpo import markdown_table as hpo_table
 
 hpo_kwargs = {"task_family": "branin", "budget": 16}
 hpo_agents = {"random": RandomSearch(), "sobol": Sobol(), "gp_ei": GPEI()}

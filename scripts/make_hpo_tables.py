@@ -31,11 +31,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metaopt_envs.hpo.families import sklearn_problems as sp  # noqa: E402
+from metaopt_envs.hpo.families import sklearn_problems as sp
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "metaopt_envs" / "objectives" / "data" / "hpo_tables.npz"
 
@@ -77,14 +77,16 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     elapsed = time.perf_counter() - start
-    arrays["meta"] = np.asarray([
-        f"sklearn={sklearn.__version__}",
-        f"numpy={np.__version__}",
-        f"python={platform.python_version()}",
-        f"split_seed={sp.SPLIT_SEED}",
-        f"model_seed={sp.MODEL_SEED}",
-        f"regression_cap={sp.REGRESSION_CAP}",
-    ])  # no timing or date: rebuilding gives the same arrays
+    arrays["meta"] = np.asarray(
+        [
+            f"sklearn={sklearn.__version__}",
+            f"numpy={np.__version__}",
+            f"python={platform.python_version()}",
+            f"split_seed={sp.SPLIT_SEED}",
+            f"model_seed={sp.MODEL_SEED}",
+            f"regression_cap={sp.REGRESSION_CAP}",
+        ]
+    )  # no timing or date: rebuilding gives the same arrays
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} kB) in {elapsed:.1f} s")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with only Python 3.10+:
 #   bash scripts/run.sh main   # set up .venv, then run the main job
-#   bash scripts/run.sh test   # set up .venv, then run the test suite
-#   bash scripts/run.sh lint   # set up .venv, then ruff (lint, format check) and mypy
+#   bash scripts/run.sh test   # set up .venv, then lint (ruff, mypy) and run the test suite
+#   bash scripts/run.sh lint   # set up .venv, then only ruff (lint, format check) and mypy
 # Extra arguments go to the job (e.g. `bash scripts/run.sh test -k registry`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,16 +24,18 @@ python -m pip install --quiet -e ".[dev]"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export WANDB_MODE="${WANDB_MODE:-offline}"
 
+lint() {
+  # All three run, so one pass reports every kind of finding; any failure fails the job.
+  local status=0
+  ruff check . || status=1
+  ruff format --check . || status=1
+  mypy || status=1
+  return "$status"
+}
+
 case "$job" in
   main) metaopt-train "$@" ;;
-  test) python -m pytest -q "$@" ;;
-  lint)
-    # All three run, so one pass reports every kind of finding; any failure fails the job.
-    status=0
-    ruff check . || status=1
-    ruff format --check . || status=1
-    mypy || status=1
-    exit "$status"
-    ;;
+  test) lint && python -m pytest -q "$@" ;;
+  lint) lint ;;
   *) echo "usage: bash scripts/run.sh [main|test|lint] [args...]" >&2; exit 2 ;;
 esac

@@ -37,8 +37,11 @@ def _obs(progress, log_lr_scaled=0.0, update_cosine=0.0, n=1):
 
 
 def test_the_tuned_baselines_are_the_ones_with_a_base_rate():
-    assert TUNED == tuple(TUNABLE) == ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine",
-                                       "hypergradient")
+    assert (
+        TUNED
+        == tuple(TUNABLE)
+        == ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine", "hypergradient")
+    )
     assert list(BASELINES) == [*TUNED, "random", "oracle"]
     for name, cls in BASELINES.items():
         assert issubclass(cls, TunableLRController) == (name in TUNED)
@@ -65,11 +68,18 @@ def test_quadratic_oracle_beats_the_tuned_constant_on_the_same_tasks():
     assert summaries["oracle"].log10_final_loss_mean < summaries["constant"].log10_final_loss_mean
     assert summaries["oracle"].win_rate > 0.6
     with pytest.raises(ValueError, match="quadratic"):
-        evaluate({"oracle": load_agent("baseline:oracle")}, env_kwargs={"task_family": "logistic", "horizon": 5}, num_tasks=2, seeds=(0,))
+        evaluate(
+            {"oracle": load_agent("baseline:oracle")},
+            env_kwargs={"task_family": "logistic", "horizon": 5},
+            num_tasks=2,
+            seeds=(0,),
+        )
 
 
 def test_controllers_refuse_relative_mode():
-    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=2, task_family="quadratic", horizon=4, action_mode="relative")
+    core = metaopt_envs.make_core(
+        "MetaOpt-LR-v0", num_envs=2, task_family="quadratic", horizon=4, action_mode="relative"
+    )
     with pytest.raises(ValueError, match="absolute"):
         run_agent(load_agent("baseline:constant?lr=0.1"), core, seed=0)
 
@@ -89,7 +99,9 @@ def test_schedule_values():
 def test_hypergradient_follows_baydins_multiplicative_rule_on_sgd():
     """On SGD, update_cosine is the cosine of successive gradients, and the rate follows
     lr_t = lr_{t-1} * exp(beta * cos(g_t, g_{t-1})) (the normalized rule of Baydin et al., 2018)."""
-    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=3, task_family="quadratic", inner_optimizer="sgd", horizon=12)
+    core = metaopt_envs.make_core(
+        "MetaOpt-LR-v0", num_envs=3, task_family="quadratic", inner_optimizer="sgd", horizon=12
+    )
     core.reset_rows(torch.ones(3, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(0, 3, "cpu"))
     agent = HypergradientLR(lr=0.05, beta=0.2)
     obs = core.observe().numpy()
@@ -133,8 +145,11 @@ def test_user_agent_by_module_path_and_same_tasks_for_every_agent(tmp_path, monk
     low, high = math.log(1e-4), math.log(10.0)  # the default lr_range
     constant = load_agent(f"baseline:constant?lr={math.exp(low + 0.75 * (high - low))!r}")
     summaries, records = evaluate(
-        {"user": user, "constant": constant}, env_kwargs={"task_family": "quadratic", "horizon": 8},
-        num_tasks=8, seeds=(0, 1), reference="constant",
+        {"user": user, "constant": constant},
+        env_kwargs={"task_family": "quadratic", "horizon": 8},
+        num_tasks=8,
+        seeds=(0, 1),
+        reference="constant",
     )
     # Action 0.5 is the same learning rate as that constant: the same tasks give the same results.
     np.testing.assert_allclose(records["user"][0].returns, records["constant"][0].returns, rtol=1e-4)
@@ -144,10 +159,24 @@ def test_user_agent_by_module_path_and_same_tasks_for_every_agent(tmp_path, monk
 
 
 def test_bench_cli_writes_table_json_and_plots(tmp_path):
-    report = bench_main([
-        "--families", "quadratic", "--agents", "baseline:constant,baseline:random", "--num-tasks", "8",
-        "--seeds", "0", "--tune-tasks", "8", "--env-kwargs", '{"horizon": 10}', "--out-dir", str(tmp_path),
-    ])
+    report = bench_main(
+        [
+            "--families",
+            "quadratic",
+            "--agents",
+            "baseline:constant,baseline:random",
+            "--num-tasks",
+            "8",
+            "--seeds",
+            "0",
+            "--tune-tasks",
+            "8",
+            "--env-kwargs",
+            '{"horizon": 10}',
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["commit"] and saved["seeds"] == [0]
     summaries = saved["families"]["quadratic"]["summaries"]

@@ -39,28 +39,42 @@ def test_user_class():
     assert (spec.kind, spec.path, spec.name) == ("class", "my_package.agents", "MyAgent")
 
 
-@pytest.mark.parametrize("text, value", [("3", 3), ("-2", -2), ("0.1", 0.1), ("1e-3", 1e-3), ("1.0", 1.0),
-                                         ("true", True), ("False", False), ("log", "log")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("-2", -2),
+        ("0.1", 0.1),
+        ("1e-3", 1e-3),
+        ("1.0", 1.0),
+        ("true", True),
+        ("False", False),
+        ("log", "log"),
+    ],
+)
 def test_values(text, value):
     parsed = parse_value(text)
     assert parsed == value and type(parsed) is type(value)
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("", "empty"),
-    ("baseline:", "name"),
-    ("baseline:2fast", "name"),
-    ("baseline:constant?lr", "key=value"),
-    ("baseline:constant?lr=", "key=value"),
-    ("baseline:constant?=0.1", "key=value"),
-    ("baseline:constant?lr=0.1&&beta=1", "key=value"),
-    ("baseline:constant?lr=0.1&lr=0.2", "twice"),
-    ("constant", "not one of the forms"),
-    ("my_module:", "not one of the forms"),
-    (":MyAgent", "not one of the forms"),
-    ("my module:MyAgent", "not one of the forms"),
-    ("model.pt", "not one of the forms"),
-])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("", "empty"),
+        ("baseline:", "name"),
+        ("baseline:2fast", "name"),
+        ("baseline:constant?lr", "key=value"),
+        ("baseline:constant?lr=", "key=value"),
+        ("baseline:constant?=0.1", "key=value"),
+        ("baseline:constant?lr=0.1&&beta=1", "key=value"),
+        ("baseline:constant?lr=0.1&lr=0.2", "twice"),
+        ("constant", "not one of the forms"),
+        ("my_module:", "not one of the forms"),
+        (":MyAgent", "not one of the forms"),
+        ("my module:MyAgent", "not one of the forms"),
+        ("model.pt", "not one of the forms"),
+    ],
+)
 def test_malformed_specs_name_the_spec_and_the_forms(spec, problem):
     with pytest.raises(ValueError) as error:
         parse_agent_spec(spec)
@@ -103,11 +117,14 @@ def test_each_suite_builds_its_baselines_from_specs():
         hpo.load_agent("baseline:hedge")
 
 
-@pytest.mark.parametrize("agents, message", [
-    ("baseline:nope", "unknown LR baseline 'nope'"),
-    ("baseline:constant?lr", "is not key=value"),
-    ("not-a-spec", "not one of the forms"),
-])
+@pytest.mark.parametrize(
+    "agents, message",
+    [
+        ("baseline:nope", "unknown LR baseline 'nope'"),
+        ("baseline:constant?lr", "is not key=value"),
+        ("not-a-spec", "not one of the forms"),
+    ],
+)
 def test_bench_reports_a_bad_spec_as_a_usage_error(agents, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench_main(["--agents", agents, "--out-dir", str(tmp_path)])

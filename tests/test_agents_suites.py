@@ -63,15 +63,24 @@ def test_every_family_runs_through_the_shared_rollout(env_id, monkeypatch):
     name = next(iter(suite.default_baselines({})))
     agents = {"a": suite.load_agent(f"baseline:{name}"), "b": suite.load_agent(f"baseline:{name}")}
     result = suite.run(agents, SMALL[env_id], num_tasks=3, seeds=(0, 1))
-    assert sorted(seed for _, seed in calls) == [TEST_SEED_OFFSET, TEST_SEED_OFFSET, TEST_SEED_OFFSET + 1, TEST_SEED_OFFSET + 1]
+    assert sorted(seed for _, seed in calls) == [
+        TEST_SEED_OFFSET,
+        TEST_SEED_OFFSET,
+        TEST_SEED_OFFSET + 1,
+        TEST_SEED_OFFSET + 1,
+    ]
     assert set(result.summaries) == {"a", "b"} and "| a |" in result.table
 
 
 def test_lr_suite_returns_equal_a_manual_loop_over_the_core():
     kwargs = {"task_family": "logistic", "horizon": 12}
-    summaries, records = get_suite("MetaOpt-LR-v0").evaluate({"constant": ConstantLR(lr=0.3)}, kwargs, num_tasks=5, seeds=(2,))
+    summaries, records = get_suite("MetaOpt-LR-v0").evaluate(
+        {"constant": ConstantLR(lr=0.3)}, kwargs, num_tasks=5, seeds=(2,)
+    )
     core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=5, split="test", **kwargs)
-    core.reset_rows(torch.ones(5, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(TEST_SEED_OFFSET + 2, 5, "cpu"))
+    core.reset_rows(
+        torch.ones(5, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(TEST_SEED_OFFSET + 2, 5, "cpu")
+    )
     agent, obs = ConstantLR(lr=0.3), core.observe().numpy()
     total, done = np.zeros(5), np.zeros(5, dtype=bool)
     while not done.all():
@@ -111,8 +120,11 @@ def test_core_of_reaches_the_family_core_through_every_adapter():
     core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=2)
     trial = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=2, episodes_per_trial=2)
     assert core_of(core) is core and core_of(trial) is trial.core
-    for env in (gym.make("MetaOpt-LR-v0"), gym.make_vec("MetaOpt-LR-v0", num_envs=2),
-                metaopt_envs.make_sb3_vec_env("MetaOpt-LR-v0", num_envs=2, episodes_per_trial=2)):
+    for env in (
+        gym.make("MetaOpt-LR-v0"),
+        gym.make_vec("MetaOpt-LR-v0", num_envs=2),
+        metaopt_envs.make_sb3_vec_env("MetaOpt-LR-v0", num_envs=2, episodes_per_trial=2),
+    ):
         assert type(core_of(env)).__name__ == type(core).__name__
 
 
@@ -133,7 +145,9 @@ def test_statistics_equal_the_estimators_they_replaced(n):
     values = np.random.default_rng(n).lognormal(size=n)
     assert iqm(values) == pytest.approx(_old_iqm(values), rel=1e-12)
     for new, old in ((np.mean, np.mean), (iqm, _old_iqm), (np.median, np.median)):
-        np.testing.assert_allclose(bootstrap_ci(values, new, seed=3), _old_bootstrap_ci(values, old, seed=3), rtol=1e-12)
+        np.testing.assert_allclose(
+            bootstrap_ci(values, new, seed=3), _old_bootstrap_ci(values, old, seed=3), rtol=1e-12
+        )
     assert bootstrap_ci(values, np.mean, seed=3) == bootstrap_ci(values, np.mean, seed=3)  # seeded: deterministic
 
 
@@ -148,8 +162,15 @@ def test_nothing_imports_from_the_clis():
     agents.rl2 / agents.evaluation (only the CLIs' own tests import them, to test the command lines)."""
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r"^\s*(from|import)\s+agents\.cli\b|^\s*from\s+agents\s+import\s+.*\bcli\b", re.MULTILINE)
-    sources = [*(root / "agents").rglob("*.py"), *(root / "benchmarks").glob("*.py"), *(root / "notebooks").glob("*.py")]
+    sources = [
+        *(root / "agents").rglob("*.py"),
+        *(root / "benchmarks").glob("*.py"),
+        *(root / "notebooks").glob("*.py"),
+    ]
     assert len(sources) > 20 and any(path.parent.name == "notebooks" for path in sources)
-    offenders = [str(path.relative_to(root)) for path in sources
-                 if "cli" not in path.relative_to(root).parts and pattern.search(path.read_text())]
+    offenders = [
+        str(path.relative_to(root))
+        for path in sources
+        if "cli" not in path.relative_to(root).parts and pattern.search(path.read_text())
+    ]
     assert not offenders, f"import these from agents.rl2.training or agents.evaluation instead: {offenders}"

@@ -48,8 +48,12 @@ def test_config_to_model_takes_one_whole_trial_per_rollout(tmp_path):
     assert env.num_envs == 8
     model = build_model(cfg, env, tmp_path)
     assert type(model).__name__ == "FastRecurrentPPO" and model.n_steps == 2 * 10
-    assert config_dict(cfg.env.kwargs) == {"task_family": "quadratic", "inner_optimizer": "sgd", "horizon": 10,
-                                           "action_mode": "relative"}
+    assert config_dict(cfg.env.kwargs) == {
+        "task_family": "quadratic",
+        "inner_optimizer": "sgd",
+        "horizon": 10,
+        "action_mode": "relative",
+    }
     with pytest.raises(TypeError, match="expected a mapping"):
         config_dict(cfg.eval_seeds)
     with pytest.raises(ValueError, match=r"agent\.algo must be one of"):
@@ -58,10 +62,16 @@ def test_config_to_model_takes_one_whole_trial_per_rollout(tmp_path):
 
 @pytest.mark.parametrize("agent", ["rl2", "ppo"])
 def test_train_then_evaluate_against_baselines(tmp_path, agent):
-    cfg = _config(tmp_path, f"agent={agent}", "budget.total_timesteps=160", "eval_num_tasks=4", "eval_seeds=[0]", "tune_tasks=4")
+    cfg = _config(
+        tmp_path, f"agent={agent}", "budget.total_timesteps=160", "eval_num_tasks=4", "eval_seeds=[0]", "tune_tasks=4"
+    )
     result = train(cfg)
     names = list(result["evaluation"]["summaries"])
-    assert names[0].startswith("RL²") and (agent == "ppo") == ("(ppo)" in names[0]) and any(n.startswith("constant") for n in names)
+    assert (
+        names[0].startswith("RL²")
+        and (agent == "ppo") == ("(ppo)" in names[0])
+        and any(n.startswith("constant") for n in names)
+    )
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert (tmp_path / "curves.png").exists()
 
@@ -93,7 +103,9 @@ def test_hydra_multirun_sweeps_seeds_locally(tmp_path):
     import sys
 
     overrides = [o for o in SMALL if not o.startswith("budget")] + [
-        "budget.total_timesteps=160", "budget.checkpoint_every=160", "evaluate=false",
+        "budget.total_timesteps=160",
+        "budget.checkpoint_every=160",
+        "evaluate=false",
     ]
     command = [sys.executable, "-m", "agents.cli.train", "--multirun", "seed=0,1", *overrides]
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)

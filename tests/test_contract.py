@@ -449,9 +449,11 @@ def test_bad_actions_raise_and_out_of_range_ones_are_clipped(case):
 
 
 # ------------------------------------------------------------------ episode length (one owner: the core)
-LONGER = {"MetaOpt-LR-v0": {"horizon": 120, "task_family": "quadratic"},  # more than the old registered 100
-          "MetaOpt-Ensemble-v0": {"horizon": 310, "warmup": 16, "task_family": "regimes"},  # 300
-          "MetaOpt-HPO-v0": {"budget": 40, "task_family": "branin"}}  # 32
+LONGER = {
+    "MetaOpt-LR-v0": {"horizon": 120, "task_family": "quadratic"},  # more than the old registered 100
+    "MetaOpt-Ensemble-v0": {"horizon": 310, "warmup": 16, "task_family": "regimes"},  # 300
+    "MetaOpt-HPO-v0": {"budget": 40, "task_family": "branin"},
+}  # 32
 
 
 def _steps_until_done(step, action) -> int:
@@ -613,8 +615,9 @@ def test_regression_simplex_trial_feeds_back_the_clipped_action():
     """Ensemble simplex mode in RL² trials clamped the fed-back action to [-1, 1], not to the action space
     [0, 1], so a negative action put the observation outside its declared space."""
     for make in (
-        lambda: gym.make_vec("MetaOpt-Ensemble-v0", num_envs=2, action_mode="simplex", episodes_per_trial=2, horizon=3,
-                             warmup=16),
+        lambda: gym.make_vec(
+            "MetaOpt-Ensemble-v0", num_envs=2, action_mode="simplex", episodes_per_trial=2, horizon=3, warmup=16
+        ),
         lambda: gym.make("MetaOpt-Ensemble-v0", action_mode="simplex", episodes_per_trial=2, horizon=3, warmup=16),
     ):
         env = make()
@@ -665,8 +668,10 @@ CONSTRUCTION_ERRORS = [
 
 @pytest.mark.parametrize(
     ("env_id", "kwargs", "pattern"),
-    [pytest.param(*row, id=f"{_short(row[0])}-{'-'.join(f'{k}={v!r}' for k, v in row[1].items())}")
-     for row in CONSTRUCTION_ERRORS],
+    [
+        pytest.param(*row, id=f"{_short(row[0])}-{'-'.join(f'{k}={v!r}' for k, v in row[1].items())}")
+        for row in CONSTRUCTION_ERRORS
+    ],
 )
 def test_regression_construction_errors_name_argument_value_and_allowed(env_id, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

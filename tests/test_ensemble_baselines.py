@@ -241,7 +241,9 @@ def _fake_core(as_torch=False, change=(12, 8), T=24, warmup=4, offset=0.5):
     t = np.full(b, warmup, np.int64)
     core = SimpleNamespace(values=values, forecasts=forecasts, sigma=sigma, regime=regime, t=t, warmup=warmup)
     if as_torch:
-        core = SimpleNamespace(**{key: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for key, v in vars(core).items()})
+        core = SimpleNamespace(
+            **{key: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for key, v in vars(core).items()}
+        )
     return core
 
 
@@ -273,7 +275,7 @@ def test_oracles_recompute_after_a_reset_of_one_row():
     core = _fake_core(False, (12, 8))
     regime_oracle, best = RegimeOracle(), BestSingleInHindsight()
     regime_oracle.bind_core(core), best.bind_core(core)
-    for t, w in _drive(best, core, None):
+    for _t, w in _drive(best, core, None):
         np.testing.assert_array_equal(w, [[0, 1, 0], [0, 1, 0]])
     list(_drive(regime_oracle, core, None))
     # Row 1 gets a new stream: forecaster 2 is now exact throughout, in one regime.
@@ -308,7 +310,13 @@ def test_oracle_needs_a_core_and_matching_batch():
 # ------------------------------------------------------------------ registry, bad input
 def test_registry_names_and_hyperparameters():
     assert set(ENSEMBLE_BASELINES) == {
-        "uniform", "follow_the_leader", "hedge", "fixed_share", "exponentiated_gradient", "best_single", "regime_oracle",
+        "uniform",
+        "follow_the_leader",
+        "hedge",
+        "fixed_share",
+        "exponentiated_gradient",
+        "best_single",
+        "regime_oracle",
     }
     for name, cls in ENSEMBLE_BASELINES.items():
         agent = cls()

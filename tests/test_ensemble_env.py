@@ -41,7 +41,7 @@ def test_make_vec_is_native_batched_env():
     assert type(envs.unwrapped).__name__ == "MetaOptEnsembleVectorEnv"
     obs, _ = envs.reset(seed=3)
     assert obs.shape == (5, 44)
-    obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    obs, reward, _terminated, _truncated, info = envs.step(envs.action_space.sample())
     assert reward.shape == (5,) and info["weights"].shape == (5, 8)
 
 
@@ -124,8 +124,9 @@ def test_simplex_mode_uses_weights_and_zero_mass_is_uniform():
 
 
 def test_rl2_trial_keeps_the_process_and_changes_the_realization():
-    core = metaopt_envs.make_core("MetaOpt-Ensemble-v0", num_envs=2, episodes_per_trial=2,
-                                  task_family="switching_ar", horizon=10, warmup=20)
+    core = metaopt_envs.make_core(
+        "MetaOpt-Ensemble-v0", num_envs=2, episodes_per_trial=2, task_family="switching_ar", horizon=10, warmup=20
+    )
     base = core.core
     first_values, task_key = base.values.clone(), base.task_key.clone()
     for _ in range(10):

@@ -36,7 +36,9 @@ EXPERTS = {
 
 def test_experts_are_the_regimes_true_ar2_predictors():
     core = EnsembleCore(num_envs=3, **EXPERTS)
-    stream = core.family.sample_stream(core.task_key, metaopt_envs.core.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train")
+    stream = core.family.sample_stream(
+        core.task_key, metaopt_envs.core.rng.fold(core.task_key, 1, core.inner_episode), core.length, "train"
+    )
     torch.testing.assert_close(stream["values"], core.values)
     y, params = core.values.double(), stream["regime_params"].double()
     for r in range(4):
@@ -57,7 +59,9 @@ def test_experts_need_switching_ar():
 
 def test_oracle_beats_fixed_share_beats_uniform_on_experts():
     agents = {"uniform": Uniform(), "fixed_share": FixedShare(eta=1.0, alpha=0.03), "oracle": RegimeOracle()}
-    summaries, _ = evaluate_ensemble(agents, EXPERTS, num_tasks=32, seeds=(0,), reference="fixed_share", oracle="oracle")
+    summaries, _ = evaluate_ensemble(
+        agents, EXPERTS, num_tasks=32, seeds=(0,), reference="fixed_share", oracle="oracle"
+    )
     iqm = {name: s.mse_iqm for name, s in summaries.items()}
     assert iqm["oracle"] < iqm["fixed_share"] < iqm["uniform"]
     assert summaries["oracle"].gap_closed == pytest.approx(1.0)
@@ -113,22 +117,50 @@ def test_baselines_restart_every_inner_episode_of_a_trial():
 
 def test_train_and_bench_on_the_ensemble_env(tmp_path: Path):
     overrides = [
-        "env=ensemble_experts", "budget=smoke", "env.num_envs=4", "env.kwargs.horizon=20", "env.kwargs.warmup=20",
-        "agent.hyperparameters.batch_size=80", "agent.hyperparameters.n_epochs=1", "tune_tasks=4",
-        "eval_num_tasks=4", "eval_seeds=[0]", f"out_dir={tmp_path}",
+        "env=ensemble_experts",
+        "budget=smoke",
+        "env.num_envs=4",
+        "env.kwargs.horizon=20",
+        "env.kwargs.warmup=20",
+        "agent.hyperparameters.batch_size=80",
+        "agent.hyperparameters.n_epochs=1",
+        "tune_tasks=4",
+        "eval_num_tasks=4",
+        "eval_seeds=[0]",
+        f"out_dir={tmp_path}",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     result = train(cfg)
     assert result["num_timesteps"] >= 800  # n_steps is one whole trial: 2 x 20 decisions per env
     summaries = result["evaluation"]["summaries"]
-    assert any(name.startswith("RL²") for name in summaries) and any(name.startswith("fixed_share") for name in summaries)
+    assert any(name.startswith("RL²") for name in summaries) and any(
+        name.startswith("fixed_share") for name in summaries
+    )
 
-    report = bench_main([
-        "--env-id", "MetaOpt-Ensemble-v0", "--families", "switching_ar", "--num-tasks", "4", "--seeds", "0",
-        "--tune-tasks", "4", "--agents", f"baseline:uniform,baseline:fixed_share,baseline:regime_oracle,{tmp_path}/model.zip",
-        "--episodes-per-trial", "2", "--env-kwargs", json.dumps({k: v for k, v in EXPERTS.items() if k != "horizon"}),
-        "--out-dir", str(tmp_path / "bench"),
-    ])
-    assert (tmp_path / "bench" / "results.md").exists() and (tmp_path / "bench" / "ensemble_curves_switching_ar.png").exists()
+    report = bench_main(
+        [
+            "--env-id",
+            "MetaOpt-Ensemble-v0",
+            "--families",
+            "switching_ar",
+            "--num-tasks",
+            "4",
+            "--seeds",
+            "0",
+            "--tune-tasks",
+            "4",
+            "--agents",
+            f"baseline:uniform,baseline:fixed_share,baseline:regime_oracle,{tmp_path}/model.zip",
+            "--episodes-per-trial",
+            "2",
+            "--env-kwargs",
+            json.dumps({k: v for k, v in EXPERTS.items() if k != "horizon"}),
+            "--out-dir",
+            str(tmp_path / "bench"),
+        ]
+    )
+    assert (tmp_path / "bench" / "results.md").exists() and (
+        tmp_path / "bench" / "ensemble_curves_switching_ar.png"
+    ).exists()
     assert len(report["families"]["switching_ar"]["summaries"]) == 4

@@ -69,7 +69,9 @@ class CueEnv(gym.Env[np.ndarray, int]):
     def _obs(self) -> np.ndarray:
         return np.array([self._cue if self._t == 0 else 0.0, self._t / self.length], dtype=np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._t = 0
         self._cue = float(self.np_random.choice([-1.0, 1.0]))
@@ -225,7 +227,9 @@ def test_collection_step_matches_stock() -> None:
     g = th.Generator().manual_seed(7)
     obs = th.randn(N_SEQ, OBS_DIM, generator=g)
     starts = th.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
-    states = RNNStates(*[(th.randn(1, N_SEQ, HIDDEN, generator=g), th.randn(1, N_SEQ, HIDDEN, generator=g)) for _ in range(2)])
+    states = RNNStates(
+        *[(th.randn(1, N_SEQ, HIDDEN, generator=g), th.randn(1, N_SEQ, HIDDEN, generator=g)) for _ in range(2)]
+    )
     with th.no_grad():
         sa, sv, sl, ss = stock.forward(obs, states, starts, deterministic=True)
         fa, fv, fl, fs = fast.forward(obs, states, starts, deterministic=True)
@@ -291,7 +295,10 @@ def test_training_matches_stock(monkeypatch: pytest.MonkeyPatch) -> None:
     # start, so the fallback loop is never needed during training.
     assert counter.calls == 0
     wrong = _train(RecurrentPPO, _IgnoresStartsPolicy)
-    initial = {k: v.detach().clone() for k, v in FastRecurrentPPO("MlpLstmPolicy", make_vec_env(3, 5), **TRAIN_KWARGS).policy.state_dict().items()}
+    initial = {
+        k: v.detach().clone()
+        for k, v in FastRecurrentPPO("MlpLstmPolicy", make_vec_env(3, 5), **TRAIN_KWARGS).policy.state_dict().items()
+    }
 
     assert _max_abs_diff(stock, initial) > 1e-3, "training must move the parameters"
     assert _max_abs_diff(stock, fast) <= TRAIN_ATOL
@@ -353,7 +360,16 @@ def _make_buffer(cls: type, dict_obs: bool, n_layers: int) -> Any:
     else:
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-    return cls(BUF_STEPS, obs_space, action_space, (BUF_STEPS, n_layers, BUF_ENVS, BUF_HIDDEN), "cpu", gamma=0.9, gae_lambda=0.8, n_envs=BUF_ENVS)
+    return cls(
+        BUF_STEPS,
+        obs_space,
+        action_space,
+        (BUF_STEPS, n_layers, BUF_ENVS, BUF_HIDDEN),
+        "cpu",
+        gamma=0.9,
+        gae_lambda=0.8,
+        n_envs=BUF_ENVS,
+    )
 
 
 def _assert_identical(a: Any, b: Any, where: str) -> None:
@@ -367,7 +383,13 @@ def _assert_identical(a: Any, b: Any, where: str) -> None:
             _assert_identical(x, y, f"{where}[{i}]")
     else:
         assert isinstance(b, th.Tensor), where
-        assert a.dtype == b.dtype and a.shape == b.shape and a.device == b.device, (where, a.dtype, b.dtype, a.shape, b.shape)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.device == b.device, (
+            where,
+            a.dtype,
+            b.dtype,
+            a.shape,
+            b.shape,
+        )
         assert b.is_contiguous() == a.is_contiguous(), where
         assert th.equal(a, b), where
 
@@ -375,7 +397,11 @@ def _assert_identical(a: Any, b: Any, where: str) -> None:
 @pytest.mark.parametrize("dict_obs", [False, True], ids=["box", "dict"])
 @pytest.mark.parametrize("start_prob", [0.3, 0.8, 0.0])
 def test_fast_buffer_matches_stock(dict_obs: bool, start_prob: float) -> None:
-    stock_cls, fast_cls = (RecurrentDictRolloutBuffer, FastRecurrentDictRolloutBuffer) if dict_obs else (RecurrentRolloutBuffer, FastRecurrentRolloutBuffer)
+    stock_cls, fast_cls = (
+        (RecurrentDictRolloutBuffer, FastRecurrentDictRolloutBuffer)
+        if dict_obs
+        else (RecurrentRolloutBuffer, FastRecurrentRolloutBuffer)
+    )
     stock, fast = _make_buffer(stock_cls, dict_obs, BUF_LAYERS), _make_buffer(fast_cls, dict_obs, BUF_LAYERS)
     _fill(stock, seed=7, start_prob=start_prob)
     _fill(fast, seed=7, start_prob=start_prob)
@@ -389,12 +415,16 @@ def test_fast_buffer_matches_stock(dict_obs: bool, start_prob: float) -> None:
             state_after_stock = np.random.get_state()[1].copy()
             np.random.seed(1000 * draw + (batch_size or 0))
             fast_samples = list(fast.get(batch_size))
-            assert np.array_equal(np.random.get_state()[1], state_after_stock), "the fast buffer must draw the same random numbers"
+            assert np.array_equal(np.random.get_state()[1], state_after_stock), (
+                "the fast buffer must draw the same random numbers"
+            )
             assert len(stock_samples) == len(fast_samples) == -(-total // (batch_size or total))
             for i, (a, b) in enumerate(zip(stock_samples, fast_samples, strict=True)):
                 assert type(a) is type(b)
                 for field in a._fields:
-                    _assert_identical(getattr(a, field), getattr(b, field), f"bs={batch_size} draw={draw} sample={i} {field}")
+                    _assert_identical(
+                        getattr(a, field), getattr(b, field), f"bs={batch_size} draw={draw} sample={i} {field}"
+                    )
                 n_seq = a.lstm_states.pi[0].shape[1]
                 lengths = a.mask.reshape(n_seq, -1).sum(dim=1)
                 saw_len1 |= bool((lengths == 1).any()) and a.mask.numel() > n_seq
@@ -418,11 +448,25 @@ def test_fast_buffer_single_layer_and_ppo_uses_it() -> None:
         for field in a._fields:
             _assert_identical(getattr(a, field), getattr(b, field), field)
 
-    model = FastRecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu", policy_kwargs={"lstm_hidden_size": 8, "n_lstm_layers": 2})
+    model = FastRecurrentPPO(
+        "MlpLstmPolicy",
+        make_vec_env(2, 4),
+        n_steps=8,
+        batch_size=8,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 8, "n_lstm_layers": 2},
+    )
     assert type(model.rollout_buffer) is FastRecurrentRolloutBuffer
     assert model.rollout_buffer.hidden_state_shape == (8, 2, 2, 8)
-    assert (model.rollout_buffer.gamma, model.rollout_buffer.gae_lambda, model.rollout_buffer.n_envs) == (model.gamma, model.gae_lambda, 2)
-    assert type(RecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu").rollout_buffer) is RecurrentRolloutBuffer
+    assert (model.rollout_buffer.gamma, model.rollout_buffer.gae_lambda, model.rollout_buffer.n_envs) == (
+        model.gamma,
+        model.gae_lambda,
+        2,
+    )
+    assert (
+        type(RecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu").rollout_buffer)
+        is RecurrentRolloutBuffer
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -431,7 +475,9 @@ def test_fast_buffer_single_layer_and_ppo_uses_it() -> None:
 
 
 def test_aliases_and_threads() -> None:
-    model = FastRecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, torch_threads=1, device="cpu")
+    model = FastRecurrentPPO(
+        "MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, torch_threads=1, device="cpu"
+    )
     assert type(model.policy) is FastRecurrentActorCriticPolicy
     assert FastMlpLstmPolicy is FastRecurrentActorCriticPolicy
     assert th.get_num_threads() == 1
@@ -444,7 +490,17 @@ def test_aliases_and_threads() -> None:
 
 def test_save_load_continue(tmp_path: Path) -> None:
     env = make_vec_env(2, 4)
-    model = FastRecurrentPPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu", policy_kwargs={"lstm_hidden_size": 8}, torch_threads=1)
+    model = FastRecurrentPPO(
+        "MlpLstmPolicy",
+        env,
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 8},
+        torch_threads=1,
+    )
     model.learn(32)
     path = tmp_path / "fast_rppo.zip"
     model.save(path)
@@ -474,7 +530,14 @@ def test_save_load_continue(tmp_path: Path) -> None:
 
 
 def test_load_stock_checkpoint_gets_fast_policy(tmp_path: Path) -> None:
-    stock = RecurrentPPO("MlpLstmPolicy", make_vec_env(2, 4), n_steps=8, batch_size=8, device="cpu", policy_kwargs={"lstm_hidden_size": 8})
+    stock = RecurrentPPO(
+        "MlpLstmPolicy",
+        make_vec_env(2, 4),
+        n_steps=8,
+        batch_size=8,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 8},
+    )
     stock.save(tmp_path / "stock.zip")
     loaded = FastRecurrentPPO.load(tmp_path / "stock.zip", env=make_vec_env(2, 4), device="cpu")
     assert type(loaded.policy) is FastRecurrentActorCriticPolicy

@@ -266,7 +266,9 @@ def test_tpe_is_told_the_observed_values():
     trials = agent.studies[0].get_trials(deepcopy=False)
     told = [tr.value for tr in trials if tr.value is not None]
     np.testing.assert_allclose(told, agent.history(0)[1], rtol=1e-6)
-    np.testing.assert_allclose([[tr.params["x0"], tr.params["x1"]] for tr in trials[:5]], agent.history(0)[0], atol=1e-6)
+    np.testing.assert_allclose(
+        [[tr.params["x0"], tr.params["x1"]] for tr in trials[:5]], agent.history(0)[0], atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------ registry and bad input

@@ -49,7 +49,9 @@ def test_user_agent_module_class(monkeypatch):
     module.Center = _Center
     monkeypatch.setitem(sys.modules, "my_hpo_agents", module)
     agent = load_hpo_agent("my_hpo_agents:Center")
-    summaries, records = evaluate_hpo({"center": agent}, {"task_family": "hartmann3", "budget": 4}, num_tasks=5, seeds=(0,))
+    summaries, records = evaluate_hpo(
+        {"center": agent}, {"task_family": "hartmann3", "budget": 4}, num_tasks=5, seeds=(0,)
+    )
     curves = records["center"][0].curves
     np.testing.assert_allclose(curves, curves[:, :1].repeat(4, axis=1))  # the same point every time
     assert summaries["center"].num_runs == 5
@@ -57,8 +59,15 @@ def test_user_agent_module_class(monkeypatch):
 
 def test_train_and_bench_on_the_hpo_env(tmp_path: Path):
     overrides = [
-        "env=hpo", "budget=smoke", "env.num_envs=4", "env.kwargs.budget=8", "agent.hyperparameters.batch_size=64",
-        "agent.hyperparameters.n_epochs=1", "eval_num_tasks=4", "eval_seeds=[0]", f"out_dir={tmp_path}",
+        "env=hpo",
+        "budget=smoke",
+        "env.num_envs=4",
+        "env.kwargs.budget=8",
+        "agent.hyperparameters.batch_size=64",
+        "agent.hyperparameters.n_epochs=1",
+        "eval_num_tasks=4",
+        "eval_seeds=[0]",
+        f"out_dir={tmp_path}",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -66,11 +75,28 @@ def test_train_and_bench_on_the_hpo_env(tmp_path: Path):
     summaries = result["evaluation"]["summaries"]
     assert sum(name.startswith("RL²") for name in summaries) == 2  # mean and sampled actions
     assert {"random", "sobol", "gp_ei", "tpe"} <= set(summaries)
-    report = bench_main([
-        "--env-id", "MetaOpt-HPO-v0", "--families", "branin,sklearn", "--num-tasks", "3", "--seeds", "0",
-        "--agents", f"baseline:random,baseline:sobol,{tmp_path}/model.zip", "--episodes-per-trial", "2",
-        "--env-kwargs", '{"budget": 8}', "--model-env-kwargs", '{"max_dim": 6}', "--out-dir", str(tmp_path / "bench"),
-        "--sample-models",
-    ])
+    report = bench_main(
+        [
+            "--env-id",
+            "MetaOpt-HPO-v0",
+            "--families",
+            "branin,sklearn",
+            "--num-tasks",
+            "3",
+            "--seeds",
+            "0",
+            "--agents",
+            f"baseline:random,baseline:sobol,{tmp_path}/model.zip",
+            "--episodes-per-trial",
+            "2",
+            "--env-kwargs",
+            '{"budget": 8}',
+            "--model-env-kwargs",
+            '{"max_dim": 6}',
+            "--out-dir",
+            str(tmp_path / "bench"),
+            "--sample-models",
+        ]
+    )
     assert (tmp_path / "bench" / "hpo_regret_sklearn.png").exists()
     assert len(report["families"]["branin"]["summaries"]) == 4  # random, sobol, the model, the model sampled

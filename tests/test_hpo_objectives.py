@@ -130,7 +130,7 @@ def test_shifted_scaled_benchmarks_exact_optimum(cls):
     assert ((fam.evaluate(tasks, tasks["x_opt"]) - tasks["f_opt"]).abs() <= tol).all()
     # no random point (nor a point near the minimizer) is below it
     points = uniform_points(_keys(n, 200), 2048, fam.max_dim)
-    near = (tasks["x_opt"].unsqueeze(1) + 0.01 * (2 * rng.uniform(_keys(n, 300), (256, fam.max_dim)) - 1))
+    near = tasks["x_opt"].unsqueeze(1) + 0.01 * (2 * rng.uniform(_keys(n, 300), (256, fam.max_dim)) - 1)
     values = fam.evaluate_points(tasks, torch.cat([points, near], 1))
     assert (values.amin(1) >= tasks["f_opt"] - tol).all()
 
@@ -176,8 +176,13 @@ def test_gp_family_structure():
     assert torch.allclose(grad, x.grad, atol=1e-4)
     # the descent improves on the best random candidate
     coarse = GPFamily(
-        dims=(3, 3), lengthscale_range=(0.5, 0.5), num_features=64, num_candidates=256, num_starts=16,
-        screen_steps=0, descent_steps=0,
+        dims=(3, 3),
+        lengthscale_range=(0.5, 0.5),
+        num_features=64,
+        num_candidates=256,
+        num_starts=16,
+        screen_steps=0,
+        descent_steps=0,
     )
     assert (tasks["f_opt"] <= coarse.sample(_keys(8, 0), "train")["f_opt"]).all()
     # unit prior variance: values over many points and functions have variance ~ 1

@@ -105,8 +105,9 @@ def test_lstm_optimizer_improves_on_held_out_tasks(tmp_path):
 
     path = tmp_path / "lstm.pt"
     model.save(str(path))
-    np.testing.assert_array_equal(CoordinatewiseLSTMOptimizer.load(str(path)).optimize(test, 5, family)[1],
-                                  model.optimize(test, 5, family)[1])
+    np.testing.assert_array_equal(
+        CoordinatewiseLSTMOptimizer.load(str(path)).optimize(test, 5, family)[1], model.optimize(test, 5, family)[1]
+    )
 
 
 def test_preprocess_gradient():
@@ -122,11 +123,16 @@ def test_controller_runs_through_harness_evaluate():
     controller = LearnedLRController(horizon=20)
     env_kwargs = {"task_family": "quadratic", "horizon": 20, "inner_optimizer": "sgd"}
     summaries, records = evaluate(
-        {"learned": controller, "constant": ConstantLR(lr=0.01)}, env_kwargs=env_kwargs, num_tasks=8, seeds=(0,),
+        {"learned": controller, "constant": ConstantLR(lr=0.01)},
+        env_kwargs=env_kwargs,
+        num_tasks=8,
+        seeds=(0,),
         reference="constant",
     )
     # Untrained, the controller is the constant rate 0.01: the same runs as the constant baseline.
-    np.testing.assert_allclose(records["learned"][0].log10_final_loss, records["constant"][0].log10_final_loss, rtol=1e-5)
+    np.testing.assert_allclose(
+        records["learned"][0].log10_final_loss, records["constant"][0].log10_final_loss, rtol=1e-5
+    )
     assert summaries["learned"].num_runs == 8
     # And the harness's metric equals the unroll's on the same tasks.
     family = make_task_family("quadratic")
@@ -142,8 +148,10 @@ def _autograd_hypergradient(family, problems, lr: float, num_steps: int) -> torc
     for t in range(num_steps):
         key_a, key_b = dynamics.minibatch_keys(problems.run_key, torch.full_like(problems.run_key, t))
         leaf = params if params.requires_grad else params.requires_grad_(True)
-        grads = [torch.autograd.grad(family.minibatch_loss(leaf, problems.tasks, k).sum(), leaf, create_graph=True)[0]
-                 for k in (key_a, key_b)]
+        grads = [
+            torch.autograd.grad(family.minibatch_loss(leaf, problems.tasks, k).sum(), leaf, create_graph=True)[0]
+            for k in (key_a, key_b)
+        ]
         params = leaf - torch.exp(log_lr).unsqueeze(-1) * (grads[0] + grads[1]) / 2.0
     (hypergradient,) = torch.autograd.grad(family.loss(params, problems.tasks).sum(), log_lr)
     return hypergradient

@@ -76,7 +76,7 @@ def test_vector_final_obs_and_new_episode():
     terminations = truncations = 0
     for t in range(steps):
         tasks_before = _clone_tasks(vec.core)
-        obs, reward, terminated, truncated, infos = vec.step(actions[t])
+        obs, _reward, terminated, truncated, infos = vec.step(actions[t])
         ref = reference.step(actions[t])
         done = terminated | truncated
         np.testing.assert_array_equal(terminated, [r[2] for r in ref], err_msg=f"step {t}")
@@ -159,7 +159,7 @@ def test_vector_final_info_reports_divergence():
     vec = gym.make_vec("MetaOpt-LR-v0", num_envs=NUM_ENVS, **KWARGS)
     vec.reset(seed=SEED)
     for t in range(HORIZON):
-        _, reward, terminated, _, infos = vec.step(_actions(HORIZON)[t])
+        _, _reward, terminated, _, infos = vec.step(_actions(HORIZON)[t])
         if terminated.any():
             break
     assert terminated[0]

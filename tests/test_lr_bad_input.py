@@ -61,9 +61,7 @@ def test_sb3_non_finite_action():
         vec.step(np.array([[0.0], [np.nan]], np.float32))
 
 
-@pytest.mark.parametrize(
-    "shape", [(), (2,), (1, 1), (0,)], ids=["scalar", "two", "1x1", "empty"]
-)
+@pytest.mark.parametrize("shape", [(), (2,), (1, 1), (0,)], ids=["scalar", "two", "1x1", "empty"])
 def test_single_env_wrong_action_shape(shape):
     env = _single()
     with pytest.raises(ValueError, match=r"(?i)action.*shape"):
@@ -125,7 +123,9 @@ BAD_ARGUMENTS = [
     pytest.param({"action_mode": "multiplicative"}, r"action_mode", id="unknown-action-mode"),
     pytest.param({"split": "validation"}, r"split", id="unknown-split"),
     pytest.param({"observe_validation": True}, r"observe_validation", id="validation-quadratic"),
-    pytest.param({"task_family": "mixture", "observe_validation": True}, r"observe_validation", id="validation-mixture"),
+    pytest.param(
+        {"task_family": "mixture", "observe_validation": True}, r"observe_validation", id="validation-mixture"
+    ),
     pytest.param({"initial_lr": 100.0}, r"initial_lr", id="initial-lr-outside"),
     pytest.param({"max_lr_change": 1.0}, r"max_lr_change", id="max-lr-change"),
     pytest.param({"max_lr_change": float("inf")}, r"max_lr_change must be a finite number", id="max-lr-change-inf"),

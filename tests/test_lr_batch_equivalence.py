@@ -67,12 +67,18 @@ def _single_env_reference(kwargs: dict, seed: int, num_envs: int, actions: np.nd
 
 CASES = [
     pytest.param({"task_family": "quadratic", "inner_optimizer": "sgd"}, id="quadratic-sgd"),
-    pytest.param({"task_family": "quadratic", "inner_optimizer": "adam", "action_mode": "relative"}, id="quadratic-adam-rel"),
+    pytest.param(
+        {"task_family": "quadratic", "inner_optimizer": "adam", "action_mode": "relative"}, id="quadratic-adam-rel"
+    ),
     pytest.param({"task_family": "logistic", "inner_optimizer": "momentum"}, id="logistic-momentum"),
     pytest.param({"task_family": "sinusoid", "inner_optimizer": "adam"}, id="sinusoid-adam"),
-    pytest.param({"task_family": "sklearn", "inner_optimizer": "sgd", "observe_validation": True}, id="sklearn-sgd-val"),
+    pytest.param(
+        {"task_family": "sklearn", "inner_optimizer": "sgd", "observe_validation": True}, id="sklearn-sgd-val"
+    ),
     pytest.param({"task_family": "mixture", "inner_optimizer": "sgd"}, id="mixture-sgd"),
-    pytest.param({"task_family": "mixture", "inner_optimizer": "momentum", "action_every": 2}, id="mixture-momentum-every2"),
+    pytest.param(
+        {"task_family": "mixture", "inner_optimizer": "momentum", "action_every": 2}, id="mixture-momentum-every2"
+    ),
 ]
 
 
@@ -206,7 +212,7 @@ def _core_rollout(num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: 
     rows = slice(0, min(num_envs, CHECKED_ROWS))
     record = [core.observe()[rows].clone()]
     for t in range(actions.shape[0]):
-        result = core.step(actions[t, : num_envs])
+        result = core.step(actions[t, :num_envs])
         done = result.terminated | result.truncated
         if done.any():
             core.reset_rows(done)
@@ -214,8 +220,16 @@ def _core_rollout(num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: 
             others = torch.zeros(num_envs, dtype=torch.bool)
             others[CHECKED_ROWS + t % 5 :: 1 + t % 4] = True
             core.reset_rows(others, same_task=t % 2 == 1)
-        record.append((result.observation[rows], result.reward[rows], result.terminated[rows], result.truncated[rows],
-                       result.info["loss"][rows], core.observe()[rows]))
+        record.append(
+            (
+                result.observation[rows],
+                result.reward[rows],
+                result.terminated[rows],
+                result.truncated[rows],
+                result.info["loss"][rows],
+                core.observe()[rows],
+            )
+        )
     return record
 
 
@@ -234,8 +248,10 @@ def test_core_rows_are_bit_identical_to_single_rows(family, optimizer, extra):
         for i in range(min(num_envs, CHECKED_ROWS)):
             assert torch.equal(batch[0][i], single[i][0][0]), f"B={num_envs} row {i}: first observation"
             for t in range(1, steps + 1):
-                for name, got, want in zip(("obs", "reward", "terminated", "truncated", "loss", "obs after reset"),
-                                           batch[t], single[i][t]):
+                for name, got, want in zip(
+                    ("obs", "reward", "terminated", "truncated", "loss", "obs after reset"), batch[t], single[i][t]
+                ):
                     assert torch.equal(got[i], want[0]), (
-                        f"B={num_envs} row {i} decision {t}: {name} differs by {(got[i].double() - want[0].double()).abs().max()}"
+                        f"B={num_envs} row {i} decision {t}: {name} differs by "
+                        f"{(got[i].double() - want[0].double()).abs().max()}"
                     )

@@ -20,8 +20,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from metaopt_envs import make_sb3_vec_env
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families import LRTaskFamily
 from metaopt_envs.lr.core import LR_FEATURES
+from metaopt_envs.lr.families import LRTaskFamily
 
 HORIZON = 15
 LR_RANGE = (1e-4, 10.0)
@@ -85,7 +85,7 @@ def test_single_env_check_env_and_learning():
     for seed in range(3):
         env.reset(seed=seed)
         total = 0.0
-        for t in range(HORIZON):
+        for _t in range(HORIZON):
             obs, reward, terminated, truncated, info = env.step(np.array([SENSIBLE]))
             assert env.observation_space.contains(obs)
             total += reward
@@ -99,7 +99,10 @@ def test_sb3_check_env_on_custom_family():
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     env = gym.make(
-        "MetaOpt-LR-v0", task_family=LeastSquaresFamily(), horizon=HORIZON, max_episode_steps=HORIZON,
+        "MetaOpt-LR-v0",
+        task_family=LeastSquaresFamily(),
+        horizon=HORIZON,
+        max_episode_steps=HORIZON,
         lr_range=LR_RANGE,
     )
     with warnings.catch_warnings():
@@ -206,8 +209,10 @@ def test_autograd_default_gives_a_second_order_meta_gradient(optimizer_name):
         graph = family.minibatch_loss_and_grad(params.clone().requires_grad_(True), tasks, rng.fold(keys, 3))
     assert not any(t.requires_grad for t in detached) and all(t.grad_fn is not None for t in graph)
     assert all(torch.equal(a, b.detach()) for a, b in zip(detached, graph))
-    assert all(torch.equal(a, b) for a, b in zip(detached, LogCoshFirstOrder().minibatch_loss_and_grad(
-        params, tasks, rng.fold(keys, 3))))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(detached, LogCoshFirstOrder().minibatch_loss_and_grad(params, tasks, rng.fold(keys, 3)))
+    )
 
 
 def test_make_vec_with_custom_family():
@@ -217,8 +222,8 @@ def test_make_vec_with_custom_family():
     obs, _ = vec.reset(seed=1)
     assert obs.shape == (4, len(LR_FEATURES)) and vec.observation_space.contains(obs)
     returns = np.zeros(4)
-    for t in range(HORIZON):
-        obs, reward, terminated, truncated, infos = vec.step(np.full((4, 1), SENSIBLE, np.float32))
+    for _t in range(HORIZON):
+        obs, reward, terminated, truncated, _infos = vec.step(np.full((4, 1), SENSIBLE, np.float32))
         assert vec.observation_space.contains(obs)
         returns += reward
     assert truncated.all() and not terminated.any()
@@ -234,7 +239,7 @@ def test_make_sb3_vec_env_with_custom_family():
     obs = vec.reset()
     assert obs.shape == (3, len(LR_FEATURES))
     returns = np.zeros(3)
-    for t in range(HORIZON):
+    for _t in range(HORIZON):
         obs, reward, done, infos = vec.step(np.full((3, 1), SENSIBLE, np.float32))
         returns += reward
     assert done.all()

@@ -44,13 +44,17 @@ def _check_finite_in_space(space, obs, reward):
 def test_huge_constant_lr_terminates_with_penalty(huge_lr):
     penalty = 7.5
     vec = gym.make_vec(
-        "MetaOpt-LR-v0", num_envs=NUM_ENVS, task_family="quadratic", horizon=HORIZON,
-        lr_range=(1e-4, huge_lr), divergence_penalty=penalty,
+        "MetaOpt-LR-v0",
+        num_envs=NUM_ENVS,
+        task_family="quadratic",
+        horizon=HORIZON,
+        lr_range=(1e-4, huge_lr),
+        divergence_penalty=penalty,
     )
     obs, _ = vec.reset(seed=0)
     _check_finite_in_space(vec.observation_space, obs, np.zeros(1))
     ended = np.zeros(NUM_ENVS, bool)
-    for t in range(3):
+    for _t in range(3):
         initial_loss = vec.core.initial_loss.clone()
         obs, reward, terminated, truncated, infos = vec.step(np.ones((NUM_ENVS, 1), np.float32))
         _check_finite_in_space(vec.observation_space, obs, reward)
@@ -66,7 +70,7 @@ def test_huge_constant_lr_terminates_with_penalty(huge_lr):
     # After the autoreset every row continues with a sane rate (0.02) and finite values.
     sane = _action_for(0.02, (1e-4, huge_lr))
     returns = np.zeros(NUM_ENVS)
-    for t in range(HORIZON):
+    for _t in range(HORIZON):
         obs, reward, terminated, truncated, infos = vec.step(np.full((NUM_ENVS, 1), sane, np.float32))
         _check_finite_in_space(vec.observation_space, obs, reward)
         assert np.isfinite(infos["loss"]).all()
@@ -77,12 +81,17 @@ def test_huge_constant_lr_terminates_with_penalty(huge_lr):
 
 def test_divergence_in_single_env_relative_mode():
     env = gym.make(
-        "MetaOpt-LR-v0", task_family="quadratic", action_mode="relative", horizon=HORIZON,
-        lr_range=(1e-4, 1e30), initial_lr=1e3, max_lr_change=1e3,
+        "MetaOpt-LR-v0",
+        task_family="quadratic",
+        action_mode="relative",
+        horizon=HORIZON,
+        lr_range=(1e-4, 1e30),
+        initial_lr=1e3,
+        max_lr_change=1e3,
     )
     obs, _ = env.reset(seed=4)
     assert env.observation_space.contains(obs)
-    for t in range(HORIZON):
+    for _ in range(HORIZON):
         obs, reward, terminated, truncated, info = env.step(np.array([1.0], np.float32))
         _check_finite_in_space(env.observation_space, obs, np.array([reward]))
         if terminated:
@@ -111,12 +120,15 @@ def test_divergence_in_single_env_relative_mode():
 def test_divergence_threshold_is_relative_to_initial_loss():
     """A small threshold turns an ordinary growth of the loss into a divergence."""
     env = gym.make(
-        "MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON,
-        lr_range=(1e-4, 1e3), divergence_threshold=1.5,
+        "MetaOpt-LR-v0",
+        task_family="quadratic",
+        horizon=HORIZON,
+        lr_range=(1e-4, 1e3),
+        divergence_threshold=1.5,
     )
     env.reset(seed=2)
     initial = env.unwrapped.core.initial_loss.item()
-    for t in range(HORIZON):
+    for _t in range(HORIZON):
         _, reward, terminated, _, info = env.step(np.array([1.0], np.float32))
         if terminated:
             break
@@ -131,7 +143,7 @@ def test_sb3_divergence_rows_finite():
     )
     obs = vec.reset()
     done_any = np.zeros(NUM_ENVS, bool)
-    for t in range(4):
+    for _t in range(4):
         obs, reward, done, infos = vec.step(np.ones((NUM_ENVS, 1), np.float32))
         for i in range(NUM_ENVS):
             _check_finite_in_space(vec.observation_space, obs[i], reward[i])
@@ -155,8 +167,12 @@ def test_sb3_divergence_rows_finite():
 def test_returns_telescope(family, optimizer, loss_floor, action_every):
     decisions = HORIZON // action_every
     env = gym.make(
-        "MetaOpt-LR-v0", task_family=family, inner_optimizer=optimizer, horizon=HORIZON,
-        action_every=action_every, loss_floor=loss_floor,
+        "MetaOpt-LR-v0",
+        task_family=family,
+        inner_optimizer=optimizer,
+        horizon=HORIZON,
+        action_every=action_every,
+        loss_floor=loss_floor,
     )
     for seed in range(3):
         env.reset(seed=seed)
@@ -186,8 +202,8 @@ def test_vector_returns_telescope_with_final_info():
     vec = gym.make_vec("MetaOpt-LR-v0", num_envs=4, task_family="sinusoid", horizon=HORIZON)
     vec.reset(seed=8)
     total = np.zeros(4)
-    for t in range(HORIZON):
-        _, reward, terminated, truncated, infos = vec.step(np.full((4, 1), -0.5, np.float32))
+    for _t in range(HORIZON):
+        _, reward, _terminated, truncated, infos = vec.step(np.full((4, 1), -0.5, np.float32))
         total += reward
     assert truncated.all()
     info = infos["final_info"]

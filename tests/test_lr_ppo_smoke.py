@@ -25,7 +25,13 @@ def test_ppo_mlp_trains_on_sb3_vec_env():
     horizon = 8
     vec = VecMonitor(make_sb3_vec_env("MetaOpt-LR-v0", num_envs=16, seed=0, task_family="quadratic", horizon=horizon))
     model = PPO(
-        "MlpPolicy", vec, n_steps=16, batch_size=64, n_epochs=2, seed=0, device="cpu",
+        "MlpPolicy",
+        vec,
+        n_steps=16,
+        batch_size=64,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
         policy_kwargs={"net_arch": [32, 32]},
     )
     before = _weights(model)
@@ -48,13 +54,24 @@ def test_recurrent_ppo_trains_on_trial_form():
     horizon, episodes_per_trial = 4, 2
     vec = VecMonitor(
         make_sb3_vec_env(
-            "MetaOpt-LR-v0", num_envs=4, seed=0, episodes_per_trial=episodes_per_trial,
-            task_family="quadratic", horizon=horizon, lr_range=(1e-4, 0.1),  # no inner run can diverge
+            "MetaOpt-LR-v0",
+            num_envs=4,
+            seed=0,
+            episodes_per_trial=episodes_per_trial,
+            task_family="quadratic",
+            horizon=horizon,
+            lr_range=(1e-4, 0.1),  # no inner run can diverge
         )
     )
     assert vec.observation_space.shape == (len(LR_FEATURES) + 3,)
     model = RecurrentPPO(
-        "MlpLstmPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu",
+        "MlpLstmPolicy",
+        vec,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
         policy_kwargs={"lstm_hidden_size": 16, "net_arch": [16]},
     )
     before = _weights(model)

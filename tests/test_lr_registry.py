@@ -22,8 +22,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
-from metaopt_envs.lr.env import MetaOptLREnv, MetaOptLRVectorEnv
 from metaopt_envs.lr.core import LR_FEATURES
+from metaopt_envs.lr.env import MetaOptLREnv, MetaOptLRVectorEnv
 
 FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
 WITH_VALIDATION = ("logistic", "sinusoid", "sklearn")
@@ -45,8 +45,12 @@ def _configs():
 @pytest.mark.parametrize(("family", "optimizer", "mode", "validation"), list(_configs()))
 def test_gymnasium_check_env_every_configuration(family, optimizer, mode, validation):
     env = gym.make(
-        "MetaOpt-LR-v0", task_family=family, inner_optimizer=optimizer, action_mode=mode,
-        observe_validation=validation, **SMALL,
+        "MetaOpt-LR-v0",
+        task_family=family,
+        inner_optimizer=optimizer,
+        action_mode=mode,
+        observe_validation=validation,
+        **SMALL,
     )
     unwrapped = env.unwrapped
     assert isinstance(unwrapped, MetaOptLREnv)
@@ -62,7 +66,7 @@ def test_gymnasium_check_env_every_configuration(family, optimizer, mode, valida
     obs, _ = env.reset(seed=1)
     assert unwrapped.observation_space.contains(obs)
     for t in range(SMALL["horizon"]):
-        obs, reward, terminated, truncated, info = env.step(np.array([-0.5], np.float32))
+        obs, reward, terminated, truncated, _info = env.step(np.array([-0.5], np.float32))
         assert unwrapped.observation_space.contains(obs), (t, obs)
         assert np.isfinite(reward)
         assert not terminated

@@ -128,7 +128,7 @@ def test_trial_end_reward_is_reported_sb3():
     """
     vec = _make(num_envs=2, lr_range=(1e-4, 0.1))
     vec.reset()
-    for t in range(K * HORIZON):
+    for _t in range(K * HORIZON):
         _, reward, done, infos = vec.step(np.full((2, 1), 0.5, np.float32))
     assert done.all()
     for i in range(2):
@@ -139,11 +139,15 @@ def test_trial_end_reward_is_reported_sb3():
 
 def test_trial_end_reward_is_reported_vector_env():
     vec = gym.make_vec(
-        "MetaOpt-LR-v0", num_envs=2, episodes_per_trial=2, task_family="quadratic", horizon=HORIZON,
+        "MetaOpt-LR-v0",
+        num_envs=2,
+        episodes_per_trial=2,
+        task_family="quadratic",
+        horizon=HORIZON,
         lr_range=(1e-4, 0.1),
     )
     vec.reset(seed=0)
-    for t in range(2 * HORIZON):
+    for _t in range(2 * HORIZON):
         _, reward, terminated, _, infos = vec.step(np.full((2, 1), 0.5, np.float32))
     assert terminated.all()
     for i in range(2):
@@ -155,7 +159,7 @@ def test_inner_episode_info_flags():
     vec = _make(num_envs=2)
     vec.reset()
     core = vec.core
-    for t in range(HORIZON):
+    for _t in range(HORIZON):
         result = core.step(torch.full((2, 1), -0.5))
     assert result.info["inner_episode_done"].all()
     assert not result.info["inner_terminated"].any()
@@ -171,7 +175,7 @@ def test_make_vec_trial_mode():
     np.testing.assert_array_equal(obs[:, NEW_EPISODE], 1.0)
     inputs = vec.core.core.tasks["inputs"].clone()
     for t in range(2 * HORIZON):
-        obs, reward, terminated, truncated, infos = vec.step(np.full((2, 1), -0.5, np.float32))
+        obs, _reward, terminated, truncated, infos = vec.step(np.full((2, 1), -0.5, np.float32))
         assert vec.observation_space.contains(obs)
         ends = t == 2 * HORIZON - 1
         # The registry's TimeLimit (100 steps) is not applied to trials; the trial ends as a termination.
@@ -198,7 +202,9 @@ def test_rl2_batch_rows_match_single_trials():
     """Row i of a trial batch with seed s equals a one-row trial env with seed s + i."""
     big = make_sb3_vec_env("MetaOpt-LR-v0", num_envs=3, seed=10, episodes_per_trial=2, task_family="mixture", horizon=4)
     singles = [
-        make_sb3_vec_env("MetaOpt-LR-v0", num_envs=1, seed=10 + i, episodes_per_trial=2, task_family="mixture", horizon=4)
+        make_sb3_vec_env(
+            "MetaOpt-LR-v0", num_envs=1, seed=10 + i, episodes_per_trial=2, task_family="mixture", horizon=4
+        )
         for i in range(3)
     ]
     obs = big.reset()

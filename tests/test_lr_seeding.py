@@ -54,13 +54,14 @@ def test_same_seed_same_trajectory_different_seed_different(family):
     np.testing.assert_array_equal(obs_a, obs_c)
     np.testing.assert_array_equal(rew_a, rew_c)
     # Another seed is another problem.
-    obs_d, rew_d, loss_d = _episode(env_b, 124, actions)
+    _obs_d, rew_d, loss_d = _episode(env_b, 124, actions)
     assert not np.array_equal(loss_a, loss_d)
     assert not np.allclose(rew_a, rew_d)
 
 
 def test_seeded_episode_sequence_is_reproducible():
     """After reset(seed=s), the following unseeded resets draw the same sequence of tasks."""
+
     def sequence():
         env = gym.make("MetaOpt-LR-v0", task_family="quadratic", horizon=HORIZON)
         env.reset(seed=77)
@@ -88,7 +89,7 @@ def test_unseeded_envs_differ():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_rows_of_a_batch_are_different_problems(family):
     vec = gym.make_vec("MetaOpt-LR-v0", num_envs=8, task_family=family, horizon=HORIZON)
-    obs, _ = vec.reset(seed=0)
+    vec.reset(seed=0)
     params = vec.core.params
     init_loss = vec.core.initial_loss
     if family != "logistic":  # logistic starts every problem at w = 0, loss log(2)
@@ -98,7 +99,7 @@ def test_rows_of_a_batch_are_different_problems(family):
         if value.is_floating_point() and value.dim() >= 2 and value.abs().sum() > 0 and family != "mixture":
             assert torch.unique(value.flatten(1), dim=0).shape[0] == 8, name
     # The rows' trajectories differ too.
-    obs, reward, *_ = vec.step(np.full((8, 1), -0.5, np.float32))
+    _obs, reward, *_ = vec.step(np.full((8, 1), -0.5, np.float32))
     assert np.unique(reward).size == 8
 
 
@@ -112,7 +113,8 @@ def test_train_and_test_splits_give_different_tasks(family):
     test.reset_rows(rows, keys=keys)
     assert set(train.tasks) == set(test.tasks)
     differing = [
-        name for name in train.tasks
+        name
+        for name in train.tasks
         if train.tasks[name].is_floating_point() and not torch.equal(train.tasks[name], test.tasks[name])
     ]
     assert differing, "the test split drew the very same tasks as the train split"

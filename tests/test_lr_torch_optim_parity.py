@@ -72,8 +72,12 @@ def _core_gradient(family: LRTaskFamily, params: torch.Tensor, tasks, run_key: t
 def test_constant_lr_trajectory_matches_torch_optim(family_name, optimizer, lr):
     # lr_range centred (geometrically) on lr: action 0 selects exactly lr.
     core = make_core(
-        "MetaOpt-LR-v0", num_envs=NUM_ROWS, task_family=family_name, inner_optimizer=optimizer,
-        horizon=NUM_STEPS, lr_range=(lr / 10, lr * 10),
+        "MetaOpt-LR-v0",
+        num_envs=NUM_ROWS,
+        task_family=family_name,
+        inner_optimizer=optimizer,
+        horizon=NUM_STEPS,
+        lr_range=(lr / 10, lr * 10),
     )
     core.reset_rows(torch.ones(NUM_ROWS, dtype=torch.bool), keys=seeds_to_keys(17, NUM_ROWS, core.device))
     family = core.family
@@ -96,7 +100,9 @@ def test_constant_lr_trajectory_matches_torch_optim(family_name, optimizer, lr):
             opt.step()
             moved[i] += (param.detach() - before).norm()
             torch.testing.assert_close(
-                core.params[i : i + 1], param.detach(), **PARITY_TOL,
+                core.params[i : i + 1],
+                param.detach(),
+                **PARITY_TOL,
                 msg=lambda m, i=i, t=t: f"row {i}, step {t + 1}: {m}",
             )
     assert (moved > 0).all()
@@ -139,7 +145,9 @@ def test_closed_form_gradient_equals_autograd(family_class):
         pytest.param(SinusoidMLPFamily, id="sinusoid"),
         pytest.param(SklearnMLPFamily, id="sklearn"),
         pytest.param(
-            lambda: MixtureFamily([NoisyQuadraticFamily(), LogisticRegressionFamily(), SinusoidMLPFamily(), SklearnMLPFamily()]),
+            lambda: MixtureFamily(
+                [NoisyQuadraticFamily(), LogisticRegressionFamily(), SinusoidMLPFamily(), SklearnMLPFamily()]
+            ),
             id="mixture",
         ),
     ],
@@ -188,7 +196,9 @@ def test_quadratic_optimal_constant_lr_beats_3x_larger_and_smaller():
         return float(np.mean(final)), diverged
 
     (best, best_diverged), (larger, _), (smaller, smaller_diverged) = (
-        mean_final_loss(1.0), mean_final_loss(3.0), mean_final_loss(1.0 / 3.0)
+        mean_final_loss(1.0),
+        mean_final_loss(3.0),
+        mean_final_loss(1.0 / 3.0),
     )
     assert best_diverged == 0 and smaller_diverged == 0
     assert math.isfinite(best)

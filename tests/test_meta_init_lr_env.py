@@ -18,7 +18,9 @@ from metaopt_envs.core import seeds_to_keys
 
 
 def _core(**kwargs):
-    core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=64, task_family="sinusoid", split="test", horizon=5, **kwargs)
+    core = metaopt_envs.make_core(
+        "MetaOpt-LR-v0", num_envs=64, task_family="sinusoid", split="test", horizon=5, **kwargs
+    )
     core.reset_rows(torch.ones(64, dtype=torch.bool), keys=seeds_to_keys(0, 64, core.device))
     return core
 
@@ -37,7 +39,9 @@ def test_maml_initialization_starts_lower_and_adapts_faster():
     learner.meta_train(num_iterations=300, meta_batch_size=10, shots=10, outer_lr=3e-3, seed=0)
     plain, meta = _core(), _core(initial_params=learner.initialization())
     assert meta.initial_loss.mean() < plain.initial_loss.mean()
-    action = torch.full((64, 1), 2 * (torch.log(torch.tensor(0.01)) - plain.log_lr_low) / (plain.log_lr_high - plain.log_lr_low) - 1)
+    action = torch.full(
+        (64, 1), 2 * (torch.log(torch.tensor(0.01)) - plain.log_lr_low) / (plain.log_lr_high - plain.log_lr_low) - 1
+    )
     for core in (plain, meta):
         core.step(action)
     assert meta.loss.mean() < plain.loss.mean()

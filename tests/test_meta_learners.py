@@ -18,8 +18,12 @@ def test_tasks():
 
 # name -> (inner_steps while training, inner lr)
 TRAIN_SETTINGS = {
-    "maml": (1, 0.01), "fomaml": (1, 0.01), "reptile": (5, 0.01),
-    "metasgd": (1, 0.01), "cavia": (1, 1.0), "pretrained": (1, 0.01),
+    "maml": (1, 0.01),
+    "fomaml": (1, 0.01),
+    "reptile": (5, 0.01),
+    "metasgd": (1, 0.01),
+    "cavia": (1, 1.0),
+    "pretrained": (1, 0.01),
 }
 
 

@@ -180,7 +180,9 @@ def test_unhashable_task_family_reaches_the_env_as_a_clear_error():
 def test_registry_errors_name_kind_instance_and_kwargs():
     with pytest.raises(ValueError, match=r"kind must be one of \('lr', 'ensemble', 'hpo'\), got 'rl'"):
         make_task_family("rl", "quadratic")
-    with pytest.raises(ValueError, match=r"task_family must be a task family of kind 'lr' .*'sphere' \(Sphere\).*LRTaskFamily"):
+    with pytest.raises(
+        ValueError, match=r"task_family must be a task family of kind 'lr' .*'sphere' \(Sphere\).*LRTaskFamily"
+    ):
         make_task_family("lr", Sphere())
     with pytest.raises(ValueError, match="task_family_kwargs cannot be combined with a task family instance"):
         make_task_family("hpo", Sphere(), max_dim=3)
@@ -447,8 +449,10 @@ PLANTED = [
     (FloatKeys, ["sample", "only in their lowest bit gave identical draws", "cast to a narrower type"]),
     (Int32Keys, ["sample", "only in bit 40 gave identical draws", "float or int32"]),
     (DetachedMinibatch, ["minibatch_loss", "detached from params", "no gradient reaches the parameters"]),
-    (ScalarMinibatch, ["minibatch_loss (n=1, split='train')", "returned shape (), expected (1,)",
-                       "reduce over each problem's data"]),
+    (
+        ScalarMinibatch,
+        ["minibatch_loss (n=1, split='train')", "returned shape (), expected (1,)", "reduce over each problem's data"],
+    ),
     (SharedInit, ["init_params", "returned shape (5,), expected (n, P) = (1, 5)", "broadcast to every row"]),
     (ExpandedInit, ["init_params (n=3", "broadcast view (stride 0 along the rows"]),
     (NaNInit, ["init_params", "non-finite values (NaN or inf) in rows [0]"]),
@@ -487,8 +491,11 @@ def test_checker_names_each_planted_bug(cls, phrases):
 def test_checker_rejects_non_families_and_wrong_kinds():
     with pytest.raises(ValueError, match="family must be a task family instance"):
         check_task_family(object())
-    with pytest.raises(TaskFamilyError, match=r"kind: is 'hpo', but kind='lr' \(MetaOpt-LR-v0\) needs a subclass of "
-                                              r"metaopt_envs.lr.families.LRTaskFamily"):
+    with pytest.raises(
+        TaskFamilyError,
+        match=r"kind: is 'hpo', but kind='lr' \(MetaOpt-LR-v0\) needs a subclass of "
+        r"metaopt_envs.lr.families.LRTaskFamily",
+    ):
         check_task_family(Sphere(), "lr")
     with pytest.raises(ValueError, match="kind must be one of"):
         check_task_family(Sphere(), "vision")
@@ -528,8 +535,11 @@ def test_buggy_family_fails_at_env_construction_with_the_checkers_message(env_id
 
 @pytest.mark.parametrize(
     ("env_id", "kind", "kwargs"),
-    [("MetaOpt-LR-v0", "lr", {"horizon": 5}), ("MetaOpt-Ensemble-v0", "ensemble", {"horizon": 5}),
-     ("MetaOpt-HPO-v0", "hpo", {"budget": 5})],
+    [
+        ("MetaOpt-LR-v0", "lr", {"horizon": 5}),
+        ("MetaOpt-Ensemble-v0", "ensemble", {"horizon": 5}),
+        ("MetaOpt-HPO-v0", "hpo", {"budget": 5}),
+    ],
 )
 def test_good_user_family_runs_in_its_env(env_id, kind, kwargs):
     family = GOOD[kind]()
@@ -621,8 +631,12 @@ def _bad_constructor_values(parameter: inspect.Parameter) -> list[Any]:
 
 
 def _family_classes() -> list[tuple[str, type]]:
-    classes = [(f"{kind}-{name}", factory) for kind in KINDS for name, factory in registered_task_families(kind).items()
-               if not issubclass(factory, TaskMixture)]
+    classes = [
+        (f"{kind}-{name}", factory)
+        for kind in KINDS
+        for name, factory in registered_task_families(kind).items()
+        if not issubclass(factory, TaskMixture)
+    ]
     return [*classes, ("InnerOptimizer", InnerOptimizer)]
 
 
@@ -654,24 +668,52 @@ def test_bad_family_argument_names_itself(cls, name, value):
 def test_constructor_discovery_covers_every_family():
     """The discovery above is not vacuous: every family has typed arguments, including the ones the contract
     engineer found unchecked."""
-    discovered = {label: set(_constructor_parameters(cls)) & {
-        name for name, p in _constructor_parameters(cls).items() if _bad_constructor_values(p)
-    } for label, cls in _family_classes()}
+    discovered = {
+        label: set(_constructor_parameters(cls))
+        & {name for name, p in _constructor_parameters(cls).items() if _bad_constructor_values(p)}
+        for label, cls in _family_classes()
+    }
     assert all(discovered.values()), {label: names for label, names in discovered.items() if not names}
     expected = {
         "lr-quadratic": {"min_dim", "max_dim", "condition_range", "curvature_range", "noise_range", "init_scale"},
         "lr-logistic": {"num_features", "num_train", "num_val", "batch_size", "feature_scale_range", "signal_range"},
-        "lr-sinusoid": {"hidden_sizes", "num_train", "num_val", "batch_size", "amplitude_range", "phase_range",
-                        "input_range"},
+        "lr-sinusoid": {
+            "hidden_sizes",
+            "num_train",
+            "num_val",
+            "batch_size",
+            "amplitude_range",
+            "phase_range",
+            "input_range",
+        },
         "lr-sklearn": {"hidden_sizes", "num_train", "num_val", "batch_size"},
         "ensemble-switching_ar": {"noise_std", "num_regimes", "mean_segment", "min_segment", "max_modulus", "burn_in"},
-        "ensemble-regimes": {"level_std", "slope_std", "noise_range", "amplitude_range", "seasonal_prob", "periods",
-                             "max_modulus", "num_regimes", "mean_segment", "min_segment", "burn_in"},
+        "ensemble-regimes": {
+            "level_std",
+            "slope_std",
+            "noise_range",
+            "amplitude_range",
+            "seasonal_prob",
+            "periods",
+            "max_modulus",
+            "num_regimes",
+            "mean_segment",
+            "min_segment",
+            "burn_in",
+        },
         "ensemble-real": {"num_regimes", "num_crops", "min_crop", "scale_range", "shift_std"},
         "hpo-branin": {"max_shift", "scale_range", "offset_std"},
         "hpo-hartmann6": {"max_shift", "scale_range", "offset_std"},
-        "hpo-gp": {"dims", "lengthscale_range", "num_features", "num_candidates", "num_starts", "screen_steps",
-                   "num_refined", "descent_steps"},
+        "hpo-gp": {
+            "dims",
+            "lengthscale_range",
+            "num_features",
+            "num_candidates",
+            "num_starts",
+            "screen_steps",
+            "num_refined",
+            "descent_steps",
+        },
         "hpo-sklearn": {"permute", "flip"},
         "InnerOptimizer": {"momentum", "beta1", "beta2", "eps"},
     }
@@ -680,28 +722,41 @@ def test_constructor_discovery_covers_every_family():
 
 
 REPORTED_ARGUMENTS = [  # the contract engineer's findings: each of these was accepted before
-    ("lr", "quadratic", "init_scale", math.nan), ("lr", "quadratic", "init_scale", math.inf),
-    ("lr", "quadratic", "condition_range", (10.0, math.inf)), ("lr", "quadratic", "noise_range", (0.01, math.inf)),
+    ("lr", "quadratic", "init_scale", math.nan),
+    ("lr", "quadratic", "init_scale", math.inf),
+    ("lr", "quadratic", "condition_range", (10.0, math.inf)),
+    ("lr", "quadratic", "noise_range", (0.01, math.inf)),
     ("lr", "quadratic", "min_dim", True),
-    ("lr", "logistic", "signal_range", (math.nan, 10.0)), ("lr", "logistic", "feature_scale_range", (0.1, math.inf)),
-    ("lr", "logistic", "num_features", True), ("lr", "logistic", "batch_size", True),
-    ("lr", "sinusoid", "amplitude_range", (0.1, math.inf)), ("lr", "sinusoid", "input_range", (math.nan, 5.0)),
-    ("lr", "sinusoid", "num_train", True), ("lr", "sklearn", "num_val", True), ("lr", "sklearn", "batch_size", True),
+    ("lr", "logistic", "signal_range", (math.nan, 10.0)),
+    ("lr", "logistic", "feature_scale_range", (0.1, math.inf)),
+    ("lr", "logistic", "num_features", True),
+    ("lr", "logistic", "batch_size", True),
+    ("lr", "sinusoid", "amplitude_range", (0.1, math.inf)),
+    ("lr", "sinusoid", "input_range", (math.nan, 5.0)),
+    ("lr", "sinusoid", "num_train", True),
+    ("lr", "sklearn", "num_val", True),
+    ("lr", "sklearn", "batch_size", True),
     ("ensemble", "switching_ar", "noise_std", math.inf),
-    ("ensemble", "regimes", "level_std", math.nan), ("ensemble", "regimes", "slope_std", math.inf),
+    ("ensemble", "regimes", "level_std", math.nan),
+    ("ensemble", "regimes", "slope_std", math.inf),
     ("ensemble", "regimes", "noise_range", (0.3, math.inf)),
-    ("ensemble", "real", "shift_std", math.nan), ("ensemble", "real", "scale_range", (0.5, math.inf)),
-    ("hpo", "branin", "offset_std", math.inf), ("hpo", "branin", "scale_range", (0.1, math.inf)),
+    ("ensemble", "real", "shift_std", math.nan),
+    ("ensemble", "real", "scale_range", (0.5, math.inf)),
+    ("hpo", "branin", "offset_std", math.inf),
+    ("hpo", "branin", "scale_range", (0.1, math.inf)),
     ("hpo", "gp", "lengthscale_range", (0.1, math.inf)),
-    ("optimizer", "adam", "eps", math.inf), ("optimizer", "adam", "eps", 0.0),
-    ("optimizer", "momentum", "momentum", 1.0), ("optimizer", "adam", "beta1", -0.1),
+    ("optimizer", "adam", "eps", math.inf),
+    ("optimizer", "adam", "eps", 0.0),
+    ("optimizer", "momentum", "momentum", 1.0),
+    ("optimizer", "adam", "beta1", -0.1),
     ("optimizer", "adam", "beta2", 1.0),
 ]
 
 
-@pytest.mark.parametrize(("kind", "family", "name", "value"), [
-    pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]}={case[3]!r}") for case in REPORTED_ARGUMENTS
-])
+@pytest.mark.parametrize(
+    ("kind", "family", "name", "value"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]}={case[3]!r}") for case in REPORTED_ARGUMENTS],
+)
 def test_regression_family_arguments_once_accepted(kind, family, name, value):
     with pytest.raises(ValueError, match=rf"^{name} must be .*, got {_shown(value)}$"):
         if kind == "optimizer":
@@ -720,8 +775,11 @@ def test_check_range_shares_the_float_pair_check():
 
     assert check_range("noise_range", [0.5, 0.5], low=0.0, low_open=True) == (0.5, 0.5)
     assert checks.float_pair("noise_range", (0.5, 0.5), strict=False) == (0.5, 0.5)
-    with pytest.raises(ValueError, match=r"^noise_range must be a \(low, high\) pair of finite numbers > 0 with "
-                                         r"low <= high, got \(2.0, 1.0\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^noise_range must be a \(low, high\) pair of finite numbers > 0 with "
+        r"low <= high, got \(2.0, 1.0\)$",
+    ):
         check_range("noise_range", (2.0, 1.0), low=0.0, low_open=True)
     with pytest.raises(ValueError, match=r"with low < high, got \(0.5, 0.5\)$"):
         checks.float_pair("lr_range", (0.5, 0.5))

@@ -42,20 +42,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="MetaOpt-LR-v0", help=f"one of {', '.join(SUITES)}")
     parser.add_argument("--env-kwargs", default="{}", help="JSON of env arguments (split is set to test)")
-    parser.add_argument("--families", default=None,
-                        help="comma-separated task families (default: the suite's; LR: quadratic,logistic,sinusoid,sklearn; "
-                             "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn)")
-    parser.add_argument("--agents", default="baselines",
-                        help="comma-separated: baselines, baseline:NAME[?key=value&...], model.zip, module:Class")
+    parser.add_argument(
+        "--families",
+        default=None,
+        help="comma-separated task families (default: the suite's; LR: quadratic,logistic,sinusoid,sklearn; "
+        "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn)",
+    )
+    parser.add_argument(
+        "--agents",
+        default="baselines",
+        help="comma-separated: baselines, baseline:NAME[?key=value&...], model.zip, module:Class",
+    )
     parser.add_argument("--num-tasks", type=int, default=64, help="test tasks per seed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tune-tasks", type=int, default=64, help="training tasks per grid point when tuning")
-    parser.add_argument("--model-env-kwargs", default="{}",
-                        help='JSON of env arguments for saved models only, e.g. {"action_mode": "relative"} for the RL² configs')
-    parser.add_argument("--episodes-per-trial", type=int, default=None,
-                        help="inner episodes per RL² trial (give a saved RL² agent its training value; default: plain episodes)")
-    parser.add_argument("--sample-models", action="store_true",
-                        help="also evaluate every saved model with sampled (not mean) actions")
+    parser.add_argument(
+        "--model-env-kwargs",
+        default="{}",
+        help='JSON of env arguments for saved models only, e.g. {"action_mode": "relative"} for the RL² configs',
+    )
+    parser.add_argument(
+        "--episodes-per-trial",
+        type=int,
+        default=None,
+        help="inner episodes per RL² trial (give a saved RL² agent its training value; default: plain episodes)",
+    )
+    parser.add_argument(
+        "--sample-models", action="store_true", help="also evaluate every saved model with sampled (not mean) actions"
+    )
     parser.add_argument("--out-dir", default="results/bench")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -76,8 +90,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     out_dir = Path(args.out_dir)
     report = benchmark(
-        suite, families, specs, base_kwargs, args.num_tasks, seeds, args.tune_tasks, args.episodes_per_trial, out_dir,
-        model_kwargs, args.sample_models, args.threads,
+        suite,
+        families,
+        specs,
+        base_kwargs,
+        args.num_tasks,
+        seeds,
+        args.tune_tasks,
+        args.episodes_per_trial,
+        out_dir,
+        model_kwargs,
+        args.sample_models,
+        args.threads,
         on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),
     )
     print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")

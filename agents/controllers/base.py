@@ -97,7 +97,9 @@ class Controller:
             return np.zeros(n, dtype=bool)
         start = np.asarray(episode_start).astype(bool).reshape(-1)
         if start.size != n:
-            raise ValueError(f"episode_start must have one flag per observation row ({n}), got shape {np.shape(episode_start)}")
+            raise ValueError(
+                f"episode_start must have one flag per observation row ({n}), got shape {np.shape(episode_start)}"
+            )
         return start
 
     # ----------------------------------------------------------------- per-row state

@@ -334,7 +334,9 @@ class _HindsightOracle(EnsembleController):
     def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
         """One-hot weights ``(n, K)`` float32 on the forecaster each row's plan backs."""
         if self.core is None:
-            raise RuntimeError(f"{type(self).__name__} must be bound to the env's core first (bind_core; the harness does this)")
+            raise RuntimeError(
+                f"{type(self).__name__} must be bound to the env's core first (bind_core; the harness does this)"
+            )
         obs, k = self._check_observation(observation)
         n = obs.shape[0]
         start = self._episode_starts(episode_start, n)

@@ -117,7 +117,7 @@ def _train_covariance(x, lengthscales, signal_var, noise_var):
 
 
 def gp_log_marginal_likelihood(x, y, lengthscales, signal_var, noise_var) -> torch.Tensor:
-    """Log marginal likelihood ``(B,)`` of zero-mean GPs ``(Matérn-5/2 ARD + noise)`` on ``x (B, n, d)``, ``y (B, n)``."""
+    """Log marginal likelihood ``(B,)`` of zero-mean GPs (Matérn-5/2 ARD + noise) on ``x (B, n, d)``, ``y (B, n)``."""
     chol = _cholesky(_train_covariance(x, lengthscales, signal_var, noise_var))
     alpha = torch.linalg.solve_triangular(chol, y.unsqueeze(-1), upper=False).squeeze(-1)
     n = y.shape[-1]
@@ -320,7 +320,9 @@ class Sobol(HPOController):
 
     def _reset_row(self, row: int) -> None:
         super()._reset_row(row)
-        self.engines[row] = torch.quasirandom.SobolEngine(self.dims[row].size, scramble=True, seed=_seed_from(self.rng[row]))
+        self.engines[row] = torch.quasirandom.SobolEngine(
+            self.dims[row].size, scramble=True, seed=_seed_from(self.rng[row])
+        )
 
     def _propose(self, rows: list[int]) -> list[np.ndarray]:
         return [self.engines[r].draw(1, dtype=torch.float64)[0].numpy() * 2.0 - 1.0 for r in rows]

@@ -52,7 +52,9 @@ class LRController(Controller):
         """A controller for ``env`` (any form: Env, VectorEnv, SB3 VecEnv or core)."""
         core = core_of(env)
         if core.action_mode != "absolute":
-            raise ValueError("hand-designed controllers emit absolute-mode actions; make the env with action_mode='absolute'")
+            raise ValueError(
+                "hand-designed controllers emit absolute-mode actions; make the env with action_mode='absolute'"
+            )
         return cls(lr_range=(math.exp(core.log_lr_low), math.exp(core.log_lr_high)), **kwargs)
 
     def lr_to_action(self, lr: np.ndarray) -> np.ndarray:
@@ -94,7 +96,9 @@ class CosineLR(TunableLRController):
 
     name = "cosine"
 
-    def __init__(self, lr: float = 0.1, final_fraction: float = 0.0, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+    def __init__(
+        self, lr: float = 0.1, final_fraction: float = 0.0, lr_range: tuple[float, float] = (1e-4, 10.0)
+    ) -> None:
         super().__init__(lr, lr_range)
         self.final_fraction = final_fraction
 
@@ -110,7 +114,10 @@ class StepDecayLR(TunableLRController):
     name = "step_decay"
 
     def __init__(
-        self, lr: float = 0.1, factor: float = 0.1, milestones: tuple[float, ...] = (0.5, 0.75),
+        self,
+        lr: float = 0.1,
+        factor: float = 0.1,
+        milestones: tuple[float, ...] = (0.5, 0.75),
         lr_range: tuple[float, float] = (1e-4, 10.0),
     ) -> None:
         super().__init__(lr, lr_range)
@@ -127,7 +134,9 @@ class ExponentialDecayLR(TunableLRController):
 
     name = "exponential_decay"
 
-    def __init__(self, lr: float = 0.1, final_fraction: float = 0.01, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+    def __init__(
+        self, lr: float = 0.1, final_fraction: float = 0.01, lr_range: tuple[float, float] = (1e-4, 10.0)
+    ) -> None:
         super().__init__(lr, lr_range)
         self.final_fraction = final_fraction
 
@@ -140,7 +149,9 @@ class WarmupCosineLR(TunableLRController):
 
     name = "warmup_cosine"
 
-    def __init__(self, lr: float = 0.1, warmup_fraction: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+    def __init__(
+        self, lr: float = 0.1, warmup_fraction: float = 0.1, lr_range: tuple[float, float] = (1e-4, 10.0)
+    ) -> None:
         super().__init__(lr, lr_range)
         if not 0.0 < warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {warmup_fraction}")
@@ -220,5 +231,9 @@ TUNABLE: dict[str, type[TunableLRController]] = {
 TUNED = tuple(TUNABLE)
 """Their names."""
 
-BASELINES: dict[str, type[LRController]] = {**TUNABLE, RandomLR.name: RandomLR, QuadraticOracleLR.name: QuadraticOracleLR}
+BASELINES: dict[str, type[LRController]] = {
+    **TUNABLE,
+    RandomLR.name: RandomLR,
+    QuadraticOracleLR.name: QuadraticOracleLR,
+}
 """Baselines by name; all but ``random`` and ``oracle`` take a tunable ``lr``."""

@@ -98,14 +98,23 @@ class EnsembleTuneResult:
 
 
 def tune_ensemble_baseline(
-    name: str, env_kwargs: dict[str, Any], num_tasks: int = 64, seed: int = TUNE_SEED,
+    name: str,
+    env_kwargs: dict[str, Any],
+    num_tasks: int = 64,
+    seed: int = TUNE_SEED,
     grid: dict[str, list[float]] | None = None,
 ) -> EnsembleTuneResult:
     """Grid search of ``name``'s hyperparameters on the *training* split, by mean normalized MSE."""
     grid = grid if grid is not None else TUNING_GRIDS[name]
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    scores = ENSEMBLE_SUITE.grid_search(lambda point: ENSEMBLE_BASELINES[name](**point), points, env_kwargs, num_tasks,
-                                        lambda record: np.mean(record.mse), seed)
+    scores = ENSEMBLE_SUITE.grid_search(
+        lambda point: ENSEMBLE_BASELINES[name](**point),
+        points,
+        env_kwargs,
+        num_tasks,
+        lambda record: np.mean(record.mse),
+        seed,
+    )
     best = points[int(np.argmin(scores))]
     return EnsembleTuneResult(name, best, points, scores, num_tasks, len(points) * num_tasks)
 
@@ -127,8 +136,11 @@ class EnsembleSummary:
 
 
 def summarize_ensemble(
-    name: str, records: list[EnsembleRecord], reference: list[EnsembleRecord] | None,
-    oracle: list[EnsembleRecord] | None, families: tuple[str, ...],
+    name: str,
+    records: list[EnsembleRecord],
+    reference: list[EnsembleRecord] | None,
+    oracle: list[EnsembleRecord] | None,
+    families: tuple[str, ...],
 ) -> EnsembleSummary:
     mse = np.concatenate([r.mse for r in records])
     family = np.concatenate([r.family for r in records])
@@ -168,14 +180,26 @@ def evaluate_ensemble(
     agent so all are scored on the same streams). ``reference`` and ``oracle`` name the agents
     that win rates and the gap closed are computed against.
     """
-    return ENSEMBLE_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
-                                   {"reference": reference, "oracle": oracle})
+    return ENSEMBLE_SUITE.evaluate(
+        agents,
+        env_kwargs,
+        num_tasks,
+        seeds,
+        episodes_per_trial,
+        agent_env_kwargs,
+        {"reference": reference, "oracle": oracle},
+    )
 
 
-def markdown_table(summaries: dict[str, EnsembleSummary], reference: str | None = None, oracle: str | None = None) -> str:
+def markdown_table(
+    summaries: dict[str, EnsembleSummary], reference: str | None = None, oracle: str | None = None
+) -> str:
     lines = [
         "| agent | normalized MSE mean [95% CI] | MSE IQM [95% CI] | return | win rate vs "
-        + (reference or "reference") + " | gap to " + (oracle or "oracle") + " closed |",
+        + (reference or "reference")
+        + " | gap to "
+        + (oracle or "oracle")
+        + " closed |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for s in sorted(summaries.values(), key=lambda s: s.mse_mean):
@@ -204,7 +228,9 @@ def plot_ensemble_curves(records: dict[str, list[EnsembleRecord]], path: str, ti
     figure.savefig(path, dpi=110)
 
 
-def build_ensemble_agents(specs: list[str], env_kwargs: dict[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_ensemble_agents(
+    specs: list[str], env_kwargs: dict[str, Any], tune_tasks: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Agents by display name (``"baselines"`` expands to every baseline, tuned where it has a grid)."""
     return ENSEMBLE_SUITE.build_agents(specs, env_kwargs, tune_tasks)
 
@@ -260,6 +286,16 @@ class EnsembleSuite(Suite):
 ENSEMBLE_SUITE = EnsembleSuite()
 
 __all__ = [
-    "ENSEMBLE_SUITE", "EnsembleRecord", "EnsembleSuite", "EnsembleSummary", "build_ensemble_agents", "evaluate_ensemble",
-    "find", "load_ensemble_agent", "markdown_table", "plot_ensemble_curves", "run_ensemble_agent", "tune_ensemble_baseline",
+    "ENSEMBLE_SUITE",
+    "EnsembleRecord",
+    "EnsembleSuite",
+    "EnsembleSummary",
+    "build_ensemble_agents",
+    "evaluate_ensemble",
+    "find",
+    "load_ensemble_agent",
+    "markdown_table",
+    "plot_ensemble_curves",
+    "run_ensemble_agent",
+    "tune_ensemble_baseline",
 ]

@@ -48,7 +48,9 @@ def run_hpo_agent(agent: Any, core: Any, seed: int, deterministic: bool = True) 
 
     def accumulate(step: Step) -> None:
         rows = np.flatnonzero(step.scored)
-        curves[rows, step.info["evaluation"][rows] - 1] = np.log10(np.maximum(step.info["best_regret"][rows], base.regret_floor))
+        curves[rows, step.info["evaluation"][rows] - 1] = np.log10(
+            np.maximum(step.info["best_regret"][rows], base.regret_floor)
+        )
 
     out = rollout(agent, core, seed, accumulate, deterministic=deterministic)
     return HPORecord(curves[:, -1].copy(), curves, out["family"], out["seconds_per_suggestion"])
@@ -76,7 +78,9 @@ class HPOSummary:
     median_curve: list[float]
 
 
-def summarize_hpo(name: str, records: list[HPORecord], reference: list[HPORecord] | None, families: tuple[str, ...]) -> HPOSummary:
+def summarize_hpo(
+    name: str, records: list[HPORecord], reference: list[HPORecord] | None, families: tuple[str, ...]
+) -> HPOSummary:
     final = np.concatenate([r.log10_regret for r in records])
     family = np.concatenate([r.family for r in records])
     win = None if reference is None else win_rate(final, np.concatenate([r.log10_regret for r in reference]))
@@ -105,15 +109,17 @@ def evaluate_hpo(
     reference: str | None = "random",
     agent_env_kwargs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, HPOSummary], dict[str, list[HPORecord]]]:
-    """Every agent on the same ``num_tasks`` test objectives per seed; summaries and raw records (:meth:`Suite.evaluate`)."""
-    return HPO_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
-                              {"reference": reference})
+    """Every agent on the same ``num_tasks`` test objectives per seed: summaries, records (:meth:`Suite.evaluate`)."""
+    return HPO_SUITE.evaluate(
+        agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs, {"reference": reference}
+    )
 
 
 def markdown_table(summaries: dict[str, HPOSummary], reference: str | None = "random") -> str:
     lines = [
         "| agent | log10 simple regret: median [95% CI] | IQM [95% CI] | mean | win rate vs "
-        + (reference or "reference") + " | ms per suggestion |",
+        + (reference or "reference")
+        + " | ms per suggestion |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for s in sorted(summaries.values(), key=lambda s: s.median):
@@ -186,6 +192,14 @@ class HPOSuite(Suite):
 HPO_SUITE = HPOSuite()
 
 __all__ = [
-    "HPO_SUITE", "HPORecord", "HPOSuite", "HPOSummary", "build_hpo_agents", "evaluate_hpo", "load_hpo_agent",
-    "markdown_table", "plot_hpo_curves", "run_hpo_agent",
+    "HPO_SUITE",
+    "HPORecord",
+    "HPOSuite",
+    "HPOSummary",
+    "build_hpo_agents",
+    "evaluate_hpo",
+    "load_hpo_agent",
+    "markdown_table",
+    "plot_hpo_curves",
+    "run_hpo_agent",
 ]

@@ -122,8 +122,12 @@ def tune_baseline(
     lr_range = tuple(env_kwargs.get("lr_range", DEFAULT_LR_RANGE))
     grid = default_grid(lr_range) if grid is None else grid
     scores = LR_SUITE.grid_search(
-        lambda point: TUNABLE[name](lr=point["lr"], lr_range=lr_range, **(extra or {})), [{"lr": lr} for lr in grid],
-        env_kwargs, num_tasks, lambda record: np.mean(record.returns), seed,  # divergence is in the return (its penalty)
+        lambda point: TUNABLE[name](lr=point["lr"], lr_range=lr_range, **(extra or {})),
+        [{"lr": lr} for lr in grid],
+        env_kwargs,
+        num_tasks,
+        lambda record: np.mean(record.returns),
+        seed,  # divergence is in the return (its penalty)
     )
     return TuneResult(name, float(grid[int(np.argmax(scores))]), [float(g) for g in grid], scores, num_tasks)
 
@@ -145,7 +149,9 @@ class AgentSummary:
     per_family_log10_final_loss: dict[str, float]
 
 
-def summarize(name: str, records: list[RunRecord], reference: list[RunRecord] | None, families: tuple[str, ...]) -> AgentSummary:
+def summarize(
+    name: str, records: list[RunRecord], reference: list[RunRecord] | None, families: tuple[str, ...]
+) -> AgentSummary:
     returns = np.concatenate([r.returns for r in records])
     final = np.concatenate([r.log10_final_loss for r in records])
     family = np.concatenate([r.family for r in records])
@@ -184,15 +190,17 @@ def evaluate(
     """
     if env_id != ENV_ID:
         raise ValueError(f"evaluate runs {ENV_ID}; use agents.evaluation.suites.get_suite({env_id!r}).evaluate")
-    return LR_SUITE.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
-                             {"reference": reference})
+    return LR_SUITE.evaluate(
+        agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs, {"reference": reference}
+    )
 
 
 def markdown_table(summaries: dict[str, AgentSummary], reference: str | None = None) -> str:
     """A results table: mean and IQM with bootstrap 95% CIs, win rate, divergence."""
     lines = [
         "| agent | return mean [95% CI] | return IQM | log10 LT/L0 IQM [95% CI] | win rate vs "
-        + (reference or "reference") + " | diverged % |",
+        + (reference or "reference")
+        + " | diverged % |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for s in sorted(summaries.values(), key=lambda s: -s.return_mean):
@@ -216,7 +224,9 @@ def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "")
         loss_axis.plot(np.mean([r.loss_curve[:length] for r in recs], axis=0), label=name)
         lr_axis.plot(np.exp(np.mean([np.log(r.lr_curve[:length]) for r in recs], axis=0)), label=name)
     loss_axis.set(xlabel="decision", ylabel="mean log10(L_t / L_0)", title=f"loss {title}")
-    lr_axis.set(xlabel="decision", ylabel="learning rate (geometric mean)", yscale="log", title=f"learning rate {title}")
+    lr_axis.set(
+        xlabel="decision", ylabel="learning rate (geometric mean)", yscale="log", title=f"learning rate {title}"
+    )
     loss_axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -227,8 +237,10 @@ class LRSuite(Suite):
 
     env_id = ENV_ID
     default_families = ("quadratic", "logistic", "sinusoid", "sklearn")
-    description = ("Return = log(L0/LT) of the last inner episode; win rate = share of tasks with a lower final loss "
-                   "than the tuned constant.")
+    description = (
+        "Return = log(L0/LT) of the last inner episode; win rate = share of tasks with a lower final loss "
+        "than the tuned constant."
+    )
     family_name = "LR"
     baselines = BASELINES
     plot_prefix = "curves"
@@ -270,6 +282,18 @@ class LRSuite(Suite):
 LR_SUITE = LRSuite()
 
 __all__ = [
-    "LR_SUITE", "AgentSummary", "LRSuite", "RunRecord", "TuneResult", "bootstrap_ci", "evaluate", "iqm", "load_agent",
-    "markdown_table", "plot_curves", "run_agent", "summarize", "tune_baseline",
+    "LR_SUITE",
+    "AgentSummary",
+    "LRSuite",
+    "RunRecord",
+    "TuneResult",
+    "bootstrap_ci",
+    "evaluate",
+    "iqm",
+    "load_agent",
+    "markdown_table",
+    "plot_curves",
+    "run_agent",
+    "summarize",
+    "tune_baseline",
 ]

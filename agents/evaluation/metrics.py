@@ -33,9 +33,19 @@ def gap_closed(values: np.ndarray, reference: np.ndarray, oracle: np.ndarray) ->
     return float((np.mean(reference) - np.mean(values)) / span) if abs(span) > 1e-12 else None
 
 
-def per_family(values: np.ndarray, family: np.ndarray, families: tuple[str, ...], statistic=np.mean) -> dict[str, float]:
+def per_family(
+    values: np.ndarray, family: np.ndarray, families: tuple[str, ...], statistic=np.mean
+) -> dict[str, float]:
     """``statistic`` of ``values`` per family name (families with no task are left out)."""
     return {name: float(statistic(values[family == i])) for i, name in enumerate(families) if (family == i).any()}
 
 
-__all__ = ["TEST_SEED_OFFSET", "TUNE_SEED", "diverged_percent", "evaluation_seed", "gap_closed", "per_family", "win_rate"]
+__all__ = [
+    "TEST_SEED_OFFSET",
+    "TUNE_SEED",
+    "diverged_percent",
+    "evaluation_seed",
+    "gap_closed",
+    "per_family",
+    "win_rate",
+]

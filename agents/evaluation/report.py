@@ -28,7 +28,11 @@ def git_commit() -> str:
     """HEAD's commit of this repository (the results files record it), or ``"unknown"``."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -42,18 +46,29 @@ def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, sta
     return report
 
 
-def header(suite: Suite, commit: str, num_tasks: int, seeds: Sequence[int], env_kwargs: Mapping[str, Any],
-           tune_tasks: int) -> list[str]:
+def header(
+    suite: Suite, commit: str, num_tasks: int, seeds: Sequence[int], env_kwargs: Mapping[str, Any], tune_tasks: int
+) -> list[str]:
     """The first lines of ``results.md``: the env, the commit, the budget and what the table reports."""
-    summary = (f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
-               f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
-               f"({tune_tasks} tasks per grid point). {suite.description}")
+    summary = (
+        f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
+        f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
+        f"({tune_tasks} tasks per grid point). {suite.description}"
+    )
     return [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
 
 
 def benchmark_family(
-    suite: Suite, family: str, specs: Sequence[str], env_kwargs: Mapping[str, Any], num_tasks: int, seeds: Sequence[int],
-    tune_tasks: int, episodes_per_trial: int | None, out_dir: Path, model_env_kwargs: Mapping[str, Any] | None = None,
+    suite: Suite,
+    family: str,
+    specs: Sequence[str],
+    env_kwargs: Mapping[str, Any],
+    num_tasks: int,
+    seeds: Sequence[int],
+    tune_tasks: int,
+    episodes_per_trial: int | None,
+    out_dir: Path,
+    model_env_kwargs: Mapping[str, Any] | None = None,
     sample_models: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Every agent of ``specs`` on task family ``family``: the report entry and the markdown table.
@@ -68,15 +83,32 @@ def benchmark_family(
         agents.update({f"{name}{SAMPLED}": SampledActions(agents[name]) for name in models})
         models += [f"{name}{SAMPLED}" for name in models]
     plot_path = out_dir / f"{suite.plot_prefix}_{family}.png"
-    result = suite.run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial,
-                       {name: dict(model_env_kwargs or {}) for name in models}, str(plot_path), f"({family}, test split)")
+    result = suite.run(
+        agents,
+        env_kwargs,
+        num_tasks,
+        seeds,
+        episodes_per_trial,
+        {name: dict(model_env_kwargs or {}) for name in models},
+        str(plot_path),
+        f"({family}, test split)",
+    )
     return {"summaries": result.summaries, "tuning": tuning, "plot": plot_path.name}, result.table
 
 
 def benchmark(
-    suite: Suite, families: Sequence[str], specs: Sequence[str], env_kwargs: Mapping[str, Any], num_tasks: int,
-    seeds: Sequence[int], tune_tasks: int, episodes_per_trial: int | None, out_dir: Path,
-    model_env_kwargs: Mapping[str, Any] | None = None, sample_models: bool = False, torch_threads: int = 1,
+    suite: Suite,
+    families: Sequence[str],
+    specs: Sequence[str],
+    env_kwargs: Mapping[str, Any],
+    num_tasks: int,
+    seeds: Sequence[int],
+    tune_tasks: int,
+    episodes_per_trial: int | None,
+    out_dir: Path,
+    model_env_kwargs: Mapping[str, Any] | None = None,
+    sample_models: bool = False,
+    torch_threads: int = 1,
     on_family: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`benchmark_family` for each of ``families``; writes ``results.json``, ``results.md`` and the
@@ -88,15 +120,29 @@ def benchmark(
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "commit": git_commit(), "env_id": suite.env_id, "env_kwargs": dict(env_kwargs), "seeds": list(seeds),
-        "num_tasks": num_tasks, "episodes_per_trial": episodes_per_trial, "torch_threads": torch_threads,
+        "commit": git_commit(),
+        "env_id": suite.env_id,
+        "env_kwargs": dict(env_kwargs),
+        "seeds": list(seeds),
+        "num_tasks": num_tasks,
+        "episodes_per_trial": episodes_per_trial,
+        "torch_threads": torch_threads,
         "families": {},
     }
     markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks)
     for family in families:
         entry, table = benchmark_family(
-            suite, family, specs, env_kwargs, num_tasks, seeds, tune_tasks, episodes_per_trial, out_dir,
-            model_env_kwargs, sample_models,
+            suite,
+            family,
+            specs,
+            env_kwargs,
+            num_tasks,
+            seeds,
+            tune_tasks,
+            episodes_per_trial,
+            out_dir,
+            model_env_kwargs,
+            sample_models,
         )
         report["families"][family] = entry
         markdown += [f"## {family}", "", table, "", f"![{family}]({entry['plot']})", ""]
@@ -106,8 +152,15 @@ def benchmark(
 
 
 def compare_with_baselines(
-    suite: Suite, model: Any, name: str, model_env_kwargs: Mapping[str, Any], num_tasks: int, seeds: Sequence[int],
-    tune_tasks: int, episodes_per_trial: int | None, out_dir: Path,
+    suite: Suite,
+    model: Any,
+    name: str,
+    model_env_kwargs: Mapping[str, Any],
+    num_tasks: int,
+    seeds: Sequence[int],
+    tune_tasks: int,
+    episodes_per_trial: int | None,
+    out_dir: Path,
 ) -> tuple[dict[str, Any], str]:
     """A trained model (named ``name``, made with ``model_env_kwargs``) and every tuned baseline on the
     same held-out test tasks; writes ``results.md``, ``results.json`` and ``curves.png`` to ``out_dir``.
@@ -122,8 +175,9 @@ def compare_with_baselines(
         agents[name.removesuffix(")") + ", sampled actions)"] = SampledActions(model)
     per_agent = {agent: dict(model_env_kwargs) for agent in agents}
     agents.update(baselines)
-    result = suite.run(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, per_agent, str(out_dir / "curves.png"),
-                       "(test split)")
+    result = suite.run(
+        agents, env_kwargs, num_tasks, seeds, episodes_per_trial, per_agent, str(out_dir / "curves.png"), "(test split)"
+    )
     (out_dir / "results.md").write_text(result.table + "\n")
     report = {"summaries": result.summaries, "tuning": tuning}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))

@@ -36,8 +36,14 @@ StepCallback = Callable[[Step], None]
 """``callback(step)``: called after every step; the family accumulates its metrics from it."""
 
 
-def rollout(agent: Any, core: Any, seed: int, callback: StepCallback, restart_each_episode: bool | None = None,
-            deterministic: bool = True) -> dict[str, Any]:
+def rollout(
+    agent: Any,
+    core: Any,
+    seed: int,
+    callback: StepCallback,
+    restart_each_episode: bool | None = None,
+    deterministic: bool = True,
+) -> dict[str, Any]:
     """Run ``agent`` for one trial on each of ``core``'s rows, reset with ``seed``.
 
     ``restart_each_episode`` (default: whether ``agent`` is a hand-designed
@@ -50,8 +56,10 @@ def rollout(agent: Any, core: Any, seed: int, callback: StepCallback, restart_ea
     base = core.unwrapped
     mode = getattr(agent, "action_mode", None)
     if isinstance(mode, str) and getattr(base, "action_mode", mode) != mode:
-        raise ValueError(f"{type(agent).__name__} emits {mode}-mode actions but the env has action_mode="
-                         f"{base.action_mode!r}; evaluate it with action_mode={mode!r}")
+        raise ValueError(
+            f"{type(agent).__name__} emits {mode}-mode actions but the env has action_mode="
+            f"{base.action_mode!r}; evaluate it with action_mode={mode!r}"
+        )
     if restart_each_episode is None:
         restart_each_episode = isinstance(agent, Controller)
     n = core.num_envs

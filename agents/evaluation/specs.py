@@ -99,14 +99,18 @@ def load_model(path: str) -> Any:
 def build_baseline(spec: AgentSpec, baselines: Mapping[str, type], family: str = "", **defaults: Any) -> Any:
     """The baseline ``spec`` names, from ``baselines``, built with ``defaults`` then the spec's arguments."""
     if spec.name not in baselines:
-        raise ValueError(f"agent spec {spec.text!r}: unknown {family + ' ' if family else ''}baseline {spec.name!r}; "
-                         f"choose from {sorted(baselines)}")
+        raise ValueError(
+            f"agent spec {spec.text!r}: unknown {family + ' ' if family else ''}baseline {spec.name!r}; "
+            f"choose from {sorted(baselines)}"
+        )
     cls = baselines[spec.name]
     parameters = inspect.signature(cls).parameters
     unknown = sorted(set(spec.kwargs) - set(parameters))
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        raise ValueError(f"agent spec {spec.text!r}: baseline {spec.name!r} takes no argument {unknown[0]!r}; "
-                         f"its arguments are {sorted(parameters)}")
+        raise ValueError(
+            f"agent spec {spec.text!r}: baseline {spec.name!r} takes no argument {unknown[0]!r}; "
+            f"its arguments are {sorted(parameters)}"
+        )
     kwargs = {key: value for key, value in defaults.items() if key in parameters}
     return cls(**{**kwargs, **spec.kwargs})
 
@@ -127,8 +131,10 @@ def load_agent(spec: str | AgentSpec, baselines: Mapping[str, type], family: str
         raise ValueError(f"agent spec {parsed.text!r}: module {parsed.path!r} has no class {parsed.name!r}")
     agent = cls()
     if not callable(getattr(agent, "predict", None)):
-        raise ValueError(f"agent spec {parsed.text!r}: {parsed.name} has no predict(observation, state, episode_start, "
-                         "deterministic) method")
+        raise ValueError(
+            f"agent spec {parsed.text!r}: {parsed.name} has no predict(observation, state, episode_start, "
+            "deterministic) method"
+        )
     return agent
 
 

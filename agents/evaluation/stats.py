@@ -26,8 +26,12 @@ def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
 
 
 def bootstrap_ci(
-    values: np.ndarray, statistic: Callable[..., np.ndarray | float], num_resamples: int = NUM_RESAMPLES, seed: int = 0,
-    confidence: float = CONFIDENCE, method: str = "percentile",
+    values: np.ndarray,
+    statistic: Callable[..., np.ndarray | float],
+    num_resamples: int = NUM_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    method: str = "percentile",
 ) -> tuple[float, float]:
     """Bootstrap ``confidence`` interval of ``statistic`` over tasks (``scipy.stats.bootstrap``).
 
@@ -39,8 +43,14 @@ def bootstrap_ci(
         point = float(statistic(values, axis=-1))
         return point, point
     result = stats.bootstrap(
-        (values,), statistic, n_resamples=num_resamples, confidence_level=confidence, method=method,
-        vectorized=True, axis=-1, rng=np.random.default_rng(seed),
+        (values,),
+        statistic,
+        n_resamples=num_resamples,
+        confidence_level=confidence,
+        method=method,
+        vectorized=True,
+        axis=-1,
+        rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 

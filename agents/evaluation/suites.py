@@ -72,8 +72,9 @@ class Suite:
         """One record of ``agent`` on every row of ``core`` (reset with ``seed``), through :func:`rollout`."""
         raise NotImplementedError
 
-    def summarize(self, name: str, records: list[Any], references: dict[str, list[Any] | None],
-                  families: tuple[str, ...]) -> Any:
+    def summarize(
+        self, name: str, records: list[Any], references: dict[str, list[Any] | None], families: tuple[str, ...]
+    ) -> Any:
         """Statistics of one agent over its records; ``references`` maps a role to its agent's records."""
         raise NotImplementedError
 
@@ -94,7 +95,9 @@ class Suite:
 
     def load_agent(self, spec: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
         """The agent ``spec`` names (:func:`agents.evaluation.specs.load_agent` with this family's baselines)."""
-        return agent_specs.load_agent(spec, self.baselines, self.family_name, **self.baseline_defaults(env_kwargs or {}))
+        return agent_specs.load_agent(
+            spec, self.baselines, self.family_name, **self.baseline_defaults(env_kwargs or {})
+        )
 
     def check_spec(self, spec: str) -> None:
         """ValueError (naming the spec and the allowed forms or names) unless ``spec`` can be built here."""
@@ -102,8 +105,10 @@ class Suite:
             return
         parsed = agent_specs.parse_agent_spec(spec)
         if parsed.kind == "baseline" and parsed.name not in self.baselines:
-            raise ValueError(f"agent spec {spec!r}: unknown {self.family_name} baseline {parsed.name!r}; "
-                             f"choose from {sorted(self.baselines)}")
+            raise ValueError(
+                f"agent spec {spec!r}: unknown {self.family_name} baseline {parsed.name!r}; "
+                f"choose from {sorted(self.baselines)}"
+            )
 
     def display_name(self, spec: str) -> str:
         """The result name of an agent built from ``spec`` (not a tuned baseline)."""
@@ -121,7 +126,9 @@ class Suite:
         """The agents (by result name) baseline ``name`` contributes, and its tuning record (or None)."""
         return {name: self.baselines[name]()}, None
 
-    def build_agents(self, specs: Sequence[str], env_kwargs: Mapping[str, Any], tune_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def build_agents(
+        self, specs: Sequence[str], env_kwargs: Mapping[str, Any], tune_tasks: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Agents by result name, and the tuning record (a dict) of every tuned baseline.
 
         ``"baselines"`` expands to every baseline of the family (tuned on the training split where
@@ -147,15 +154,27 @@ class Suite:
         return agents, tuning
 
     # ----------------------------------------------------------------- cores and tuning
-    def make_core(self, agent: Any, env_kwargs: Mapping[str, Any], num_tasks: int, episodes_per_trial: int | None,
-                  overrides: Mapping[str, Any] | None = None) -> Any:
+    def make_core(
+        self,
+        agent: Any,
+        env_kwargs: Mapping[str, Any],
+        num_tasks: int,
+        episodes_per_trial: int | None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Any:
         """A core of ``num_tasks`` rows for ``agent``: ``env_kwargs``, the agent's ``action_mode`` if it
         declares one, then ``overrides`` (arguments that do not change the tasks)."""
-        return metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial,
-                                      **self.core_kwargs(agent, env_kwargs, overrides))
+        return metaopt_envs.make_core(
+            self.env_id,
+            num_envs=num_tasks,
+            episodes_per_trial=episodes_per_trial,
+            **self.core_kwargs(agent, env_kwargs, overrides),
+        )
 
     @staticmethod
-    def core_kwargs(agent: Any, env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def core_kwargs(
+        agent: Any, env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         kwargs = dict(env_kwargs)
         mode = getattr(agent, "action_mode", None)
         if isinstance(mode, str):
@@ -163,9 +182,15 @@ class Suite:
         kwargs.update(overrides or {})
         return kwargs
 
-    def grid_search(self, make_agent: Callable[[dict[str, Any]], Any], points: list[dict[str, Any]],
-                    env_kwargs: Mapping[str, Any], num_tasks: int, score: Callable[[Any], float],
-                    seed: int = TUNE_SEED) -> list[float]:
+    def grid_search(
+        self,
+        make_agent: Callable[[dict[str, Any]], Any],
+        points: list[dict[str, Any]],
+        env_kwargs: Mapping[str, Any],
+        num_tasks: int,
+        score: Callable[[Any], float],
+        seed: int = TUNE_SEED,
+    ) -> list[float]:
         """``score`` of the record of ``make_agent(point)`` for every point, on ``num_tasks`` *training* tasks."""
         core = self.make_core(make_agent(points[0]), {**env_kwargs, "split": "train"}, num_tasks, None)
         return [float(score(self.run_agent(make_agent(point), core, seed))) for point in points]
@@ -198,7 +223,9 @@ class Suite:
             kwargs = self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
             key = repr(sorted(kwargs.items()))
             if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
-                cores[key] = metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs)
+                cores[key] = metaopt_envs.make_core(
+                    self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs
+                )
             core = cores[key]
             records[name] = [self.run_agent(agent, core, evaluation_seed(seed)) for seed in seeds]
         families = core.unwrapped.family.families() if core is not None else ()
@@ -219,8 +246,9 @@ class Suite:
     ) -> SuiteResult:
         """Evaluate, tabulate and (with ``plot_path``) plot; what ``metaopt-bench`` and ``metaopt-train`` report."""
         references = self.references(agents)
-        summaries, records = self.evaluate(agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs,
-                                           references)
+        summaries, records = self.evaluate(
+            agents, env_kwargs, num_tasks, seeds, episodes_per_trial, agent_env_kwargs, references
+        )
         if plot_path is not None:
             self.plot(records, plot_path, title)
         table = self.table(summaries, references)

@@ -101,14 +101,22 @@ def init_unroll_state(
     params = problems.params.detach().clone()
     with torch.no_grad():
         return dynamics.start(
-            family, optimizer or InnerOptimizer("sgd"), params, problems.tasks, problems.run_key,
+            family,
+            optimizer or InnerOptimizer("sgd"),
+            params,
+            problems.tasks,
+            problems.run_key,
             torch.full((params.shape[0],), initial_log_lr, device=params.device),
         )
 
 
 def unroll_step(
-    family: TaskFamily, problems: Problems, state: LRState, log_lr: torch.Tensor,
-    optimizer: InnerOptimizer | None = None, divergence_threshold: float = 1e4,
+    family: TaskFamily,
+    problems: Problems,
+    state: LRState,
+    log_lr: torch.Tensor,
+    optimizer: InnerOptimizer | None = None,
+    divergence_threshold: float = 1e4,
 ) -> LRState:
     """One ``LRCore.step`` with ``action_every=1`` at rate ``exp(log_lr)`` (the env's :func:`dynamics.step`).
 
@@ -116,7 +124,12 @@ def unroll_step(
     Differentiable under ``torch.enable_grad()``.
     """
     new = dynamics.step(
-        state, log_lr, family, optimizer or InnerOptimizer("sgd"), problems.tasks, problems.run_key,
+        state,
+        log_lr,
+        family,
+        optimizer or InnerOptimizer("sgd"),
+        problems.tasks,
+        problems.run_key,
         divergence_threshold=divergence_threshold,
     )
     kept = dynamics.select_rows(state.diverged, state, new)
@@ -150,8 +163,9 @@ class UnrollResult:
     state: LRState = field(repr=False)
 
 
-def _window_update(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor], clip: float,
-                   log: list[float]) -> Callable[[torch.Tensor], None]:
+def _window_update(
+    optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor], clip: float, log: list[float]
+) -> Callable[[torch.Tensor], None]:
     """The truncated-BPTT step taken at the end of each unroll window: backward, non-finite
     gradients zeroed, norm clipped to ``clip``, one optimizer step; the window's loss goes to ``log``."""
 
@@ -184,8 +198,14 @@ class LearnedLRController(Controller):
     name = "learned_lr"
 
     def __init__(
-        self, hidden: int = 32, lr_range: tuple[float, float] = (1e-4, 10.0), initial_lr: float = 0.01,
-        horizon: int = 50, loss_floor: float = 1e-6, seed: int = 0, inner_optimizer: str = "sgd",
+        self,
+        hidden: int = 32,
+        lr_range: tuple[float, float] = (1e-4, 10.0),
+        initial_lr: float = 0.01,
+        horizon: int = 50,
+        loss_floor: float = 1e-6,
+        seed: int = 0,
+        inner_optimizer: str = "sgd",
     ) -> None:
         super().__init__(lr_range)
         self.optimizer = InnerOptimizer(inner_optimizer)
@@ -219,9 +239,19 @@ class LearnedLRController(Controller):
 
     # ---------------------------------------------------------------- meta-training
     def meta_train(
-        self, family: str | TaskFamily = "quadratic", iterations: int = 200, num_tasks: int = 32, horizon: int | None = None,
-        truncation: int = 10, meta_lr: float = 3e-3, clip: float = 1.0, objective: str = "mean", seed: int = 0,
-        time_budget_s: float | None = None, log_every: int = 0, validation: Problems | None = None,
+        self,
+        family: str | TaskFamily = "quadratic",
+        iterations: int = 200,
+        num_tasks: int = 32,
+        horizon: int | None = None,
+        truncation: int = 10,
+        meta_lr: float = 3e-3,
+        clip: float = 1.0,
+        objective: str = "mean",
+        seed: int = 0,
+        time_budget_s: float | None = None,
+        log_every: int = 0,
+        validation: Problems | None = None,
         validate_every: int = 10,
     ) -> list[dict[str, float]]:
         """Adam on the controller through truncated unrolls of SGD on fresh training tasks.
@@ -251,12 +281,17 @@ class LearnedLRController(Controller):
             record = {"iteration": iteration, "meta_loss": float(np.mean(window_losses)), "log10_final": final}
             stop = time_budget_s is not None and time.perf_counter() - start > time_budget_s
             if validation is not None and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
-                record["validation_log10_final"] = score = float(self.evaluate_unroll(family, validation, horizon).mean())
+                record["validation_log10_final"] = score = float(
+                    self.evaluate_unroll(family, validation, horizon).mean()
+                )
                 if best is None or score < best[0]:
                     best = (score, copy.deepcopy(self.net.state_dict()))
             self.history.append(record)
             if log_every and iteration % log_every == 0:
-                print(f"[learned_lr] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}", flush=True)
+                print(
+                    f"[learned_lr] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}",
+                    flush=True,
+                )
             if stop:
                 break
         if best is not None:
@@ -271,10 +306,21 @@ class LearnedLRController(Controller):
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str) -> None:
-        torch.save({"config": {"hidden": self.hidden_size, "lr_range": self.lr_range, "initial_lr": self.initial_lr,
-                               "horizon": self.horizon, "loss_floor": self.loss_floor,
-                               "inner_optimizer": self.optimizer.name},
-                    "state_dict": self.net.state_dict(), "history": self.history}, path)
+        torch.save(
+            {
+                "config": {
+                    "hidden": self.hidden_size,
+                    "lr_range": self.lr_range,
+                    "initial_lr": self.initial_lr,
+                    "horizon": self.horizon,
+                    "loss_floor": self.loss_floor,
+                    "inner_optimizer": self.optimizer.name,
+                },
+                "state_dict": self.net.state_dict(),
+                "history": self.history,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: str) -> LearnedLRController:
@@ -293,11 +339,20 @@ def final_log10(loss: torch.Tensor, initial_loss: torch.Tensor, diverged: torch.
 
 
 def unroll(
-    controller: LearnedLRController, family: str | TaskFamily, tasks: Problems | TaskData, horizon: int,
-    truncation: int | None = None, *, params: torch.Tensor | None = None, run_key: torch.Tensor | None = None,
-    objective: str = "mean", create_graph: bool = True, divergence_threshold: float = 1e4, on_window: Any = None,
+    controller: LearnedLRController,
+    family: str | TaskFamily,
+    tasks: Problems | TaskData,
+    horizon: int,
+    truncation: int | None = None,
+    *,
+    params: torch.Tensor | None = None,
+    run_key: torch.Tensor | None = None,
+    objective: str = "mean",
+    create_graph: bool = True,
+    divergence_threshold: float = 1e4,
+    on_window: Any = None,
 ) -> UnrollResult:
-    """Unroll ``horizon`` inner steps (``controller.optimizer``) with the controller choosing each rate from the LR core's features.
+    """Unroll ``horizon`` inner steps (``controller.optimizer``), the controller choosing each rate from the features.
 
     ``tasks``: a :class:`Problems` (tasks, initial params, minibatch keys), or
     task data with ``params`` and ``run_key``. The rate in force at the start is
@@ -343,12 +398,17 @@ def unroll(
                 window = []
                 if truncation is not None:
                     state = dynamics.detach(state)
-    return UnrollResult(torch.stack(features), torch.stack(log_lrs), torch.stack(ratios), state.diverged, meta_loss, state)
+    return UnrollResult(
+        torch.stack(features), torch.stack(log_lrs), torch.stack(ratios), state.diverged, meta_loss, state
+    )
 
 
 # ====================================================================== LSTM optimizer
 def preprocess_gradient(grad: torch.Tensor, p: float = 10.0) -> torch.Tensor:
-    """Andrychowicz et al. (2016), appendix A: ``(log|g| / p, sign g)`` if ``|g| >= e^-p``, else ``(-1, e^p g)``. -> (..., 2)."""
+    """Andrychowicz et al. (2016), appendix A: ``(..., 2)``.
+
+    ``(log|g| / p, sign g)`` if ``|g| >= e^-p``, else ``(-1, e^p g)``.
+    """
     magnitude = grad.abs()
     big = magnitude >= math.exp(-p)
     first = torch.where(big, torch.log(magnitude.clamp_min(math.exp(-p))) / p, torch.full_like(grad, -1.0))
@@ -381,7 +441,9 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         zeros = torch.zeros(count, self.hidden_size)
         return zeros, zeros.clone(), zeros.clone(), zeros.clone()
 
-    def update(self, grad: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def update(
+        self, grad: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Update ``(B, P)`` for gradient ``(B, P)`` and the new LSTM state (rows = B * P coordinates)."""
         x = preprocess_gradient(grad.reshape(-1), self.preprocess_p)
         h1, c1 = self.cell1(x, (state[0], state[1]))
@@ -389,8 +451,15 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         return self.output_scale * self.head(h2).view_as(grad), (h1, c1, h2, c2)
 
     def run(
-        self, family: TaskFamily, problems: Problems, horizon: int, truncation: int | None = None,
-        on_window: Any = None, train: bool = True, second_order: bool = False, divergence_threshold: float = 1e4,
+        self,
+        family: TaskFamily,
+        problems: Problems,
+        horizon: int,
+        truncation: int | None = None,
+        on_window: Any = None,
+        train: bool = True,
+        second_order: bool = False,
+        divergence_threshold: float = 1e4,
         loss_floor: float = 1e-6,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unroll ``horizon`` steps; returns losses ``(T + 1, B)`` (frozen after divergence), initial loss, diverged."""
@@ -417,7 +486,12 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
                 params = torch.where(mask, params, new_params)
                 grad = torch.where(mask, grad, new_grad)
                 loss = torch.where(diverged, loss, new_loss)
-                diverged = diverged | ~torch.isfinite(loss) | (loss > divergence_threshold * initial) | ~torch.isfinite(grad).all(-1)
+                diverged = (
+                    diverged
+                    | ~torch.isfinite(loss)
+                    | (loss > divergence_threshold * initial)
+                    | ~torch.isfinite(grad).all(-1)
+                )
                 losses.append(loss.detach())
                 window.append(torch.log((loss + floor) / initial))
                 end = t + 1 == horizon or (truncation is not None and (t + 1) % truncation == 0)
@@ -431,10 +505,20 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         return torch.stack(losses), initial, diverged
 
     def meta_train(
-        self, family: str | TaskFamily = "quadratic", iterations: int = 200, num_tasks: int = 32, horizon: int = 50,
-        truncation: int = 10, meta_lr: float = 3e-3, clip: float = 1.0, seed: int = 0,
-        time_budget_s: float | None = None, second_order: bool = False, log_every: int = 0,
-        validation: Problems | None = None, validate_every: int = 10,
+        self,
+        family: str | TaskFamily = "quadratic",
+        iterations: int = 200,
+        num_tasks: int = 32,
+        horizon: int = 50,
+        truncation: int = 10,
+        meta_lr: float = 3e-3,
+        clip: float = 1.0,
+        seed: int = 0,
+        time_budget_s: float | None = None,
+        second_order: bool = False,
+        log_every: int = 0,
+        validation: Problems | None = None,
+        validate_every: int = 10,
     ) -> list[dict[str, float]]:
         """Adam on the LSTM through truncated unrolls on fresh training-split problems (one step per window).
 
@@ -462,7 +546,9 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
                     best = (score, copy.deepcopy(self.state_dict()))
             self.history.append(record)
             if log_every and iteration % log_every == 0:
-                print(f"[lstm] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}", flush=True)
+                print(
+                    f"[lstm] it {iteration} meta_loss {np.mean(window_losses):.3f} log10 LT/L0 {final:.3f}", flush=True
+                )
             if stop:
                 break
         if best is not None:
@@ -483,9 +569,18 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         return losses.T.double().numpy(), final_log10(losses[-1], initial, diverged)
 
     def save(self, path: str) -> None:
-        torch.save({"config": {"hidden": self.hidden_size, "output_scale": self.output_scale,
-                               "preprocess_p": self.preprocess_p},
-                    "state_dict": self.state_dict(), "history": self.history}, path)
+        torch.save(
+            {
+                "config": {
+                    "hidden": self.hidden_size,
+                    "output_scale": self.output_scale,
+                    "preprocess_p": self.preprocess_p,
+                },
+                "state_dict": self.state_dict(),
+                "history": self.history,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: str) -> CoordinatewiseLSTMOptimizer:

@@ -56,7 +56,10 @@ class MetaLearner:
     input_dim = 1
 
     def __init__(
-        self, hidden: tuple[int, ...] = (40, 40), seed: int = 0, dtype: torch.dtype = torch.float32,
+        self,
+        hidden: tuple[int, ...] = (40, 40),
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
         inner_lr: float = 0.01,
     ) -> None:
         self.hidden, self.seed, self.dtype, self.inner_lr = tuple(hidden), seed, dtype, inner_lr
@@ -76,8 +79,10 @@ class MetaLearner:
         ``(fan_in, fan_out)`` weight, row-major, then its bias.
         """
         if self.input_dim != 1 or self.hidden != (40, 40):
-            raise ValueError("initialization() needs the 1-40-40-1 network of the LR env's sinusoid family "
-                             f"(input_dim 1, hidden (40, 40)); this learner has {self.input_dim}, {self.hidden}")
+            raise ValueError(
+                "initialization() needs the 1-40-40-1 network of the LR env's sinusoid family "
+                f"(input_dim 1, hidden (40, 40)); this learner has {self.input_dim}, {self.hidden}"
+            )
         return flatten_params({k: v.detach() for k, v in self.meta["net"].items()}).to(torch.float32)
 
     # ---- per-task pieces (overridden by the learners) -------------------------------------
@@ -94,7 +99,9 @@ class MetaLearner:
         return pytree.tree_map(lambda p, d: p - lr * d, fast, g)
 
     # ---- inner loop -------------------------------------------------------------------------
-    def inner_step(self, meta: Tree, fast: Tree, x: torch.Tensor, y: torch.Tensor, lr: float, first_order: bool) -> Tree:
+    def inner_step(
+        self, meta: Tree, fast: Tree, x: torch.Tensor, y: torch.Tensor, lr: float, first_order: bool
+    ) -> Tree:
         """One SGD step on one task's ``(x, y)``; ``first_order`` stops gradients through the step's gradient."""
         g = grad(self._loss, argnums=1)(meta, fast, x, y)
         if first_order:
@@ -118,14 +125,18 @@ class MetaLearner:
         xs, ys, xq, yq = (t.to(self.dtype) for t in support_query(tasks, shots))
         return xs, ys, xq, yq
 
-    def meta_loss(self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float, meta: Tree | None = None) -> torch.Tensor:
+    def meta_loss(
+        self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float, meta: Tree | None = None
+    ) -> torch.Tensor:
         """Mean over tasks of the query loss after adaptation (differentiable w.r.t. ``meta``)."""
         meta = self.meta if meta is None else meta
         xs, ys, xq, yq = self._batch(tasks, shots)
         per_task = vmap(self._task_objective, in_dims=(None, 0, 0, 0, 0, None, None))
         return per_task(meta, xs, ys, xq, yq, inner_steps, inner_lr).mean()
 
-    def meta_gradient(self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float) -> tuple[torch.Tensor, Tree]:
+    def meta_gradient(
+        self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float
+    ) -> tuple[torch.Tensor, Tree]:
         """(meta-loss, meta-gradient tree shaped like ``self.meta``) on one batch of tasks."""
         leaves, spec = pytree.tree_flatten(self.meta)
         loss = self.meta_loss(tasks, shots, inner_steps, inner_lr)
@@ -137,8 +148,15 @@ class MetaLearner:
         self.inner_lr = inner_lr
 
     def meta_train(
-        self, num_iterations: int, meta_batch_size: int = 25, shots: int = 10, inner_steps: int = 1,
-        inner_lr: float = 0.01, outer_lr: float = 1e-3, seed: int = 0, num_query: int | None = None,
+        self,
+        num_iterations: int,
+        meta_batch_size: int = 25,
+        shots: int = 10,
+        inner_steps: int = 1,
+        inner_lr: float = 0.01,
+        outer_lr: float = 1e-3,
+        seed: int = 0,
+        num_query: int | None = None,
         log_every: int = 0,
     ) -> dict[str, Any]:
         """Meta-train with Adam(``outer_lr``) on ``meta_batch_size`` fresh train-split tasks per iteration.
@@ -163,7 +181,11 @@ class MetaLearner:
             opt.step()
             losses.append(float(loss))
             if log_every and (it + 1) % log_every == 0:
-                print(f"[{self.name}] iter {it + 1}/{num_iterations} meta-loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
+                print(
+                    f"[{self.name}] iter {it + 1}/{num_iterations} "
+                    f"meta-loss {sum(losses[-log_every:]) / log_every:.4f}",
+                    flush=True,
+                )
         self.iterations_trained += num_iterations
         for p in leaves:
             p.grad = None
@@ -229,8 +251,14 @@ class CAVIA(MetaLearner):
 
     name = "cavia"
 
-    def __init__(self, hidden: tuple[int, ...] = (40, 40), seed: int = 0, dtype: torch.dtype = torch.float32,
-                 inner_lr: float = 1.0, num_context: int = 5) -> None:
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (40, 40),
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        inner_lr: float = 1.0,
+        num_context: int = 5,
+    ) -> None:
         self.num_context = num_context
         self.input_dim = 1 + num_context
         super().__init__(hidden, seed, dtype, inner_lr)
@@ -254,7 +282,9 @@ class Reptile(MetaLearner):
     name = "reptile"
     first_order = True
 
-    def meta_gradient(self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float) -> tuple[torch.Tensor, Tree]:
+    def meta_gradient(
+        self, tasks: TaskData, shots: int, inner_steps: int, inner_lr: float
+    ) -> tuple[torch.Tensor, Tree]:
         meta = _detach(self.meta)
         xs, ys, xq, yq = self._batch(tasks, shots)
 
@@ -278,6 +308,4 @@ class Pretrained(MetaLearner):
         return self._loss(meta, meta["net"], torch.cat([xs, xq]), torch.cat([ys, yq]))
 
 
-LEARNERS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, CAVIA, Pretrained)
-}
+LEARNERS: dict[str, type[MetaLearner]] = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, CAVIA, Pretrained)}

@@ -36,8 +36,13 @@ class SinusoidTasks:
         if key not in self._cache:
             f = self.family
             self._cache[key] = SinusoidMLPFamily(
-                hidden_sizes=tuple(f.layer_sizes[1:-1]), num_train=num_support, num_val=num_query, batch_size=1,
-                amplitude_range=f.amplitude_range, phase_range=f.phase_range, input_range=f.input_range,
+                hidden_sizes=tuple(f.layer_sizes[1:-1]),
+                num_train=num_support,
+                num_val=num_query,
+                batch_size=1,
+                amplitude_range=f.amplitude_range,
+                phase_range=f.phase_range,
+                input_range=f.input_range,
             )
         return self._cache[key]
 
@@ -48,7 +53,13 @@ class SinusoidTasks:
         return rng.fold(base, SPLIT_IDS[check_split(split)], torch.arange(start, start + n))
 
     def sample(
-        self, n: int, num_support: int, num_query: int, split: str = "train", seed: int = 0, start: int = 0,
+        self,
+        n: int,
+        num_support: int,
+        num_query: int,
+        split: str = "train",
+        seed: int = 0,
+        start: int = 0,
         dtype: torch.dtype = torch.float32,
     ) -> TaskData:
         """``n`` tasks (indices ``start ..``) of ``split``, fields cast to ``dtype``."""

@@ -59,8 +59,9 @@ def algorithms() -> dict[str, type[BaseAlgorithm]]:
 
 def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint with the most steps in ``directory`` (SB3's ``<prefix>_<steps>_steps.zip``)."""
-    found = [(int(m.group(1)), p) for p in directory.glob("*_steps.zip")
-             if (m := re.search(r"_(\d+)_steps\.zip$", p.name))]
+    found = [
+        (int(m.group(1)), p) for p in directory.glob("*_steps.zip") if (m := re.search(r"_(\d+)_steps\.zip$", p.name))
+    ]
     return max(found)[1] if found else None
 
 
@@ -134,7 +135,10 @@ def train(cfg: DictConfig) -> TrainResult:
         from wandb.integration.sb3 import WandbCallback
 
         run = wandb.init(
-            project=cfg.wandb.project, mode=cfg.wandb.mode, dir=str(out_dir), sync_tensorboard=True,
+            project=cfg.wandb.project,
+            mode=cfg.wandb.mode,
+            dir=str(out_dir),
+            sync_tensorboard=True,
             config=config_dict(cfg),
         )
         callbacks.append(WandbCallback())
@@ -153,7 +157,9 @@ def train(cfg: DictConfig) -> TrainResult:
     if run is not None:
         run.finish()
     result = TrainResult(
-        model=str(model_path), num_timesteps=model.num_timesteps, resumed_from=str(resume_from) if resume_from else None,
+        model=str(model_path),
+        num_timesteps=model.num_timesteps,
+        resumed_from=str(resume_from) if resume_from else None,
     )
     if cfg.evaluate:
         result["evaluation"] = evaluate_against_baselines(model, cfg, out_dir)
@@ -167,8 +173,14 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     from agents.evaluation.suites import get_suite
 
     report, table = compare_with_baselines(
-        get_suite(cfg.env.id), model, f"RL² ({cfg.agent.algo})", config_dict(cfg.env.kwargs),
-        int(cfg.eval_num_tasks), tuple(cfg.eval_seeds), int(cfg.tune_tasks), cfg.env.get("episodes_per_trial"),
+        get_suite(cfg.env.id),
+        model,
+        f"RL² ({cfg.agent.algo})",
+        config_dict(cfg.env.kwargs),
+        int(cfg.eval_num_tasks),
+        tuple(cfg.eval_seeds),
+        int(cfg.tune_tasks),
+        cfg.env.get("episodes_per_trial"),
         out_dir,
     )
     print("\n" + table, flush=True)
@@ -183,6 +195,13 @@ def _algorithm(cfg: DictConfig) -> type[BaseAlgorithm]:
 
 
 __all__ = [
-    "CONFIG_DIR", "TrainResult", "algorithms", "build_model", "config_dict", "evaluate_against_baselines",
-    "latest_checkpoint", "make_env", "train",
+    "CONFIG_DIR",
+    "TrainResult",
+    "algorithms",
+    "build_model",
+    "config_dict",
+    "evaluate_against_baselines",
+    "latest_checkpoint",
+    "make_env",
+    "train",
 ]

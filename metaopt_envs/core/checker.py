@@ -117,12 +117,16 @@ def check_task_family(
     family_kind = getattr(family, "kind", "")
     if family_kind not in KINDS:
         raise TaskFamilyError(
-            family, "kind", f"is {family_kind!r}; subclass your environment's base ({', '.join(_BASES.values())}), "
+            family,
+            "kind",
+            f"is {family_kind!r}; subclass your environment's base ({', '.join(_BASES.values())}), "
             "not metaopt_envs.core.family.TaskFamily directly",
         )
     if kind is not None and check_kind(kind) != family_kind:
         raise TaskFamilyError(
-            family, "kind", f"is {family_kind!r}, but kind={kind!r} ({ENV_IDS[kind]}) needs a subclass of {_BASES[kind]}"
+            family,
+            "kind",
+            f"is {family_kind!r}, but kind={kind!r} ({ENV_IDS[kind]}) needs a subclass of {_BASES[kind]}",
         )
     sizes = [int(n) for n in batch_sizes]
     if not sizes or min(sizes) < 1:
@@ -130,8 +134,17 @@ def check_task_family(
     split_names = [check_split(s) for s in splits]
     if isinstance(family, TaskMixture):  # the mixture's padding can hide a member's bug (a broadcast init)
         for member in family.members:
-            check_task_family(member, family_kind, batch_sizes=sizes, splits=split_names, length=length,
-                              device=device, quick=quick, rtol=rtol, atol=atol)
+            check_task_family(
+                member,
+                family_kind,
+                batch_sizes=sizes,
+                splits=split_names,
+                length=length,
+                device=device,
+                quick=quick,
+                rtol=rtol,
+                atol=atol,
+            )
     checker = {"lr": _LRChecker, "ensemble": _StreamChecker, "hpo": _ObjectiveChecker}[family_kind]
     checker(family, sizes, split_names, length, torch.device(device), quick, rtol, atol).run()
 
@@ -160,8 +173,11 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def _row_equal(a: TaskData | torch.Tensor, b: TaskData | torch.Tensor) -> torch.Tensor:
     """``(n,)`` bool: rows where every field of ``a`` and ``b`` is exactly equal."""
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = (
-        [(a, b)] if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-        else [(a[k], b[k]) for k in a] if isinstance(a, dict) and isinstance(b, dict) else []
+        [(a, b)]
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        else [(a[k], b[k]) for k in a]
+        if isinstance(a, dict) and isinstance(b, dict)
+        else []
     )
     equal: torch.Tensor | None = None
     for x, y in pairs:
@@ -178,8 +194,15 @@ class _Checker:
     kind = ""
 
     def __init__(
-        self, family: TaskFamily, sizes: list[int], splits: list[str], length: int, device: torch.device,
-        quick: bool, rtol: float, atol: float,
+        self,
+        family: TaskFamily,
+        sizes: list[int],
+        splits: list[str],
+        length: int,
+        device: torch.device,
+        quick: bool,
+        rtol: float,
+        atol: float,
     ) -> None:
         self.family: Any = family  # the kind's methods are called as the protocol declares them
         self.sizes, self.splits, self.length = sizes, splits, length
@@ -203,7 +226,12 @@ class _Checker:
         return rng.keys_from_seeds([1000 * stream + i for i in range(n)], self.device)
 
     def expect(
-        self, method: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype | None, what: str = "returned",
+        self,
+        method: str,
+        value: Any,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        what: str = "returned",
         hint: str = "",
     ) -> torch.Tensor:
         """``value`` must be a tensor of ``shape`` and ``dtype`` on the checker's device."""
@@ -214,8 +242,11 @@ class _Checker:
         if dtype is not None and value.dtype != dtype:
             self.fail(method, f"{what} dtype {value.dtype}, expected {dtype}")
         if value.device != self.device and not (value.device.type == self.device.type == "cuda"):
-            self.fail(method, f"{what} a tensor on {value.device}, the keys are on {self.device}: "
-                              "create tensors on the keys' device and move held data in to(device)")
+            self.fail(
+                method,
+                f"{what} a tensor on {value.device}, the keys are on {self.device}: "
+                "create tensors on the keys' device and move held data in to(device)",
+            )
         return value
 
     def expect_finite(self, method: str, value: torch.Tensor, what: str = "returned") -> None:
@@ -257,16 +288,19 @@ class _Checker:
                 index = self.call(f"family_index {where}", self.family.family_index, tasks)
                 index = self.expect(f"family_index {where}", index, (n,), torch.int64)
                 if ((index < 0) | (index >= len(self.names))).any():
-                    self.fail(f"family_index {where}", f"returned {index.tolist()}, expected indices into "
-                                                       f"families() = {self.names}")
+                    self.fail(
+                        f"family_index {where}",
+                        f"returned {index.tolist()}, expected indices into families() = {self.names}",
+                    )
                 self.check_methods(tasks, keys, split, n, where)
                 if n == max(self.sizes) and n > 1:
                     for row in range(n):
                         alone = self.sample(keys[row : row + 1], split, f"(n=1, split={split!r})")
                         for name, value in tasks.items():
                             if name in alone:
-                                self.expect_same(f"sample {where}", value[row : row + 1], alone[name], row, n,
-                                                 f"field {name!r}")
+                                self.expect_same(
+                                    f"sample {where}", value[row : row + 1], alone[name], row, n, f"field {name!r}"
+                                )
                         self.check_row(tasks, keys, split, n, row, where)
         if not self.quick:
             self.check_key_width(self.splits[0])
@@ -288,23 +322,33 @@ class _Checker:
 
     def expect_task_data(self, method: str, tasks: Any, n: int, what: str) -> None:
         if not isinstance(tasks, dict) or not tasks:
-            self.fail(method, f"returned {type(tasks).__name__} {tasks!r:.80}, expected {what}: a non-empty dict "
-                              "of tensors whose leading dimension is the number of keys")
+            self.fail(
+                method,
+                f"returned {type(tasks).__name__} {tasks!r:.80}, expected {what}: a non-empty dict "
+                "of tensors whose leading dimension is the number of keys",
+            )
         for name, value in tasks.items():
             if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-                self.fail(method, f"field {name!r} is a {type(value).__name__}, expected a tensor ({what} is a "
-                                  "flat dict of tensors)")
+                self.fail(
+                    method,
+                    f"field {name!r} is a {type(value).__name__}, expected a tensor ({what} is a flat dict of tensors)",
+                )
             if value.dim() == 0 or value.shape[0] != n:
-                self.fail(method, f"field {name!r} has shape {tuple(value.shape)}; every field needs the number of "
-                                  f"keys, n = {n}, as its leading dimension")
+                self.fail(
+                    method,
+                    f"field {name!r} has shape {tuple(value.shape)}; every field needs the number of "
+                    f"keys, n = {n}, as its leading dimension",
+                )
             self.expect(method, value, tuple(value.shape), None, what=f"field {name!r} is")
 
     def require(self, method: str, tasks: TaskData, fields: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
         """``tasks`` must hold every field of ``fields`` (name -> shape, dtype)."""
         missing = [name for name in fields if name not in tasks]
         if missing:
-            self.fail(method, f"is missing the required field(s) {missing}: every {ENV_IDS[self.kind]} task "
-                              f"carries {tuple(fields)}")
+            self.fail(
+                method,
+                f"is missing the required field(s) {missing}: every {ENV_IDS[self.kind]} task carries {tuple(fields)}",
+            )
         for name, (shape, dtype) in fields.items():
             self.expect(method, tasks[name], shape, dtype, what=f"field {name!r} has")
 
@@ -361,31 +405,46 @@ class _LRChecker(_Checker):
     def init(self, tasks: TaskData, keys: torch.Tensor, n: int, where: str) -> torch.Tensor:
         method, p = f"init_params {where}", self.param_dim
         params = self.call(method, self.family.init_params, tasks, keys)
-        if isinstance(params, torch.Tensor) and (tuple(params.shape) == (p,) or (n > 1 and tuple(params.shape) == (1, p))):
-            self.fail(method, f"returned shape {tuple(params.shape)}, expected (n, P) = {(n, p)}: one parameter "
-                              f"row per problem; a shared {tuple(params.shape)} vector would be broadcast to every row")
+        if isinstance(params, torch.Tensor) and (
+            tuple(params.shape) == (p,) or (n > 1 and tuple(params.shape) == (1, p))
+        ):
+            self.fail(
+                method,
+                f"returned shape {tuple(params.shape)}, expected (n, P) = {(n, p)}: one parameter "
+                f"row per problem; a shared {tuple(params.shape)} vector would be broadcast to every row",
+            )
         self.expect(method, params, (n, p), torch.float32, hint=" (n problems, P = param_dim)")
         if n > 1 and params.stride(0) == 0:
-            self.fail(method, "returned a broadcast view (stride 0 along the rows, e.g. from expand()): every "
-                              "problem must own its parameter row; return a new tensor (e.g. .clone() or .repeat())")
+            self.fail(
+                method,
+                "returned a broadcast view (stride 0 along the rows, e.g. from expand()): every "
+                "problem must own its parameter row; return a new tensor (e.g. .clone() or .repeat())",
+            )
         if params.requires_grad:
-            self.fail(method, "returned a tensor attached to an autograd graph (requires_grad=True); return plain "
-                              "data (detach() it)")
+            self.fail(
+                method,
+                "returned a tensor attached to an autograd graph (requires_grad=True); return plain data (detach() it)",
+            )
         self.expect_finite(method, params)
         return params
 
     def losses(
         self, params: torch.Tensor, tasks: TaskData, keys: torch.Tensor, n: int, where: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scalar_hint = ": one loss per problem; reduce over each problem's data (e.g. .mean(-1)), never over the problems"
+        scalar_hint = (
+            ": one loss per problem; reduce over each problem's data (e.g. .mean(-1)), never over the problems"
+        )
         method = f"loss {where}"
         loss = self.call(method, self.family.loss, params, tasks, "train")
         self.expect(method, loss, (n,), torch.float32, hint=scalar_hint)
         self.expect_finite(method, loss, "returned, at the initial parameters,")
         if (loss <= 0).any():
-            self.fail(method, f"is {loss.tolist()} at the initial parameters: zero or negative in rows {_rows(loss <= 0)}; "
-                              "the LR environment measures progress relative to the initial loss (log L / L_0), "
-                              "so it must be positive (start away from the optimum, or add a constant)")
+            self.fail(
+                method,
+                f"is {loss.tolist()} at the initial parameters: zero or negative in rows {_rows(loss <= 0)}; "
+                "the LR environment measures progress relative to the initial loss (log L / L_0), "
+                "so it must be positive (start away from the optimum, or add a constant)",
+            )
         if self.family.has_validation:
             val = self.call(f"loss(split='val') {where}", self.family.loss, params, tasks, "val")
             self.expect(f"loss(split='val') {where}", val, (n,), torch.float32, hint=scalar_hint)
@@ -407,9 +466,12 @@ class _LRChecker(_Checker):
         with torch.enable_grad():
             graph = self.call(method, self.family.minibatch_loss, leaf, tasks, batch_keys)
             if not isinstance(graph, torch.Tensor) or graph.grad_fn is None:
-                self.fail(method, "is detached from params (its result has no grad_fn, so no gradient reaches the "
-                                  "parameters): compute it from params with differentiable torch operations; no "
-                                  ".detach(), .item(), .numpy() or torch.no_grad() on the way")
+                self.fail(
+                    method,
+                    "is detached from params (its result has no grad_fn, so no gradient reaches the "
+                    "parameters): compute it from params with differentiable torch operations; no "
+                    ".detach(), .item(), .numpy() or torch.no_grad() on the way",
+                )
             (autograd,) = torch.autograd.grad(graph.sum(), leaf, allow_unused=True)
         if autograd is None:
             self.fail(method, "does not depend on params (autograd finds no path from the loss to the parameters)")
@@ -421,26 +483,37 @@ class _LRChecker(_Checker):
         self.expect(method, grad, (n, p), torch.float32, what="returned a gradient of")
         self.expect_finite(method, grad, "returned a gradient with")
         if not _same(value, minibatch, self.rtol, self.atol):
-            self.fail(method, f"returned the loss {value.tolist()}, but minibatch_loss gives {minibatch.tolist()} "
-                              "with the same keys")
+            self.fail(
+                method,
+                f"returned the loss {value.tolist()}, but minibatch_loss gives {minibatch.tolist()} with the same keys",
+            )
         if not self.quick:
             scale = autograd.norm(dim=-1, keepdim=True) + 1e-6
             if ((grad - autograd).norm(dim=-1, keepdim=True) > 1e-3 * scale).any():
-                self.fail(method, f"returned a gradient that differs from autograd's gradient of minibatch_loss (largest "
-                                  f"difference {_max_difference(grad, autograd):.3g}): a closed-form gradient must be "
-                                  "the gradient of minibatch_loss")
+                self.fail(
+                    method,
+                    f"returned a gradient that differs from autograd's gradient of minibatch_loss (largest "
+                    f"difference {_max_difference(grad, autograd):.3g}): a closed-form gradient must be "
+                    "the gradient of minibatch_loss",
+                )
 
         method = f"loss_and_paired_grads {where}"
         full, grads = self.call(method, self.family.loss_and_paired_grads, params, tasks, batch_keys, other_keys)
         self.expect(method, full, (n,), torch.float32, what="returned a loss of")
-        self.expect(method, grads, (n, 2, p), torch.float32, what="returned gradients of",
-                    hint=" (n, the two minibatches, P)")
+        self.expect(
+            method, grads, (n, 2, p), torch.float32, what="returned gradients of", hint=" (n, the two minibatches, P)"
+        )
         self.expect_finite(method, grads, "returned gradients with")
         if not _same(full, loss, self.rtol, self.atol):
-            self.fail(method, f"returned the loss {full.tolist()}, but loss(params, tasks, 'train') gives {loss.tolist()}")
+            self.fail(
+                method, f"returned the loss {full.tolist()}, but loss(params, tasks, 'train') gives {loss.tolist()}"
+            )
         if not _same(grads[:, 0], grad, self.rtol, self.atol):
-            self.fail(method, "returned a first gradient that differs from minibatch_loss_and_grad with the same keys "
-                              f"(largest difference {_max_difference(grads[:, 0], grad):.3g})")
+            self.fail(
+                method,
+                "returned a first gradient that differs from minibatch_loss_and_grad with the same keys "
+                f"(largest difference {_max_difference(grads[:, 0], grad):.3g})",
+            )
         self._params, self._loss, self._minibatch = params, loss, minibatch
 
     def check_row(self, tasks: TaskData, keys: torch.Tensor, split: str, n: int, row: int, where: str) -> None:
@@ -460,7 +533,10 @@ class _LRChecker(_Checker):
         return [
             *super().keyed_draws(split),
             ("init_params", lambda keys: self.call("init_params", self.family.init_params, tasks, keys).detach()),
-            ("minibatch_loss", lambda keys: self.call("minibatch_loss", self.family.minibatch_loss, params, tasks, keys)),
+            (
+                "minibatch_loss",
+                lambda keys: self.call("minibatch_loss", self.family.minibatch_loss, params, tasks, keys),
+            ),
         ]
 
 
@@ -471,25 +547,33 @@ class _StreamChecker(_Checker):
         self.max_regimes = _positive_int_attribute(self, "max_regimes", "the most regimes a task has")
         names = getattr(self.family, "param_names", None)
         if not isinstance(names, tuple) or not all(isinstance(v, str) for v in names):
-            raise TaskFamilyError(self.family, "param_names",
-                                  f"is {names!r}; set it to a tuple of names, the columns of regime_params")
+            raise TaskFamilyError(
+                self.family, "param_names", f"is {names!r}; set it to a tuple of names, the columns of regime_params"
+            )
         extra = getattr(self.family, "extra_fields", None)
         if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in extra.items()):
-            raise TaskFamilyError(self.family, "extra_fields",
-                                  f"is {extra!r}; set it to a dict: episode field name -> int fill value")
+            raise TaskFamilyError(
+                self.family, "extra_fields", f"is {extra!r}; set it to a dict: episode field name -> int fill value"
+            )
         self.param_names: tuple[str, ...] = names
         self.extra_fields: dict[str, int] = extra
 
     def check_required(self, method: str, tasks: TaskData, n: int) -> None:
-        self.require(method, tasks, {
-            "family": ((n,), torch.int64),
-            "num_regimes": ((n,), torch.int64),
-            "regime_params": ((n, self.max_regimes, len(self.param_names)), torch.float32),
-        })
+        self.require(
+            method,
+            tasks,
+            {
+                "family": ((n,), torch.int64),
+                "num_regimes": ((n,), torch.int64),
+                "regime_params": ((n, self.max_regimes, len(self.param_names)), torch.float32),
+            },
+        )
         count = tasks["num_regimes"]
         if ((count < 1) | (count > self.max_regimes)).any():
-            self.fail(method, f"field 'num_regimes' is {count.tolist()}, expected values in 1..max_regimes = "
-                              f"1..{self.max_regimes}")
+            self.fail(
+                method,
+                f"field 'num_regimes' is {count.tolist()}, expected values in 1..max_regimes = 1..{self.max_regimes}",
+            )
         self.expect_finite(method, tasks["regime_params"], "field 'regime_params' has")
 
     def episode(self, tasks: TaskData, keys: torch.Tensor, n: int, where: str) -> TaskData:
@@ -500,8 +584,11 @@ class _StreamChecker(_Checker):
         fields.update(dict.fromkeys(self.extra_fields, ((n, length), torch.int64)))
         missing = [name for name in fields if name not in out]
         if missing:
-            self.fail(method, f"is missing the required field(s) {missing}: every {ENV_IDS[self.kind]} episode "
-                              f"carries {tuple(fields)} (the last ones from extra_fields)")
+            self.fail(
+                method,
+                f"is missing the required field(s) {missing}: every {ENV_IDS[self.kind]} episode "
+                f"carries {tuple(fields)} (the last ones from extra_fields)",
+            )
         for name, (shape, dtype) in fields.items():
             self.expect(method, out[name], shape, dtype, what=f"field {name!r} has")
         self.expect_finite(method, out["values"], "field 'values' has")
@@ -517,11 +604,17 @@ class _StreamChecker(_Checker):
         again = self.call(f"realise {where}", self.family.realise, tasks, episode_keys, self.length)
         for name, value in self._episode.items():
             if not _same(value, again.get(name, value[:0]), 0.0, 0.0):
-                self.fail(f"realise {where}", f"two calls with the same tasks and episode keys gave different "
-                                              f"episodes (field {name!r}): draw randomness only from the keys")
+                self.fail(
+                    f"realise {where}",
+                    f"two calls with the same tasks and episode keys gave different "
+                    f"episodes (field {name!r}): draw randomness only from the keys",
+                )
         method = f"sample_stream {where}"
         stream = self.call(method, self.family.sample_stream, keys, episode_keys, self.length, split)
-        for name, value in {**{k: tasks[k] for k in ("family", "num_regimes", "regime_params")}, **self._episode}.items():
+        for name, value in {
+            **{k: tasks[k] for k in ("family", "num_regimes", "regime_params")},
+            **self._episode,
+        }.items():
             if name not in stream or not _same(stream[name], value, self.rtol, self.atol):
                 self.fail(method, f"field {name!r} differs from sample followed by realise")
 
@@ -547,22 +640,29 @@ class _ObjectiveChecker(_Checker):
 
     def check_required(self, method: str, tasks: TaskData, n: int) -> None:
         d = self.max_dim
-        self.require(method, tasks, {
-            "dim": ((n,), torch.int64),
-            "f_opt": ((n,), torch.float32),
-            "f_ref": ((n,), torch.float32),
-            "exact_optimum": ((n,), torch.bool),
-            "x_opt": ((n, d), torch.float32),
-            "family": ((n,), torch.int64),
-        })
+        self.require(
+            method,
+            tasks,
+            {
+                "dim": ((n,), torch.int64),
+                "f_opt": ((n,), torch.float32),
+                "f_ref": ((n,), torch.float32),
+                "exact_optimum": ((n,), torch.bool),
+                "x_opt": ((n, d), torch.float32),
+                "family": ((n,), torch.int64),
+            },
+        )
         dim = tasks["dim"]
         if ((dim < 1) | (dim > d)).any():
             self.fail(method, f"field 'dim' is {dim.tolist()}, expected values in 1..max_dim = 1..{d}")
         for name in ("f_opt", "f_ref", "x_opt"):
             self.expect_finite(method, tasks[name], f"field {name!r} has")
         if (tasks["f_ref"] <= tasks["f_opt"]).any():
-            self.fail(method, f"field 'f_ref' must exceed 'f_opt' (regrets are normalized by f_ref - f_opt), "
-                              f"but not in rows {_rows(tasks['f_ref'] <= tasks['f_opt'])}")
+            self.fail(
+                method,
+                f"field 'f_ref' must exceed 'f_opt' (regrets are normalized by f_ref - f_opt), "
+                f"but not in rows {_rows(tasks['f_ref'] <= tasks['f_opt'])}",
+            )
         if (tasks["x_opt"].abs() > 1).any():
             self.fail(method, "field 'x_opt' leaves the cube [-1, 1]^max_dim")
 
@@ -581,8 +681,11 @@ class _ObjectiveChecker(_Checker):
             self.expect(method, value, (n,), torch.float32, hint=": one value per objective")
             if not torch.isfinite(value).all():
                 row = int((~torch.isfinite(value)).nonzero()[0])
-                self.fail(method, f"returned non-finite values (NaN or inf), e.g. {value[row].item()} at "
-                                  f"x = {points[row, j].tolist()} (row {row})")
+                self.fail(
+                    method,
+                    f"returned non-finite values (NaN or inf), e.g. {value[row].item()} at "
+                    f"x = {points[row, j].tolist()} (row {row})",
+                )
             per_point.append(value)
         return torch.stack(per_point, dim=1)
 
@@ -600,13 +703,19 @@ class _ObjectiveChecker(_Checker):
         off = (at_optimum - f_opt).abs() > tolerance
         if off.any():
             row = int(off.nonzero()[0])
-            self.fail(method, f"evaluate(x_opt) = {at_optimum[row].item():.6g} but f_opt = {f_opt[row].item():.6g} "
-                              f"(row {row}): x_opt must be a point where the objective takes the value f_opt")
+            self.fail(
+                method,
+                f"evaluate(x_opt) = {at_optimum[row].item():.6g} but f_opt = {f_opt[row].item():.6g} "
+                f"(row {row}): x_opt must be a point where the objective takes the value f_opt",
+            )
         if not self.quick:
             below = (self._values < (f_opt - tolerance).unsqueeze(-1)).any(1) & tasks["exact_optimum"]
             if below.any():
-                self.fail(method, f"returned values below f_opt in rows {_rows(below)}, whose exact_optimum is True: "
-                                  "f_opt must be the global minimum (or set exact_optimum to False)")
+                self.fail(
+                    method,
+                    f"returned values below f_opt in rows {_rows(below)}, whose exact_optimum is True: "
+                    "f_opt must be the global minimum (or set exact_optimum to False)",
+                )
 
     def check_row(self, tasks: TaskData, keys: torch.Tensor, split: str, n: int, row: int, where: str) -> None:
         sub = take(tasks, torch.arange(row, row + 1, device=self.device))

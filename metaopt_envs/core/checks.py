@@ -55,8 +55,13 @@ def _inside(x: float, low: float | None, high: float | None, low_open: bool, hig
 
 
 def finite_float(
-    name: str, value: Any, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False, note: str = "",
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str = "",
 ) -> float:
     """A finite real number (int or float, not bool), optionally inside [low, high] (ends open if asked)."""
     bounds = _interval(low, high, low_open, high_open)
@@ -91,8 +96,14 @@ def choice(name: str, value: T, allowed: tuple[T, ...]) -> T:
 
 
 def float_pair(
-    name: str, value: Any, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False, note: str = "", strict: bool = True,
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str = "",
+    strict: bool = True,
 ) -> tuple[float, float]:
     """A ``(low, high)`` pair of finite numbers with ``low < high`` (``low <= high`` unless ``strict``),
     both inside the given bounds."""
@@ -103,8 +114,11 @@ def float_pair(
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     first, second = value
     for x in (first, second):
-        if _is_bool(x) or not isinstance(x, numbers.Real) or not math.isfinite(x) or not _inside(
-            float(x), low, high, low_open, high_open
+        if (
+            _is_bool(x)
+            or not isinstance(x, numbers.Real)
+            or not math.isfinite(x)
+            or not _inside(float(x), low, high, low_open, high_open)
         ):
             raise ValueError(f"{name} must be {allowed}, got {tuple(value)!r}")
     if not (first < second if strict else first <= second):
@@ -166,7 +180,11 @@ def seeds(value: Any, count: int) -> list[int]:
 
 
 def actions(
-    value: Any, num_envs: int, space: gym.spaces.Box, device: torch.device, batched: bool = True,
+    value: Any,
+    num_envs: int,
+    space: gym.spaces.Box,
+    device: torch.device,
+    batched: bool = True,
 ) -> torch.Tensor:
     """Checked actions ``(num_envs, *space.shape)`` float32 on ``device``, clipped into ``space``.
 
@@ -184,8 +202,11 @@ def actions(
                 f"{label} must not require grad (the environment is not differentiable); pass {label}.detach()"
             )
         tensor = value
-        kind = "f" if tensor.is_floating_point() else ("b" if tensor.dtype == torch.bool else (
-            "c" if tensor.is_complex() else "i"))
+        kind = (
+            "f"
+            if tensor.is_floating_point()
+            else ("b" if tensor.dtype == torch.bool else ("c" if tensor.is_complex() else "i"))
+        )
         dtype_name = str(tensor.dtype)
     else:
         try:

@@ -87,7 +87,11 @@ def check_keys(keys: torch.Tensor, label: str = "keys") -> torch.Tensor:
 
 
 def check_range(
-    label: str, value: Any, low: float | None = None, high: float | None = None, integer: bool = False,
+    label: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
     low_open: bool = False,
 ) -> tuple[Any, Any]:
     """A range ``(low, high)`` with ``low <= high`` (a single value when equal), both ends inside the

@@ -106,7 +106,9 @@ class TaskMixture(TaskFamily, Generic[MemberT]):
             raise ValueError(f"{expected}: {error}") from None
         nested = [describe(m) for m in self.members if isinstance(m, TaskMixture)]
         if nested:
-            raise ValueError(f"members must not contain a mixture (a mixture's rows name its own members), got {nested}")
+            raise ValueError(
+                f"members must not contain a mixture (a mixture's rows name its own members), got {nested}"
+            )
         self.weights = check_weights(weights, len(self.members))
         self.cumulative = torch.tensor(self.weights, dtype=torch.float64).cumsum(0) / sum(self.weights)
         # Each member's fields (trailing shape, dtype), from one sampled task.

@@ -35,9 +35,7 @@ _BUILT_IN: dict[str, set[str]] = {kind: set() for kind in KINDS}
 """The names the package ships (tested by its own suite): environments skip the checker for them."""
 
 
-def register_task_family(
-    kind: str, name: str, factory: Callable[..., TaskFamily], *, built_in: bool = False
-) -> None:
+def register_task_family(kind: str, name: str, factory: Callable[..., TaskFamily], *, built_in: bool = False) -> None:
     """Register ``factory`` (a family class, or any callable returning a family) as ``name`` of ``kind``.
 
     ``make_task_family(kind, name, **kwargs)`` then returns ``factory(**kwargs)``,
@@ -86,7 +84,8 @@ def make_task_family(kind: str, task_family: str | TaskFamily = "mixture", **kwa
         if task_family.kind != kind:
             raise ValueError(
                 f"task_family must be a task family of kind {kind!r} (for {ENV_IDS[kind]}), got "
-                f"{describe(task_family)} of kind {task_family.kind!r}; subclass {_FAMILY_MODULES[kind]}.{_base_name(kind)}"
+                f"{describe(task_family)} of kind {task_family.kind!r}; "
+                f"subclass {_FAMILY_MODULES[kind]}.{_base_name(kind)}"
             )
         if kwargs:
             raise ValueError(

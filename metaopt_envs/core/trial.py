@@ -71,8 +71,11 @@ class RL2TrialCore(BatchedCore):
         self.new_episode[rows] = 1.0
 
     def observe(self) -> torch.Tensor:
-        extra = [self.previous_action, self.previous_reward.clamp(-REWARD_BOUND, REWARD_BOUND).unsqueeze(-1),
-                 self.new_episode.unsqueeze(-1)]
+        extra = [
+            self.previous_action,
+            self.previous_reward.clamp(-REWARD_BOUND, REWARD_BOUND).unsqueeze(-1),
+            self.new_episode.unsqueeze(-1),
+        ]
         return torch.cat([self.core.observe(), *extra], dim=-1)
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:

@@ -44,7 +44,10 @@ class CoreVectorEnv(VectorEnv):
     core_class: ClassVar[CoreConstructor]
 
     def __init__(
-        self, num_envs: int = 1, episodes_per_trial: int | None = None, max_episode_steps: int | None = None,
+        self,
+        num_envs: int = 1,
+        episodes_per_trial: int | None = None,
+        max_episode_steps: int | None = None,
         **core_kwargs: Any,
     ) -> None:
         if max_episode_steps is not None:

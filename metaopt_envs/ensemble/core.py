@@ -46,7 +46,7 @@ def _ema_closed_form(x: torch.Tensor, rate: float) -> torch.Tensor:
 
 def _expert_regime(name: str) -> int:
     try:
-        regime = int(name[len("expert"):])
+        regime = int(name[len("expert") :])
     except ValueError:
         regime = -1
     if regime < 0:
@@ -88,8 +88,10 @@ class EnsembleCore(BatchedCore):
         logit_scale = checks.finite_float("logit_scale", logit_scale, low=0.0, high=1e3, low_open=True, high_open=True)
         loss_clip = checks.finite_float("loss_clip", loss_clip, low=0.0, low_open=True)
         forecaster_window = checks.integer("forecaster_window", forecaster_window, minimum=8)
-        if isinstance(forecasters, str) or not isinstance(forecasters, (tuple, list)) or not all(
-            isinstance(name, str) for name in forecasters
+        if (
+            isinstance(forecasters, str)
+            or not isinstance(forecasters, (tuple, list))
+            or not all(isinstance(name, str) for name in forecasters)
         ):
             raise ValueError(
                 "forecasters must be a list or tuple of at least 2 forecaster names (e.g. ('last', 'ma4', 'ar2'); "
@@ -158,7 +160,9 @@ class EnsembleCore(BatchedCore):
             return
         self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split])
         task_key = self.task_key[index]
-        stream = self.family.sample_stream(task_key, rng.fold(task_key, 1, self.inner_episode[index]), self.length, self.split)
+        stream = self.family.sample_stream(
+            task_key, rng.fold(task_key, 1, self.inner_episode[index]), self.length, self.split
+        )
         values = stream["values"].to(torch.float32)
         forecasts = self._forecast(values, stream)
         self.values[index], self.regime[index] = values, stream["regime"]

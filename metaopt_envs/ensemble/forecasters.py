@@ -253,7 +253,12 @@ def _windowed(values: torch.Tensor, parsed: list[Forecaster], window: int, out: 
 
 
 def _ar_block(
-    p: int, window: int, t0: int, t1: int, x: Callable[[int], torch.Tensor], cum_x: _Cumulative,
+    p: int,
+    window: int,
+    t0: int,
+    t1: int,
+    x: Callable[[int], torch.Tensor],
+    cum_x: _Cumulative,
     cum_prod: list[_Cumulative],
 ) -> torch.Tensor:
     """Ridge AR(p) forecasts (of the shifted series) for the steps ``[t0, t1)``: ``(n, t1 - t0)``.

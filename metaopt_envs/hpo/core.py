@@ -31,7 +31,11 @@ def feature_names(max_dim: int) -> tuple[str, ...]:
     return (
         *(f"x[{i}]" for i in range(max_dim)),
         *(f"mask[{i}]" for i in range(max_dim)),
-        "value", "log10_value", "best", "log10_best", "budget_used",
+        "value",
+        "log10_value",
+        "best",
+        "log10_best",
+        "budget_used",
     )
 
 
@@ -60,7 +64,9 @@ class HPOCore(BatchedCore):
         num_envs = checks.integer("num_envs", num_envs)
         budget = checks.integer("budget", budget, note="evaluations per episode")
         checks.choice("reward_mode", reward_mode, REWARD_MODES)
-        regret_floor = checks.finite_float("regret_floor", regret_floor, low=0.0, high=1.0, low_open=True, high_open=True)
+        regret_floor = checks.finite_float(
+            "regret_floor", regret_floor, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
         self.family = _objective_family(env_task_family("hpo", task_family, task_family_kwargs, self.device))
@@ -73,9 +79,13 @@ class HPOCore(BatchedCore):
             d = checks.integer("max_dim", max_dim, minimum=d, note="the family's largest dimension or more")
         self.max_dim = d
         self.observation_names = feature_names(d)
-        low = np.concatenate([-np.ones(d), np.zeros(d), [VALUE_CLIP[0], self.log_floor, VALUE_CLIP[0], self.log_floor, 0.0]])
+        low = np.concatenate(
+            [-np.ones(d), np.zeros(d), [VALUE_CLIP[0], self.log_floor, VALUE_CLIP[0], self.log_floor, 0.0]]
+        )
         high = np.concatenate([np.ones(d), np.ones(d), [VALUE_CLIP[1], 1.0, VALUE_CLIP[1], 1.0, 1.0]])
-        self.single_observation_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.single_observation_space = gym.spaces.Box(
+            low.astype(np.float32), high.astype(np.float32), dtype=np.float32
+        )
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (d,), dtype=np.float32)
 
         b, dev = self.num_envs, self.device
@@ -111,9 +121,12 @@ class HPOCore(BatchedCore):
         value = self.value.clamp(*VALUE_CLIP)
         best = self.best.clamp(*VALUE_CLIP)
         columns = [
-            self.x, self.mask,
-            value.unsqueeze(-1), self._log(value).clamp(max=1.0).unsqueeze(-1),
-            best.unsqueeze(-1), self._log(best).clamp(max=1.0).unsqueeze(-1),
+            self.x,
+            self.mask,
+            value.unsqueeze(-1),
+            self._log(value).clamp(max=1.0).unsqueeze(-1),
+            best.unsqueeze(-1),
+            self._log(best).clamp(max=1.0).unsqueeze(-1),
             (self.t.to(torch.float32) / self.budget).unsqueeze(-1),
         ]
         return torch.cat(columns, dim=-1)

@@ -104,7 +104,9 @@ class LRCore(BatchedCore):
         )
         self.log_max_change = math.log(max_lr_change)
         if observe_validation and not self.family.has_validation:
-            raise ValueError(f"observe_validation=True needs a family with validation data; {self.family.name!r} has none")
+            raise ValueError(
+                f"observe_validation=True needs a family with validation data; {self.family.name!r} has none"
+            )
         self.observe_validation = observe_validation
         self.divergence_threshold, self.divergence_penalty = divergence_threshold, divergence_penalty
         self.loss_floor = loss_floor
@@ -156,7 +158,13 @@ class LRCore(BatchedCore):
             params = self.family.init_params(tasks, dynamics.init_key(task_key, inner_episode))
         log_lr = torch.full((index.numel(),), self.initial_log_lr, device=self.device)
         fresh = dynamics.start(
-            self.family, self.optimizer, params, tasks, self.run_key[index], log_lr, self.observe_validation,
+            self.family,
+            self.optimizer,
+            params,
+            tasks,
+            self.run_key[index],
+            log_lr,
+            self.observe_validation,
             self.chunk_size,
         )
         self.state = fresh if every else _put_rows(self.state, index, fresh)
@@ -180,8 +188,16 @@ class LRCore(BatchedCore):
             log_lr = (self.state.log_lr + action * self.log_max_change).clamp(self.log_lr_low, self.log_lr_high)
         start_loss = self.state.loss
         self.state = state = dynamics.step(
-            self.state, log_lr, self.family, self.optimizer, self.tasks, self.run_key, self.action_every,
-            self.observe_validation, self.divergence_threshold, self.chunk_size,
+            self.state,
+            log_lr,
+            self.family,
+            self.optimizer,
+            self.tasks,
+            self.run_key,
+            self.action_every,
+            self.observe_validation,
+            self.divergence_threshold,
+            self.chunk_size,
         )
         diverged = state.diverged
         floor = self.loss_floor * state.initial_loss

@@ -84,7 +84,11 @@ class Measurement(NamedTuple):
 
 
 def _measure_block(
-    family: LRTaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
+    family: LRTaskFamily,
+    params: torch.Tensor,
+    tasks: TaskData,
+    run_key: torch.Tensor,
+    inner_step: torch.Tensor,
     observe_validation: bool,
 ) -> Measurement:
     key_a, key_b = minibatch_keys(run_key, inner_step)
@@ -98,8 +102,13 @@ def _measure_block(
 
 
 def measure(
-    family: LRTaskFamily, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor, inner_step: torch.Tensor,
-    observe_validation: bool = False, chunk_size: int | None = None,
+    family: LRTaskFamily,
+    params: torch.Tensor,
+    tasks: TaskData,
+    run_key: torch.Tensor,
+    inner_step: torch.Tensor,
+    observe_validation: bool = False,
+    chunk_size: int | None = None,
 ) -> Measurement:
     """Loss, mean minibatch gradient, noise ratio and validation loss at ``params: (B, P)``.
 
@@ -113,10 +122,16 @@ def measure(
     parts = []
     for start in range(0, count, chunk_size):
         block = slice(start, start + chunk_size)  # views: no copy of the task data
-        parts.append(_measure_block(
-            family, params[block], {name: value[block] for name, value in tasks.items()}, run_key[block],
-            inner_step[block], observe_validation,
-        ))
+        parts.append(
+            _measure_block(
+                family,
+                params[block],
+                {name: value[block] for name, value in tasks.items()},
+                run_key[block],
+                inner_step[block],
+                observe_validation,
+            )
+        )
     return Measurement(*(torch.cat(column) for column in zip(*parts)))
 
 
@@ -152,25 +167,50 @@ class LRState(NamedTuple):
 
 
 def start(
-    family: LRTaskFamily, optimizer: InnerOptimizer, params: torch.Tensor, tasks: TaskData, run_key: torch.Tensor,
-    log_lr: torch.Tensor, observe_validation: bool = False, chunk_size: int | None = None,
+    family: LRTaskFamily,
+    optimizer: InnerOptimizer,
+    params: torch.Tensor,
+    tasks: TaskData,
+    run_key: torch.Tensor,
+    log_lr: torch.Tensor,
+    observe_validation: bool = False,
+    chunk_size: int | None = None,
 ) -> LRState:
     """The state of a fresh inner run at ``params: (B, P)`` with rate ``exp(log_lr: (B,))`` (inner step 0)."""
     inner_step = torch.zeros_like(run_key)
     m = measure(family, params, tasks, run_key, inner_step, observe_validation, chunk_size)
     zeros = torch.zeros_like(m.loss)
     return LRState(
-        params=params, opt_state=optimizer.init(params), inner_step=inner_step, log_lr=log_lr,
-        initial_loss=m.loss, loss=m.loss, previous_loss=m.loss, initial_val_loss=m.val_loss, val_loss=m.val_loss,
-        grad=m.grad, grad_norm=m.grad_norm, previous_grad_norm=zeros, initial_grad_norm=m.grad_norm,
-        noise_ratio=m.noise_ratio, grad_dot_previous_grad=zeros, grad_dot_previous_update=zeros,
-        previous_update_norm=zeros, diverged=torch.zeros_like(m.loss, dtype=torch.bool),
+        params=params,
+        opt_state=optimizer.init(params),
+        inner_step=inner_step,
+        log_lr=log_lr,
+        initial_loss=m.loss,
+        loss=m.loss,
+        previous_loss=m.loss,
+        initial_val_loss=m.val_loss,
+        val_loss=m.val_loss,
+        grad=m.grad,
+        grad_norm=m.grad_norm,
+        previous_grad_norm=zeros,
+        initial_grad_norm=m.grad_norm,
+        noise_ratio=m.noise_ratio,
+        grad_dot_previous_grad=zeros,
+        grad_dot_previous_update=zeros,
+        previous_update_norm=zeros,
+        diverged=torch.zeros_like(m.loss, dtype=torch.bool),
     )
 
 
 def inner_step(
-    state: LRState, family: LRTaskFamily, optimizer: InnerOptimizer, tasks: TaskData, run_key: torch.Tensor,
-    lr: torch.Tensor, observe_validation: bool = False, divergence_threshold: float = 1e4,
+    state: LRState,
+    family: LRTaskFamily,
+    optimizer: InnerOptimizer,
+    tasks: TaskData,
+    run_key: torch.Tensor,
+    lr: torch.Tensor,
+    observe_validation: bool = False,
+    divergence_threshold: float = 1e4,
     chunk_size: int | None = None,
 ) -> LRState:
     """One update at rate ``lr: (B,)`` and the measurement at the new parameters.
@@ -191,18 +231,34 @@ def inner_step(
         previous_update_norm = torch.linalg.vector_norm(update, dim=-1)
     bad = ~torch.isfinite(m.loss) | (m.loss > divergence_threshold * state.initial_loss) | ~torch.isfinite(m.grad_norm)
     return state._replace(
-        params=new_params, opt_state=opt_state, inner_step=step_index, previous_loss=state.loss, loss=m.loss,
-        val_loss=m.val_loss, grad=m.grad, previous_grad_norm=state.grad_norm, grad_norm=m.grad_norm,
-        noise_ratio=m.noise_ratio, grad_dot_previous_grad=grad_dot_previous_grad,
-        grad_dot_previous_update=grad_dot_previous_update, previous_update_norm=previous_update_norm,
+        params=new_params,
+        opt_state=opt_state,
+        inner_step=step_index,
+        previous_loss=state.loss,
+        loss=m.loss,
+        val_loss=m.val_loss,
+        grad=m.grad,
+        previous_grad_norm=state.grad_norm,
+        grad_norm=m.grad_norm,
+        noise_ratio=m.noise_ratio,
+        grad_dot_previous_grad=grad_dot_previous_grad,
+        grad_dot_previous_update=grad_dot_previous_update,
+        previous_update_norm=previous_update_norm,
         diverged=state.diverged | bad,
     )
 
 
 def step(
-    state: LRState, log_lr: torch.Tensor, family: LRTaskFamily, optimizer: InnerOptimizer, tasks: TaskData,
-    run_key: torch.Tensor, num_inner_steps: int = 1, observe_validation: bool = False,
-    divergence_threshold: float = 1e4, chunk_size: int | None = None,
+    state: LRState,
+    log_lr: torch.Tensor,
+    family: LRTaskFamily,
+    optimizer: InnerOptimizer,
+    tasks: TaskData,
+    run_key: torch.Tensor,
+    num_inner_steps: int = 1,
+    observe_validation: bool = False,
+    divergence_threshold: float = 1e4,
+    chunk_size: int | None = None,
 ) -> LRState:
     """One decision: set the rate to ``exp(log_lr: (B,))`` and take ``num_inner_steps`` inner steps.
 
@@ -212,7 +268,9 @@ def step(
     start_loss = state.loss
     state = state._replace(log_lr=log_lr)
     for _ in range(num_inner_steps):
-        state = inner_step(state, family, optimizer, tasks, run_key, lr, observe_validation, divergence_threshold, chunk_size)
+        state = inner_step(
+            state, family, optimizer, tasks, run_key, lr, observe_validation, divergence_threshold, chunk_size
+        )
     return state._replace(previous_loss=start_loss)
 
 
@@ -244,7 +302,10 @@ def map_tensors(fn: Callable[..., torch.Tensor], *states: LRState) -> LRState:
 
 # ---------------------------------------------------------------------- observation
 def features(
-    state: LRState, horizon: int, log_lr_range: tuple[float, float], loss_floor: float = 1e-6,
+    state: LRState,
+    horizon: int,
+    log_lr_range: tuple[float, float],
+    loss_floor: float = 1e-6,
     observe_validation: bool = False,
 ) -> torch.Tensor:
     """The observation ``(B, F)`` float32 of ``state``, clipped into the bounds of :func:`feature_spec`.
@@ -276,4 +337,3 @@ def features(
     obs_low = torch.tensor([lo for _, lo, _ in spec], device=obs.device)
     obs_high = torch.tensor([hi for _, _, hi in spec], device=obs.device)
     return torch.maximum(torch.minimum(obs, obs_high), obs_low)
-

@@ -148,9 +148,7 @@ def stable_ar2(key: torch.Tensor, shape: tuple[int, ...], max_modulus: float) ->
     return phi1.to(torch.float32), phi2.to(torch.float32)
 
 
-def ar2_recursion(
-    phi1: torch.Tensor, phi2: torch.Tensor, innovations: torch.Tensor, burn_in: int = 0
-) -> torch.Tensor:
+def ar2_recursion(phi1: torch.Tensor, phi2: torch.Tensor, innovations: torch.Tensor, burn_in: int = 0) -> torch.Tensor:
     """``x_t = phi1_t x_{t-1} + phi2_t x_{t-2} + e_t`` from ``x = 0``, all ``(n, L)``; returns
     ``(n, L - burn_in)``: the first ``burn_in`` steps only warm the state up.
 

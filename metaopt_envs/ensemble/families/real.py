@@ -54,8 +54,20 @@ from metaopt_envs.ensemble.families.base import (
 )
 
 _MACRO_GROWTH = ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi", "m1", "pop")
-_MACRO_COLUMNS = ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi", "m1", "tbilrate", "unemp",
-                  "pop", "infl", "realint")
+_MACRO_COLUMNS = (
+    "realgdp",
+    "realcons",
+    "realinv",
+    "realgovt",
+    "realdpi",
+    "cpi",
+    "m1",
+    "tbilrate",
+    "unemp",
+    "pop",
+    "infl",
+    "realint",
+)
 
 # name -> (statsmodels dataset, column, transform)
 SERIES_SPECS: dict[str, tuple[str, str, str]] = {

@@ -40,8 +40,9 @@ def _periods(periods: tuple[int, ...]) -> tuple[int, ...]:
     try:
         return tuple(checks.integer("periods", period, minimum=2) for period in periods)
     except ValueError:
-        raise ValueError(f"periods must be a non-empty list of ints >= 2 (seasonal periods in steps), "
-                         f"got {tuple(periods)!r}") from None
+        raise ValueError(
+            f"periods must be a non-empty list of ints >= 2 (seasonal periods in steps), got {tuple(periods)!r}"
+        ) from None
 
 
 class _SwitchingFamily(StreamFamily):

@@ -157,8 +157,13 @@ def sgd_curve(dataset: str, log10_alpha: float, log10_eta0: float, epochs: tuple
 
     x_tr, y_tr, x_va, y_va = load_split(dataset)
     regression = dataset in REGRESSION
-    kwargs = {"alpha": 10.0 ** log10_alpha, "eta0": 10.0 ** log10_eta0, "learning_rate": "constant",
-              "penalty": "l2", "random_state": MODEL_SEED}
+    kwargs = {
+        "alpha": 10.0**log10_alpha,
+        "eta0": 10.0**log10_eta0,
+        "learning_rate": "constant",
+        "penalty": "l2",
+        "random_state": MODEL_SEED,
+    }
     model = SGDRegressor(loss="squared_error", **kwargs) if regression else SGDClassifier(loss="log_loss", **kwargs)
     classes = None if regression else np.unique(y_tr)
     out, done, failed = [], 0, False

@@ -127,9 +127,7 @@ class SklearnTableFamily(ObjectiveFamily):
         self.values = torch.from_numpy(np.concatenate(values))
         self.pairs = torch.tensor(rows, dtype=torch.int64)  # (P, 4 + 3 * TABLE_DIM)
         self.pools = {
-            split: torch.tensor(
-                [i for i, row in enumerate(rows) if known[row[1]] in names], dtype=torch.int64
-            )
+            split: torch.tensor([i for i, row in enumerate(rows) if known[row[1]] in names], dtype=torch.int64)
             for split, names in self.split_datasets.items()
         }
         corners = list(itertools.product((0, 1), repeat=TABLE_DIM))
@@ -163,7 +161,7 @@ class SklearnTableFamily(ObjectiveFamily):
         # The minimizing vertex in table coordinates, then in input coordinates: x[perm[j]] = sign[j] u[j].
         u_opt = torch.where(sizes > 1, 2.0 * vertex / (sizes - 1).clamp_min(1) - 1.0, 0.0).to(torch.float32)
         x_opt = torch.zeros(n, k, device=device).scatter(1, perm, sign * u_opt)
-        flat = (pair[:, 2] + (vertex * strides).sum(1))
+        flat = pair[:, 2] + (vertex * strides).sum(1)
         tasks: ObjectiveTasks = {
             "dim": dim,
             "f_opt": self.values.to(device)[flat],

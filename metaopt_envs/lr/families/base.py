@@ -134,4 +134,3 @@ class LRTaskFamily(TaskFamily):
     def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""
         return loss / initial_loss.clamp_min(torch.finfo(loss.dtype).tiny)
-

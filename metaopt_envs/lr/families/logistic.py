@@ -36,8 +36,11 @@ class LogisticRegressionFamily(LRTaskFamily):
         signal_range: tuple[float, float] = (1.0, 10.0),
     ) -> None:
         self.num_features, self.num_train, self.num_val, self.batch_size = (
-            checks.integer(label, value) for label, value in (
-                ("num_features", num_features), ("num_train", num_train), ("num_val", num_val),
+            checks.integer(label, value)
+            for label, value in (
+                ("num_features", num_features),
+                ("num_train", num_train),
+                ("num_val", num_val),
                 ("batch_size", batch_size),
             )
         )

@@ -38,8 +38,11 @@ class MixtureFamily(TaskMixture[LRTaskFamily], LRTaskFamily):
         self.has_validation = all(member.has_validation for member in self.members)
 
     def _per_member(
-        self, tasks: TaskData, fn: Callable[[LRTaskFamily, torch.Tensor, TaskData], torch.Tensor],
-        out_shape: tuple[int, ...], like: torch.Tensor,
+        self,
+        tasks: TaskData,
+        fn: Callable[[LRTaskFamily, torch.Tensor, TaskData], torch.Tensor],
+        out_shape: tuple[int, ...],
+        like: torch.Tensor,
     ) -> torch.Tensor:
         """``fn(member, rows, member_tasks)`` for each member's rows, scattered into ``(n, *out_shape)``
         (``(n, P)`` outputs padded with zeros to the mixture's ``P``)."""
@@ -54,7 +57,9 @@ class MixtureFamily(TaskMixture[LRTaskFamily], LRTaskFamily):
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
         return self._per_member(
-            tasks, lambda member, rows, sub: member.init_params(sub, keys[rows]), (self.param_dim,),
+            tasks,
+            lambda member, rows, sub: member.init_params(sub, keys[rows]),
+            (self.param_dim,),
             torch.zeros((), device=keys.device),
         )
 
@@ -67,7 +72,8 @@ class MixtureFamily(TaskMixture[LRTaskFamily], LRTaskFamily):
         return self._per_member(
             tasks,
             lambda member, rows, sub: member.minibatch_loss(params[rows, : member.param_dim], sub, keys[rows]),
-            (), params,
+            (),
+            params,
         )
 
     def loss_and_paired_grads(

@@ -58,7 +58,8 @@ _NARROW = 16  # outputs narrower than this are computed transposed
 def _sizes(num_train: int, num_val: int, batch_size: int) -> tuple[int, int, int]:
     """The checked ``num_train``, ``num_val`` and ``batch_size`` (ints >= 1)."""
     return (
-        checks.integer("num_train", num_train), checks.integer("num_val", num_val),
+        checks.integer("num_train", num_train),
+        checks.integer("num_val", num_val),
         checks.integer("batch_size", batch_size),
     )
 
@@ -93,9 +94,7 @@ class MLPFamily(LRTaskFamily):
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
         # torch.nn.Linear's default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        bounds = torch.cat(
-            [torch.full((i * o + o,), 1.0 / math.sqrt(i), device=keys.device) for i, o in self.shapes]
-        )
+        bounds = torch.cat([torch.full((i * o + o,), 1.0 / math.sqrt(i), device=keys.device) for i, o in self.shapes])
         return (2.0 * rng.uniform(keys, (self.param_dim,)) - 1.0) * bounds
 
     def forward(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -178,7 +177,9 @@ class MLPFamily(LRTaskFamily):
             grads.append(_weight_grad(pair_below, pair_delta))
             if depth > 0:
                 # ReLU's backward in one fused kernel (a masked fill is ~20x slower here).
-                delta = torch.ops.aten.threshold_backward(_affine(delta, layers[depth][0].transpose(1, 2), None), below, 0.0)
+                delta = torch.ops.aten.threshold_backward(
+                    _affine(delta, layers[depth][0].transpose(1, 2), None), below, 0.0
+                )
         return torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
 
     def _layers(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -291,7 +292,9 @@ class SklearnMLPFamily(MLPFamily):
         num_train, num_val, batch_size = _sizes(num_train, num_val, batch_size)
         hidden_sizes = _hidden_sizes(hidden_sizes)
         if num_train + num_val > smallest:
-            raise ValueError(f"num_train + num_val must be <= {smallest} (the smallest dataset), got {num_train + num_val}")
+            raise ValueError(
+                f"num_train + num_val must be <= {smallest} (the smallest dataset), got {num_train + num_val}"
+            )
         self.max_features = max(x.shape[1] for x, _ in loaded)
         self.max_classes = int(max(y.max() + 1 for _, y in loaded))
         super().__init__((self.max_features, *hidden_sizes, self.max_classes), num_train, num_val, batch_size)
@@ -340,7 +343,9 @@ class SklearnMLPFamily(MLPFamily):
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
 
     def _output_grad(self, outputs: torch.Tensor, targets: torch.Tensor, tasks: TaskData) -> torch.Tensor:
-        present = torch.arange(self.max_classes, device=outputs.device) < self.num_classes[tasks["dataset"]].unsqueeze(-1)
+        present = torch.arange(self.max_classes, device=outputs.device) < self.num_classes[tasks["dataset"]].unsqueeze(
+            -1
+        )
         probs = torch.softmax(outputs.masked_fill(~present.unsqueeze(1), -1e9), dim=-1)
         probs = probs - F.one_hot(targets, self.max_classes).to(probs.dtype)
         return probs / self.batch_size

@@ -121,7 +121,9 @@ class NoisyQuadraticFamily(LRTaskFamily):
         growth = contraction**num_steps
         # sum_{s<T} c^s, with its limit T where c = 1 (padded coordinates, lr -> 0).
         near_one = (contraction - 1.0).abs() < 1e-12
-        geometric = torch.where(near_one, float(num_steps), (1.0 - growth) / torch.where(near_one, 1.0, 1.0 - contraction))
+        geometric = torch.where(
+            near_one, float(num_steps), (1.0 - growth) / torch.where(near_one, 1.0, 1.0 - contraction)
+        )
         second_moment = growth * self.init_scale**2 + lr**2 * noise_var * geometric
         return 0.5 * (curvature * second_moment).sum(-1)
 
