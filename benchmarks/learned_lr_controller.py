@@ -2,7 +2,7 @@
 
 * Learned LR controller (:class:`agents.meta.learned_optimizers.LearnedLRController`):
   an 8-32-1 MLP from the LR env's features to the next SGD rate, meta-trained for
-  ``--lr-budget-s`` seconds by truncated BPTT (windows of ``--truncation`` steps)
+  ``--lr-iterations`` meta-iterations by truncated BPTT (windows of ``--truncation`` steps)
   through unrolled SGD on fresh training-split quadratics (the env's own
   dynamics, :mod:`metaopt_envs.lr.dynamics`), keeping the best
   weights on 64 training-split validation tasks; evaluated with
@@ -11,7 +11,7 @@
   :func:`agents.evaluation.lr.tune_baseline`) and the analytic optimal constant (oracle).
 * Coordinatewise LSTM optimizer (Andrychowicz et al. 2016,
   :class:`~agents.meta.learned_optimizers.CoordinatewiseLSTMOptimizer`):
-  meta-trained for ``--lstm-budget-s`` seconds likewise, then run on exactly the
+  meta-trained for ``--lstm-iterations`` meta-iterations likewise, then run on exactly the
   same test tasks, initial points and minibatches (it replaces SGD itself, so
   it is scored outside the LR env, with the same metric).
 
@@ -20,8 +20,10 @@ SGD. Metric: final ``log10(L_T / L_0)`` per task (``log10(1e30)`` if the run
 diverged), mean and IQM with percentile-bootstrap 95% CIs, win rate against the
 tuned constant. Writes ``<out-dir>/learned_optimizers.{json,md}``.
 
-    python benchmarks/learned_lr_controller.py                       # ~5 min
-    python benchmarks/learned_lr_controller.py --lr-budget-s 5 --lstm-budget-s 5 --out-dir /tmp/lo
+    python benchmarks/learned_lr_controller.py                       # ~1-2 min on one core
+    python benchmarks/learned_lr_controller.py --lr-iterations 20 --lstm-iterations 10 --out-dir /tmp/lo
+
+Budgets are meta-iterations (never seconds), so a run reproduces on one machine whatever its load.
 """
 
 from __future__ import annotations
@@ -71,11 +73,8 @@ def summary(final: np.ndarray, reference: np.ndarray | None) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lr-budget-s", type=float, default=120.0, help="meta-training seconds of the LR controller")
-    parser.add_argument(
-        "--lstm-budget-s", type=float, default=120.0, help="meta-training seconds of the LSTM optimizer"
-    )
-    parser.add_argument("--max-iterations", type=int, default=100_000)
+    parser.add_argument("--lr-iterations", type=int, default=288, help="meta-iterations of the LR controller")
+    parser.add_argument("--lstm-iterations", type=int, default=156, help="meta-iterations of the LSTM optimizer")
     parser.add_argument("--meta-tasks", type=int, default=32, help="training problems per meta-iteration")
     parser.add_argument("--truncation", type=int, default=10)
     parser.add_argument("--lr-meta-lr", type=float, default=3e-3)
@@ -98,12 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
     controller = LearnedLRController(horizon=args.horizon, seed=0)
     controller.meta_train(
         family,
-        iterations=args.max_iterations,
+        iterations=args.lr_iterations,
         num_tasks=args.meta_tasks,
         horizon=args.horizon,
         truncation=args.truncation,
         meta_lr=args.lr_meta_lr,
-        time_budget_s=args.lr_budget_s,
         validation=validation,
         validate_every=10,
     )
@@ -113,12 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
     lstm = CoordinatewiseLSTMOptimizer(seed=0)
     lstm.meta_train(
         family,
-        iterations=args.max_iterations,
+        iterations=args.lstm_iterations,
         num_tasks=args.meta_tasks,
         horizon=args.horizon,
         truncation=args.truncation,
         meta_lr=args.lstm_meta_lr,
-        time_budget_s=args.lstm_budget_s,
         validation=validation,
         validate_every=10,
     )
@@ -168,7 +165,6 @@ def main(argv: list[str] | None = None) -> dict:
         "test": {"num_tasks": args.num_tasks, "seeds": args.seeds, "split": "test"},
         "budget": {
             "learned_lr": {
-                "seconds": args.lr_budget_s,
                 "iterations": len(controller.history),
                 "meta_tasks": args.meta_tasks,
                 "truncation": args.truncation,
@@ -176,7 +172,6 @@ def main(argv: list[str] | None = None) -> dict:
                 "inner_steps": len(controller.history) * args.meta_tasks * args.horizon,
             },
             "lstm": {
-                "seconds": args.lstm_budget_s,
                 "iterations": len(lstm.history),
                 "meta_tasks": args.meta_tasks,
                 "truncation": args.truncation,
