@@ -24,8 +24,9 @@ so the unroll and the env see the same tasks, initial points and minibatches.
 Gradients inside the unroll are the families' own (closed forms, the MLPs'
 hand-written backward), differentiable in the parameters, so the meta-gradient
 of the LR controller is second order through them. (A user family that only
-defines ``minibatch_loss`` gets its gradients from ``TaskFamily``'s default,
-which treats them as constants: a first-order meta-gradient.)
+defines ``minibatch_loss`` gets its gradients from ``LRTaskFamily``'s autograd
+default, which keeps their graph when the parameters require grad: the
+meta-gradient is second order too.)
 
 Both unrolls freeze a problem once it diverges (loss above
 ``divergence_threshold`` times its initial loss, or not finite), as the env
@@ -51,7 +52,7 @@ from metaopt_envs.core import rng, seeds_to_keys
 from metaopt_envs.core.family import SPLIT_IDS
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, LRState
-from metaopt_envs.lr.families import TaskFamily, make_task_family
+from metaopt_envs.lr.families import LRTaskFamily, make_task_family
 from metaopt_envs.lr.families.base import TaskData
 from metaopt_envs.lr.optimizers import InnerOptimizer
 
@@ -75,7 +76,7 @@ class Problems:
         return self.params.shape[0]
 
 
-def sample_problems(family: TaskFamily, keys: torch.Tensor, split: str = "train") -> Problems:
+def sample_problems(family: LRTaskFamily, keys: torch.Tensor, split: str = "train") -> Problems:
     """The problems of row keys ``keys: (B,)`` (their first episode), exactly as ``LRCore.reset_rows`` draws them."""
     zero = torch.zeros_like(keys)
     task_key = rng.fold(keys, SPLIT_IDS[split], zero)
@@ -84,18 +85,18 @@ def sample_problems(family: TaskFamily, keys: torch.Tensor, split: str = "train"
     return Problems(tasks, params, dynamics.run_key(task_key, zero))
 
 
-def harness_problems(family: TaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
+def harness_problems(family: LRTaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
     """The problems :func:`agents.evaluation.lr.evaluate` runs for ``seed`` (it resets with ``10_000 + seed``)."""
     return sample_problems(family, seeds_to_keys(10_000 + seed, num_tasks, torch.device("cpu")), split)
 
 
-def _as_family(family: str | TaskFamily) -> TaskFamily:
-    return family if isinstance(family, TaskFamily) else make_task_family(family)
+def _as_family(family: str | LRTaskFamily) -> LRTaskFamily:
+    return family if isinstance(family, LRTaskFamily) else make_task_family(family)
 
 
 # ====================================================================== LR controller
 def init_unroll_state(
-    family: TaskFamily, problems: Problems, initial_log_lr: float, optimizer: InnerOptimizer | None = None
+    family: LRTaskFamily, problems: Problems, initial_log_lr: float, optimizer: InnerOptimizer | None = None
 ) -> LRState:
     """The state after ``LRCore.reset_rows`` (inner step 0, rate ``initial_log_lr``), a constant of the graph."""
     params = problems.params.detach().clone()
@@ -111,7 +112,7 @@ def init_unroll_state(
 
 
 def unroll_step(
-    family: TaskFamily,
+    family: LRTaskFamily,
     problems: Problems,
     state: LRState,
     log_lr: torch.Tensor,
@@ -240,7 +241,7 @@ class LearnedLRController(Controller):
     # ---------------------------------------------------------------- meta-training
     def meta_train(
         self,
-        family: str | TaskFamily = "quadratic",
+        family: str | LRTaskFamily = "quadratic",
         iterations: int = 200,
         num_tasks: int = 32,
         horizon: int | None = None,
@@ -298,7 +299,7 @@ class LearnedLRController(Controller):
             self.net.load_state_dict(best[1])
         return self.history
 
-    def evaluate_unroll(self, family: str | TaskFamily, problems: Problems, horizon: int | None = None) -> np.ndarray:
+    def evaluate_unroll(self, family: str | LRTaskFamily, problems: Problems, horizon: int | None = None) -> np.ndarray:
         """Per-task final ``log10(L_T / L_0)`` of the controller's SGD run (30 where it diverged, as the harness)."""
         family = _as_family(family)
         result = unroll(self, family, problems, horizon or self.horizon, None, create_graph=False)
@@ -340,7 +341,7 @@ def final_log10(loss: torch.Tensor, initial_loss: torch.Tensor, diverged: torch.
 
 def unroll(
     controller: LearnedLRController,
-    family: str | TaskFamily,
+    family: str | LRTaskFamily,
     tasks: Problems | TaskData,
     horizon: int,
     truncation: int | None = None,
@@ -452,7 +453,7 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
 
     def run(
         self,
-        family: TaskFamily,
+        family: LRTaskFamily,
         problems: Problems,
         horizon: int,
         truncation: int | None = None,
@@ -506,7 +507,7 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
 
     def meta_train(
         self,
-        family: str | TaskFamily = "quadratic",
+        family: str | LRTaskFamily = "quadratic",
         iterations: int = 200,
         num_tasks: int = 32,
         horizon: int = 50,
@@ -556,7 +557,7 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         return self.history
 
     def optimize(
-        self, tasks: Problems, horizon: int, family: str | TaskFamily = "quadratic"
+        self, tasks: Problems, horizon: int, family: str | LRTaskFamily = "quadratic"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run the learned optimizer on ``tasks`` (a :class:`Problems`) for ``horizon`` steps.
 
