@@ -335,9 +335,15 @@ def _split_sweeps(overrides: list[str]) -> list[list[str]]:
 def precheck(overrides: list[str], multirun: bool = False, config_name: str = "train") -> None:
     """Compose the config of every job the command runs and :func:`check_config` it; ValueError with
     one line for the first problem. Runs before Hydra creates any directory."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    for override in overrides:
+        try:
+            OverridesParser.create().parse_overrides([override])
+        except HydraException as error:
+            raise ValueError(f"{override}: not a Hydra override key=value ({error})") from None
     jobs = [overrides]
     if multirun:
         try:
@@ -361,6 +367,13 @@ def precheck(overrides: list[str], multirun: bool = False, config_name: str = "t
 _NO_JOB = ("help", "hydra_help", "cfg", "info", "shell_completion", "version", "experimental_rerun")
 
 
+def _parser_error(message: str) -> NoReturn:
+    unrecognized = message.partition("unrecognized arguments: ")[2].split()
+    if any(not argument.startswith("-") for argument in unrecognized):
+        message += " (options such as --multirun go before the overrides key=value)"
+    fail(message)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``metaopt-train ARGS``: Hydra's command line (``argv`` defaults to ``sys.argv[1:]``)."""
     import hydra
@@ -368,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_args_parser()  # Hydra's own: the same arguments, its errors in one line
-    parser.error = fail  # type: ignore[method-assign]
+    parser.error = _parser_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     if not any(getattr(args, name, None) for name in _NO_JOB) and args.config_dir is None and args.config_path is None:
         try:
