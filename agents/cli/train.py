@@ -314,7 +314,8 @@ def _composition_error(error: Exception, override: list[str], known: set[str]) -
         missing = error.missing_cfg_file or ""
         group = missing.rpartition("/")[0]
         given = next((o for o in override if o.lstrip("+~").partition("=")[0] == group), missing)
-        return f"{given}: no such config in {CONFIG_DIR}; {group} must be one of {sorted(error.options)}"
+        where = "among Hydra's installed plugins" if group.startswith("hydra/") else f"in {CONFIG_DIR}"
+        return f"{given}: no such config {where}; {group} must be one of {sorted(error.options)}"
     text = str(error)
     if text.startswith("Could not override '"):
         key = text[len("Could not override '") :].partition("'")[0]
