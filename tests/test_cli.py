@@ -183,6 +183,7 @@ def test_the_wheel_ships_the_configs(tmp_path):
     """A wheel built from the sources carries configs/ (as agents/configs), and the installed package
     composes them with no checkout on the path."""
     pytest.importorskip("setuptools")
+    pytest.importorskip("pip")
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for name in ("agents", "metaopt_envs", "configs"):
