@@ -21,85 +21,199 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from agents.evaluation.report import benchmark
-from agents.evaluation.suites import SUITES, get_suite
+from agents.evaluation.suites import SUITES, Suite, get_suite
+
+PROG = "metaopt-bench"
 
 
-def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict[str, Any]:
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is the one line ``metaopt-bench: error: ...`` (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        parser.error(f"{flag} must be a JSON object: {error}")
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({error})") from None
     if not isinstance(value, dict):
-        parser.error(f"{flag} must be a JSON object, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
     return value
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", default="MetaOpt-LR-v0", help=f"one of {', '.join(SUITES)}")
-    parser.add_argument("--env-kwargs", default="{}", help="JSON of env arguments (split is set to test)")
-    parser.add_argument(
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated ints such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"must not repeat a seed, got {text!r}")
+    return seeds
+
+
+def _names(text: str) -> list[str]:
+    return [name for name in text.split(",") if name]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``metaopt-bench`` (types check each value on its own)."""
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env-id", default="MetaOpt-LR-v0", help=f"one of {', '.join(SUITES)}")
+    p.add_argument("--env-kwargs", default={}, type=_json_object, help="JSON of env arguments (split is set to test)")
+    p.add_argument(
         "--families",
         default=None,
+        type=_names,
         help="comma-separated task families (default: the suite's; LR: quadratic,logistic,sinusoid,sklearn; "
         "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--agents",
-        default="baselines",
+        default=["baselines"],
+        type=_names,
         help="comma-separated: baselines, baseline:NAME[?key=value&...], model.zip, module:Class",
     )
-    parser.add_argument("--num-tasks", type=int, default=64, help="test tasks per seed")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--tune-tasks", type=int, default=64, help="training tasks per grid point when tuning")
-    parser.add_argument(
+    p.add_argument("--num-tasks", type=_int_at_least(1), default=64, help="test tasks per seed")
+    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated evaluation seeds")
+    p.add_argument("--tune-tasks", type=_int_at_least(1), default=64, help="training tasks per grid point when tuning")
+    p.add_argument(
         "--model-env-kwargs",
-        default="{}",
+        default={},
+        type=_json_object,
         help='JSON of env arguments for saved models only, e.g. {"action_mode": "relative"} for the RL² configs',
     )
-    parser.add_argument(
+    p.add_argument(
         "--episodes-per-trial",
-        type=int,
+        type=_int_at_least(1),
         default=None,
         help="inner episodes per RL² trial (give a saved RL² agent its training value; default: plain episodes)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--sample-models", action="store_true", help="also evaluate every saved model with sampled (not mean) actions"
     )
-    parser.add_argument("--out-dir", default="results/bench")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    try:
-        suite = get_suite(args.env_id)
-    except ValueError as error:
-        parser.error(str(error))
-    base_kwargs = _json_object(parser, "--env-kwargs", args.env_kwargs)
-    model_kwargs = _json_object(parser, "--model-env-kwargs", args.model_env_kwargs)
-    seeds = tuple(int(s) for s in args.seeds.split(","))
-    specs = [s for s in args.agents.split(",") if s]
+    p.add_argument("--out-dir", default="results/bench")
+    p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
+    return p
+
+
+def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any]) -> None:
+    """ValueError, starting with ``--agents``, unless every spec names an agent that can be built:
+    the form (:mod:`agents.evaluation.specs`), the baseline and its arguments, the model file, the class."""
+    from agents.evaluation.specs import parse_agent_spec
+
+    if not specs:
+        raise ValueError("--agents: no agent given; give baselines, baseline:NAME, path/to/model.zip or module:Class")
     for spec in specs:
         try:
             suite.check_spec(spec)
-        except ValueError as error:
-            parser.error(str(error))
-    families = [f for f in args.families.split(",") if f] if args.families else list(suite.default_families)
+            if spec == "baselines":
+                continue
+            parsed = parse_agent_spec(spec)
+            if parsed.kind == "model":
+                path = Path(parsed.path)
+                if not path.is_file():
+                    raise ValueError(f"agent spec {spec!r}: no such model file ({path.resolve()})")
+                if not zipfile.is_zipfile(path):
+                    raise ValueError(f"agent spec {spec!r}: {path} is not a saved SB3 model (not a zip file)")
+            else:  # a baseline with its arguments, or a user's class: cheap to build here, before any tuning
+                suite.load_agent(spec, env_kwargs)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"--agents: {error}") from None
+
+
+def check_env(
+    suite: Suite,
+    families: Sequence[str],
+    env_kwargs: dict[str, Any],
+    model_kwargs: dict[str, Any],
+    episodes_per_trial: int | None,
+) -> None:
+    """ValueError, naming the argument, unless every family is registered and a one-row core of each
+    family builds from ``--env-kwargs`` (and ``--model-env-kwargs``) with ``--episodes-per-trial``."""
+    import metaopt_envs
+    from metaopt_envs.core.family import ENV_IDS
+    from metaopt_envs.core.registry import task_family_names
+
+    if not families:
+        raise ValueError("--families: no family given")
+    kind = next(kind for kind, env_id in ENV_IDS.items() if env_id == suite.env_id)
+    known = task_family_names(kind)
+    for family in families:
+        if family not in known:
+            raise ValueError(f"--families: unknown {suite.env_id} task family {family!r}; choose from {list(known)}")
+    given = env_kwargs.get(suite.family_argument)
+    if given is not None and any(
+        family != given for family in families
+    ):  # --families sets it: a different value would be ignored
+        raise ValueError(
+            f"--env-kwargs: {suite.family_argument}={given!r} contradicts --families {','.join(families)}; "
+            "choose the families with --families only"
+        )
+    checks = [("--env-kwargs", env_kwargs)]
+    if model_kwargs:
+        checks.append(("--model-env-kwargs", {**env_kwargs, **model_kwargs}))
+    for flag, kwargs in checks:
+        for family in families:
+            try:
+                metaopt_envs.make_core(
+                    suite.env_id,
+                    num_envs=1,
+                    episodes_per_trial=episodes_per_trial,
+                    **{"split": "test", **kwargs, suite.family_argument: family},
+                )
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{flag}: {json.dumps(kwargs)} with task family {family!r}: {error}") from None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser()
+    args = p.parse_args(argv)
+    try:  # every check before any tuning: a bad value fails in seconds, not after the first family
+        suite = get_suite(args.env_id)
+    except ValueError as error:
+        p.error(f"--env-id: {error}")
+    families = list(suite.default_families) if args.families is None else args.families
+    try:
+        check_env(suite, families, args.env_kwargs, args.model_env_kwargs, args.episodes_per_trial)
+        check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]})
+    except ValueError as error:
+        p.error(str(error))
+
+    from agents.evaluation.report import benchmark
 
     out_dir = Path(args.out_dir)
     report = benchmark(
         suite,
         families,
-        specs,
-        base_kwargs,
+        args.agents,
+        args.env_kwargs,
         args.num_tasks,
-        seeds,
+        args.seeds,
         args.tune_tasks,
         args.episodes_per_trial,
         out_dir,
-        model_kwargs,
+        args.model_env_kwargs,
         args.sample_models,
         args.threads,
         on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),

@@ -30,8 +30,9 @@ from stable_baselines3.common.vec_env import VecEnv
 import metaopt_envs
 from agents.controllers.base import core_of
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The shipped Hydra configs (``train.yaml`` composes ``env``, ``agent`` and ``budget``)."""
+CONFIG_DIR = str((Path(__file__).resolve().parents[1] / "configs").resolve())
+"""The shipped Hydra configs (``train.yaml`` composes ``env``, ``agent`` and ``budget``): the checkout's
+top-level ``configs/`` (``agents/configs`` links to it), or the copy an installed wheel ships in ``agents``."""
 
 
 class TrainResult(TypedDict, total=False):
