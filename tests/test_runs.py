@@ -111,3 +111,18 @@ def test_an_hpo_run_loads_without_max_dim_flags(tmp_path: Path) -> None:
         + ["--num-tasks", "4", "--seeds", "0", "--tune-tasks", "2", "--out-dir", str(tmp_path / "bench")]
     )
     assert str(out_dir) in report["families"]["branin"]["summaries"]
+
+
+def test_runs_share_their_problem_setting_only_when_they_agree(lr_run: tuple[Path, dict]) -> None:
+    spec = runs.read_spec(lr_run[0])
+    assert spec is not None
+    problem = {"inner_optimizer": "sgd", "horizon": 50}
+    assert runs.shared_setting([spec, spec], "MetaOpt-LR-v0", ["quadratic"]) == (problem, 2)
+    other = {**spec, "env": {**spec["env"], "kwargs": {**spec["env"]["kwargs"], "horizon": 20}}}
+    assert runs.shared_setting([spec, other], "MetaOpt-LR-v0") == ({}, None)
+    with_family = {**spec, "env": {**spec["env"], "kwargs": {**spec["env"]["kwargs"], "task_family_kwargs": {"a": 1}}}}
+    assert runs.shared_setting([with_family], "MetaOpt-LR-v0", ["quadratic"])[0] == {
+        **problem,
+        "task_family_kwargs": {"a": 1},
+    }
+    assert runs.shared_setting([with_family], "MetaOpt-LR-v0", ["quadratic", "logistic"])[0] == problem

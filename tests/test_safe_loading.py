@@ -175,3 +175,16 @@ def test_learned_optimizers_load_weights_only(cls, tmp_path: Path) -> None:
 
 def _module(learned):
     return learned.net if isinstance(learned, LearnedLRController) else learned
+
+
+def test_the_resume_path_loads_safely_and_trains_on(run_dir: Path, tmp_path: Path) -> None:
+    from agents.rl2.training import make_env
+
+    marker = tmp_path / "marker"
+    poisoned = _poisoned_run(run_dir, tmp_path, marker)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["budget=smoke", f"out_dir={tmp_path}", "env.num_envs=8"])
+    model = runs.load_model(poisoned, env=make_env(cfg), tensorboard_log=None)
+    steps = model.num_timesteps
+    model.learn(total_timesteps=8, reset_num_timesteps=False)
+    assert model.num_timesteps > steps and not marker.exists()

@@ -126,8 +126,9 @@ def benchmark(
     run the same problems as in the trainer's evaluation."""
     import torch
 
-    recorded = [read_spec(parse_agent_spec(s).path) for s in specs if s != "baselines" and _is_model_file(s)]
-    run_kwargs, run_trial = shared_setting([spec for spec in recorded if spec is not None], suite.env_id)
+    recorded = {s: read_spec(parse_agent_spec(s).path) for s in specs if s != "baselines" and _is_model_file(s)}
+    run_specs = {name: spec for name, spec in recorded.items() if spec is not None}
+    run_kwargs, run_trial = shared_setting(list(run_specs.values()), suite.env_id, families)
     if run_kwargs or run_trial is not None:
         env_kwargs = {**run_kwargs, **env_kwargs}
         episodes_per_trial = run_trial if episodes_per_trial is None else episodes_per_trial
@@ -146,6 +147,8 @@ def benchmark(
         "torch_threads": torch_threads,
         "families": {},
     }
+    if run_specs:
+        report["run_specs"] = run_specs  # what each saved model was trained on
     markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks)
     for family in families:
         entry, table = benchmark_family(

@@ -27,7 +27,7 @@ import json
 import re
 import zipfile
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -152,9 +152,12 @@ def read_spec(path: str | Path) -> dict[str, Any] | None:
     if path.is_dir() and (path / SPEC_FILE).is_file():
         return dict(json.loads((path / SPEC_FILE).read_text()))
     zip_path = model_path(path)
-    with zipfile.ZipFile(zip_path) as archive:
-        if SPEC_ENTRY in archive.namelist():
-            return dict(json.loads(archive.read(SPEC_ENTRY)))
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            if SPEC_ENTRY in archive.namelist():
+                return dict(json.loads(archive.read(SPEC_ENTRY)))
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{str(zip_path)!r} is not a saved model (not a zip file)") from error
     sibling = zip_path.parent / SPEC_FILE
     if zip_path.name == MODEL_FILE and sibling.is_file():
         return dict(json.loads(sibling.read_text()))
@@ -373,10 +376,14 @@ def problem_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec["env"]["kwargs"].items() if k not in (*TASK_SELECTION, "action_mode")}
 
 
-def shared_setting(specs: list[Mapping[str, Any]], env_id: str) -> tuple[dict[str, Any], int | None]:
+def shared_setting(
+    specs: list[Mapping[str, Any]], env_id: str, families: Sequence[str] = ()
+) -> tuple[dict[str, Any], int | None]:
     """The problem kwargs and ``episodes_per_trial`` of the runs ``specs``, if they all agree (else ``{}``, None).
 
-    ValueError for a run trained on another env id than ``env_id``.
+    Where the evaluation's ``families`` are just the one the runs were trained on, its
+    ``task_family_kwargs`` are shared too (the trainer's own tasks). ValueError for a run trained on
+    another env id than ``env_id``.
     """
     for spec in specs:
         trained_on = spec["env"]["id"]
@@ -384,7 +391,14 @@ def shared_setting(specs: list[Mapping[str, Any]], env_id: str) -> tuple[dict[st
             raise ValueError(
                 f"a model was trained on {trained_on}, not {env_id}; evaluate it with --env-id {trained_on}"
             )
-    settings = {json.dumps([problem_kwargs(s), s["env"].get("episodes_per_trial")], sort_keys=True) for s in specs}
+
+    def setting(spec: Mapping[str, Any]) -> str:
+        kwargs, recorded = problem_kwargs(spec), spec["env"]["kwargs"]
+        if list(families) == [recorded.get("task_family")] and recorded.get("task_family_kwargs") is not None:
+            kwargs["task_family_kwargs"] = recorded["task_family_kwargs"]
+        return json.dumps([kwargs, spec["env"].get("episodes_per_trial")], sort_keys=True)
+
+    settings = {setting(spec) for spec in specs}
     if len(settings) != 1:
         return {}, None
     kwargs, trial = json.loads(settings.pop())
