@@ -170,9 +170,14 @@ _CONSTANT = re.compile(r"ConstantSchedule\(val=([^)]+)\)")
 
 def _check_weights_only() -> None:
     """Refuse to load if the installed SB3 would unpickle tensors (it loads them weights-only since 2.x)."""
+    import stable_baselines3
     from stable_baselines3.common import save_util
 
-    if "weights_only=True" not in inspect.getsource(save_util.load_from_zip_file):
+    try:
+        weights_only = "weights_only=True" in inspect.getsource(save_util.load_from_zip_file)
+    except (OSError, TypeError):  # installed without sources: SB3 loads weights-only since 2.3
+        weights_only = tuple(int(p) for p in re.findall(r"\d+", stable_baselines3.__version__)[:2]) >= (2, 3)
+    if not weights_only:
         raise RuntimeError(
             "the installed stable-baselines3 does not load tensors with torch.load(weights_only=True); "
             "upgrade it (>= 2.3), or load with trust=True if you trust the file"
