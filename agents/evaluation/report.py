@@ -20,6 +20,7 @@ from typing import Any
 from agents.evaluation.rollout import SampledActions
 from agents.evaluation.specs import parse_agent_spec
 from agents.evaluation.suites import Suite
+from agents.rl2.runs import TASK_SELECTION, TrainedModel, read_spec, shared_setting
 
 SAMPLED = " (sampled actions)"
 
@@ -79,6 +80,10 @@ def benchmark_family(
     env_kwargs = {**env_kwargs, suite.family_argument: family}
     agents, tuning = suite.build_agents(specs, env_kwargs, tune_tasks)
     models = [spec for spec in specs if spec != "baselines" and parse_agent_spec(spec).kind == "model"]
+    for name in models:  # a model with its run spec: explicit model kwargs and trial length override it (printed)
+        if isinstance(agents[name], TrainedModel):
+            shared = {k: v for k, v in env_kwargs.items() if k not in (*TASK_SELECTION, "action_mode")}
+            agents[name] = agents[name].with_overrides({**shared, **(model_env_kwargs or {})}, episodes_per_trial, name)
     if sample_models:
         agents.update({f"{name}{SAMPLED}": SampledActions(agents[name]) for name in models})
         models += [f"{name}{SAMPLED}" for name in models]
@@ -113,8 +118,21 @@ def benchmark(
 ) -> dict[str, Any]:
     """:func:`benchmark_family` for each of ``families``; writes ``results.json``, ``results.md`` and the
     plots to ``out_dir`` (created) and returns the report. ``on_family(family, table)`` is called as each
-    family finishes (``metaopt-bench`` prints the table). Sets torch's thread count to ``torch_threads``."""
+    family finishes (``metaopt-bench`` prints the table). Sets torch's thread count to ``torch_threads``.
+
+    Models saved by ``metaopt-train`` run on the env they were trained on; where all of them agree, their
+    problem kwargs (:func:`agents.rl2.runs.problem_kwargs`) and ``episodes_per_trial`` are the defaults of
+    the whole comparison (``env_kwargs`` and ``episodes_per_trial`` override them), so the baselines
+    run the same problems as in the trainer's evaluation."""
     import torch
+
+    recorded = {s: read_spec(parse_agent_spec(s).path) for s in specs if s != "baselines" and _is_model_file(s)}
+    run_specs = {name: spec for name, spec in recorded.items() if spec is not None}
+    run_kwargs, run_trial = shared_setting(list(run_specs.values()), suite.env_id, families)
+    if run_kwargs or run_trial is not None:
+        env_kwargs = {**run_kwargs, **env_kwargs}
+        episodes_per_trial = run_trial if episodes_per_trial is None else episodes_per_trial
+        print(f"from the run spec: env kwargs {env_kwargs}, episodes_per_trial {episodes_per_trial}", flush=True)
 
     torch.set_num_threads(torch_threads)
     started = time.perf_counter()
@@ -129,6 +147,8 @@ def benchmark(
         "torch_threads": torch_threads,
         "families": {},
     }
+    if run_specs:
+        report["run_specs"] = run_specs  # what each saved model was trained on
     markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks)
     for family in families:
         entry, table = benchmark_family(
@@ -149,6 +169,11 @@ def benchmark(
         if on_family is not None:
             on_family(family, table)
     return write_report(report, markdown, out_dir, started)
+
+
+def _is_model_file(spec: str) -> bool:
+    parsed = parse_agent_spec(spec)
+    return parsed.kind == "model" and (Path(parsed.path).is_file() or Path(parsed.path).is_dir())
 
 
 def compare_with_baselines(

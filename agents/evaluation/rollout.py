@@ -104,6 +104,9 @@ class SampledActions:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        for name in ("env_kwargs", "episodes_per_trial", "action_mode"):  # the env a model with a run spec needs
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
         return self.model.predict(observation, state=state, episode_start=episode_start, deterministic=False)

@@ -2,7 +2,9 @@
 
 Three forms:
 
-- ``path/to/model.zip``: a saved SB3 / sb3-contrib model (loaded as RecurrentPPO, then PPO);
+- ``path/to/model.zip`` or a run directory (``runs/<run>``): a saved SB3 / sb3-contrib model, loaded
+  without executing code from the file (:func:`agents.rl2.runs.load_model`); one saved by
+  ``metaopt-train`` carries its run spec and is evaluated on the env it was trained on;
 - ``baseline:NAME`` or ``baseline:NAME?key=value&key2=value2``: a hand-designed controller of the
   env's family (:mod:`agents.controllers`), with constructor arguments; values are read as
   ``int``, ``float``, ``true`` / ``false`` or, failing those, kept as strings;
@@ -18,9 +20,10 @@ import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-FORMS = "'path/to/model.zip', 'baseline:NAME[?key=value&key2=value2]' or 'module:Class'"
+FORMS = "'path/to/model.zip' (or a run directory), 'baseline:NAME[?key=value&key2=value2]' or 'module:Class'"
 _INT = re.compile(r"[+-]?\d+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -70,7 +73,7 @@ def parse_agent_spec(spec: str) -> AgentSpec:
                 raise _error(spec, f"argument {key!r} is given twice")
             kwargs[key] = parse_value(value)
         return AgentSpec(spec, "baseline", name=name, kwargs=kwargs)
-    if spec.endswith(".zip"):
+    if spec.endswith(".zip") or Path(spec).is_dir():  # a model, or a run directory that holds model.zip
         return AgentSpec(spec, "model", path=spec)
     module, colon, name = spec.partition(":")
     if colon and module and _IDENTIFIER.fullmatch(name) and all(_IDENTIFIER.fullmatch(p) for p in module.split(".")):
@@ -78,22 +81,22 @@ def parse_agent_spec(spec: str) -> AgentSpec:
     raise _error(spec, "not one of the forms")
 
 
-def load_model(path: str) -> Any:
-    """A saved SB3 model: tried as sb3-contrib's RecurrentPPO, then PPO (on the CPU)."""
-    from pathlib import Path
+def load_model(path: str, trust_model: bool = False) -> Any:
+    """A saved SB3 model (a ``model.zip`` or a run directory), loaded without executing code from the file.
 
-    if not Path(path).is_file():
-        raise ValueError(f"agent spec {path!r}: no such model file")
-    from sb3_contrib import RecurrentPPO
-    from stable_baselines3 import PPO
+    A model saved by ``metaopt-train`` comes with its run spec, as an
+    :class:`agents.rl2.runs.TrainedModel` that the suites run on the env kwargs and trial length it was
+    trained with; any other SB3 model is tried as RecurrentPPO, then PPO (on the CPU). ``trust_model=True``
+    is SB3's own load, which unpickles the file's objects (code): only for files you trust.
+    """
+    from agents.rl2 import runs
 
-    errors = []
-    for algo in (RecurrentPPO, PPO):
-        try:
-            return algo.load(path, device="cpu")
-        except Exception as error:  # whatever failed, try the next algorithm
-            errors.append(f"{algo.__name__}: {error}")
-    raise ValueError(f"agent spec {path!r}: could not load it as an SB3 model: {errors}")
+    try:
+        if runs.read_spec(path) is not None:
+            return runs.load_trained(path, trust=trust_model)
+        return runs.load_model(path, trust=trust_model)
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(f"agent spec {path!r}: {error}") from error
 
 
 def build_baseline(spec: AgentSpec, baselines: Mapping[str, type], family: str = "", **defaults: Any) -> Any:

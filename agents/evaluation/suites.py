@@ -176,6 +176,9 @@ class Suite:
         agent: Any, env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         kwargs = dict(env_kwargs)
+        declared = getattr(agent, "env_kwargs", None)  # a model with its run spec: the env it was trained on
+        if isinstance(declared, Mapping):
+            kwargs.update(declared)
         mode = getattr(agent, "action_mode", None)
         if isinstance(mode, str):
             kwargs["action_mode"] = mode
@@ -210,7 +213,8 @@ class Suite:
 
         Tasks are keyed by the seeds (:func:`agents.evaluation.metrics.evaluation_seed`), so every agent
         sees the same problems whatever its action mode. ``episodes_per_trial`` runs RL² trials (the
-        last inner episode is scored). ``agent_env_kwargs`` overrides env arguments per agent that do
+        last inner episode is scored); an agent that declares its own (a model with its run spec,
+        :func:`agent_trial`) runs with that. ``agent_env_kwargs`` overrides env arguments per agent that do
         not change the tasks (``action_mode`` for a model trained that way). ``references`` maps a
         role to the agent that plays it (default: :meth:`references`).
         """
@@ -221,11 +225,10 @@ class Suite:
         core = None
         for name, agent in agents.items():
             kwargs = self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
-            key = repr(sorted(kwargs.items()))
+            trial = agent_trial(agent, episodes_per_trial)
+            key = repr((trial, sorted(kwargs.items())))
             if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
-                cores[key] = metaopt_envs.make_core(
-                    self.env_id, num_envs=num_tasks, episodes_per_trial=episodes_per_trial, **kwargs
-                )
+                cores[key] = metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=trial, **kwargs)
             core = cores[key]
             records[name] = [self.run_agent(agent, core, evaluation_seed(seed)) for seed in seeds]
         families = core.unwrapped.family.families() if core is not None else ()
@@ -255,9 +258,19 @@ class Suite:
         return SuiteResult({name: dataclasses.asdict(s) for name, s in summaries.items()}, records, table)
 
 
+def agent_trial(agent: Any, default: int | None) -> int | None:
+    """The inner episodes per trial ``agent`` runs with: the one it declares (``episodes_per_trial``, as a
+    model with its run spec does), else ``default``."""
+    declared: Any = getattr(agent, "episodes_per_trial", _UNDECLARED)
+    return default if declared is _UNDECLARED else declared
+
+
+_UNDECLARED = object()
+
+
 def find(agents: Mapping[str, Any], prefix: str) -> str | None:
     """The first agent name starting with ``prefix``."""
     return next((name for name in agents if name.startswith(prefix)), None)
 
 
-__all__ = ["SUITES", "Suite", "SuiteResult", "find", "get_suite"]
+__all__ = ["SUITES", "Suite", "SuiteResult", "agent_trial", "find", "get_suite"]

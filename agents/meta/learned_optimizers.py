@@ -38,7 +38,9 @@ graph.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,11 +327,31 @@ class LearnedLRController(Controller):
 
     @classmethod
     def load(cls, path: str) -> LearnedLRController:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        """What :meth:`save` wrote: tensors and plain data only (``torch.load(weights_only=True)``), the
+        network rebuilt from the recorded config; no code from the file runs."""
+        blob = load_blob(path, cls)
         controller = cls(**blob["config"])
         controller.net.load_state_dict(blob["state_dict"])
         controller.history = blob.get("history", [])
         return controller
+
+
+def load_blob(path: str, cls: type) -> dict[str, Any]:
+    """A file written by ``cls.save``, loaded with ``torch.load(weights_only=True)`` (no unpickling of code);
+    ValueError naming the file if it holds anything else or a config ``cls`` does not take."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path}: not a {cls.__name__} file (it holds pickled objects beyond tensors and plain data, which "
+            f"are not loaded: {str(error).splitlines()[0]})"
+        ) from error
+    if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "state_dict" in blob):
+        raise ValueError(f"{path}: not a {cls.__name__} file (no config and state_dict)")
+    unknown = sorted(set(blob["config"]) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise ValueError(f"{path}: {cls.__name__} takes no argument {unknown[0]!r} (from the file's config)")
+    return blob
 
 
 def final_log10(loss: torch.Tensor, initial_loss: torch.Tensor, diverged: torch.Tensor) -> np.ndarray:
@@ -585,7 +607,8 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
 
     @classmethod
     def load(cls, path: str) -> CoordinatewiseLSTMOptimizer:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        """What :meth:`save` wrote, loaded as :meth:`LearnedLRController.load` (weights only, no code runs)."""
+        blob = load_blob(path, cls)
         model = cls(**blob["config"])
         model.load_state_dict(blob["state_dict"])
         model.history = blob.get("history", [])

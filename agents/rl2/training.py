@@ -29,6 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import metaopt_envs
 from agents.controllers.base import core_of
+from agents.rl2.runs import run_spec, save_model, write_run_spec
 
 CONFIG_DIR = str((Path(__file__).resolve().parents[1] / "configs").resolve())
 """The shipped Hydra configs (``train.yaml`` composes ``env``, ``agent`` and ``budget``): the checkout's
@@ -153,7 +154,9 @@ def train(cfg: DictConfig) -> TrainResult:
             tb_log_name="run",
         )
     model_path = out_dir / "model.zip"
-    model.save(model_path)
+    spec = run_spec(cfg, model)  # the run describes itself: in the zip (a copied model.zip) and as spec.json
+    save_model(model, model_path, spec)
+    write_run_spec(out_dir, spec)
     model.save(checkpoints / f"model_{model.num_timesteps}_steps.zip")  # a later, larger budget resumes here
     if run is not None:
         run.finish()
