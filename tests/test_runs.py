@@ -96,8 +96,10 @@ def test_explicit_overrides_are_printed_and_shape_changes_refused(
     assert agent.with_overrides({"action_mode": "relative"}, 2) is agent  # the recorded values: no override
     with pytest.raises(ValueError, match="observe_validation"):
         agent.with_overrides({"observe_validation": True})  # one more observation: 12, not 11
-    with pytest.raises(ValueError, match="observe_validation"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # the CLI checks it before any tuning: one line, exit 2
         _bench(tmp_path, "--agents", str(out_dir), "--model-env-kwargs", '{"observe_validation": true}')
+    assert exit_info.value.code == 2 and "observe_validation" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--env-id MetaOpt-LR-v0"):
         _bench(tmp_path, "--env-id", "MetaOpt-HPO-v0", "--families", "branin", "--agents", str(out_dir))
 

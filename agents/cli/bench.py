@@ -132,6 +132,8 @@ def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any])
             parsed = parse_agent_spec(spec)
             if parsed.kind == "model":
                 path = Path(parsed.path)
+                if path.is_dir():  # a run directory: its model.zip
+                    path = path / "model.zip"
                 if not path.is_file():
                     raise ValueError(f"agent spec {spec!r}: no such model file ({path.resolve()})")
                 if not zipfile.is_zipfile(path):
