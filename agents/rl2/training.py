@@ -10,10 +10,27 @@ same config in code (Hydra's compose API over :data:`CONFIG_DIR`) and train with
         cfg = compose("train", overrides=["budget=smoke", "out_dir=/tmp/run"])
     result = train(cfg)
 
-Checkpoints go to ``<out_dir>/checkpoints`` every ``budget.checkpoint_every`` steps; training the
-same config again resumes from the latest one. TensorBoard logs go to ``<out_dir>/tb``. With
-``evaluate`` the trained agent is compared with the hand-designed baselines (tuned on the training
-split) on held-out test tasks of the env's evaluation suite.
+A run directory belongs to one configuration. The first run writes ``<out_dir>/config.yaml``
+(resolved); training into a directory that has one compares the new composed config with it:
+
+- the same training configuration resumes (evaluation and logging settings, ``out_dir``,
+  ``evaluate``, ``eval_*``, ``tune_tasks``, ``progress_bar``, ``wandb``, and
+  ``budget.checkpoint_every`` may differ); a finished run trains nothing more;
+- a larger ``budget.total_timesteps`` extends the run (printed);
+- anything else (another seed, env, agent, hyperparameter, a smaller budget) is refused with a
+  ValueError: resume with the stored configuration, or start over with another ``out_dir=...`` or
+  ``overwrite=true`` (which deletes the old run's checkpoints, TensorBoard logs and model).
+
+Checkpoints (:mod:`agents.rl2.checkpoints`) go to ``<out_dir>/checkpoints`` at the first rollout
+boundary ``budget.checkpoint_every`` steps after the last one, and when training ends; each is
+written atomically with the env's task-stream counters and the RNG states, so a killed run resumes
+bit for bit where its last checkpoint was (at most one checkpoint interval is redone, no task is
+replayed). A corrupt or incomplete checkpoint is skipped with a warning naming it, and the previous
+one is used. TensorBoard logs go to ``<out_dir>/tb/run_1``, one run across resumes (what a killed
+run logged after its checkpoint is purged). ``budget.total_timesteps`` is trained in whole rollouts
+(``n_steps x num_envs``; the rounding is printed). With ``evaluate`` the trained agent is compared
+with the hand-designed baselines (tuned on the training split) on held-out test tasks of the env's
+evaluation suite.
 """
 
 from __future__ import annotations
