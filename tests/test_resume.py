@@ -192,3 +192,28 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     low, high = summaries[whole]["return_ci"]
     print("RL² return_mean resumed", summaries[killed]["return_mean"], "uninterrupted", summaries[whole]["return_mean"])
     assert low <= summaries[killed]["return_mean"] <= high
+
+
+def test_rows_caught_mid_episode_move_on_to_their_next_task(tmp_path):
+    """A rollout of 15 steps ends mid-trial (20 steps): those rows' state is not in the checkpoint,
+    so on resume they start their next task, never one they have seen; the rest restart exactly."""
+    from agents.rl2.checkpoints import restore_env
+    from agents.rl2.fast_recurrent import FastRecurrentPPO
+    from agents.rl2.training import make_env
+
+    cfg = _config(
+        tmp_path, "agent.hyperparameters.n_steps=15", "budget.total_timesteps=120", "budget.checkpoint_every=120"
+    )
+    train(cfg)
+    checkpoint = tmp_path / "checkpoints" / "model_120_steps.zip"
+    saved = load_state(checkpoint)["env"]
+    model = FastRecurrentPPO.load(checkpoint, env=make_env(cfg), device="cpu")
+    mid = ~saved["episode_starts"]
+    assert restore_env(model, load_state(checkpoint)) == int(mid.sum()) > 0
+    core = model.get_env().unwrapped.core
+    family = core.unwrapped
+    assert torch.equal(family.episode_index, saved["episode_index"] + mid.long())
+    assert torch.equal(family.task_key[~mid], saved["task_key"][~mid])
+    assert not (family.task_key[mid] == saved["task_key"][mid]).any()
+    assert (family.inner_episode == 0).all() and (core.episodes_done == 0).all()
+    assert model._last_episode_starts.all() and model._last_obs.shape == (8, core.single_observation_space.shape[0])
