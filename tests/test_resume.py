@@ -96,6 +96,11 @@ def test_resume_in_process_is_exact(tmp_path):
             path.unlink()
     resumed = train(_config(cut, "budget.total_timesteps=800"))
     assert resumed["resumed_from"].endswith("model_320_steps.zip") and resumed["num_timesteps"] == 800
+    from agents.rl2.fast_recurrent import FastRecurrentPPO
+
+    for path in checkpoints_newest_first(cut / "checkpoints"):  # every counted step was trained on
+        model = FastRecurrentPPO.load(path, device="cpu")
+        assert model._n_updates == model.num_timesteps // 160, path.name  # one epoch per 160-step rollout
     for name, value in _final_env_counters(whole).items():
         assert torch.equal(value, _final_env_counters(cut)[name]), name
     assert all(torch.equal(a, b) for a, b in zip(_parameters(whole / "model.zip"), _parameters(cut / "model.zip")))
@@ -113,6 +118,15 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path):
     assert any("model_480_steps.zip" in m for m in messages) and any("model_320_steps.state.pt" in m for m in messages)
     assert resumed["resumed_from"].endswith("model_160_steps.zip") and resumed["num_timesteps"] == 480
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    # With no complete checkpoint left (here: an older version's, without a state file) it refuses.
+    for path in (tmp_path / "checkpoints").glob("*.state.pt"):
+        path.unlink()
+    with (
+        pytest.warns(UserWarning, match="has no state file"),
+        pytest.raises(ValueError, match="no complete checkpoint"),
+    ):
+        train(cfg)
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,11 @@ def check_checkpoint(checkpoint: Path) -> dict[str, Any]:
                 raise ValueError(f"member {bad} is corrupt")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise ValueError(f"checkpoint {checkpoint} is corrupt or incomplete: {error}") from error
+    if not state_path(checkpoint).exists():
+        raise ValueError(
+            f"checkpoint {checkpoint} has no state file {state_path(checkpoint).name} (an older version's "
+            "checkpoint, or one whose write was interrupted): it cannot continue the task stream"
+        )
     try:
         state = load_state(checkpoint)
     except Exception as error:

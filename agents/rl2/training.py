@@ -249,7 +249,13 @@ def train(cfg: DictConfig) -> TrainResult:
     """Train (or resume) as ``cfg`` says; returns paths and, with ``cfg.evaluate``, the results."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.rl2.checkpoints import RolloutCheckpoint, restore_env, restore_rng, valid_checkpoints
+    from agents.rl2.checkpoints import (
+        RolloutCheckpoint,
+        checkpoints_newest_first,
+        restore_env,
+        restore_rng,
+        valid_checkpoints,
+    )
 
     algo = _algorithm(cfg)
     check_config(cfg)
@@ -274,6 +280,11 @@ def train(cfg: DictConfig) -> TrainResult:
         note = f" ({moved_on} rows caught mid-episode moved on to their next task)" if moved_on else ""
         print(f"resuming from {path} at {model.num_timesteps} steps{note}", flush=True)
         break
+    if model is None and checkpoints_newest_first(checkpoints):
+        raise ValueError(
+            f"{checkpoints} holds no complete checkpoint to resume from (see the warnings above); "
+            "start over with another out_dir=... or overwrite=true"
+        )
     if model is None:
         model = build_model(cfg, env, out_dir)
     rollout = rollout_size(model)
