@@ -114,3 +114,10 @@ def test_hydra_multirun_sweeps_seeds_locally(tmp_path):
         run = tmp_path / "runs" / f"lr_quadratic-rl2-seed{seed}"
         assert (run / "model.zip").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
         assert f"seed: {seed}" in (run / "config.yaml").read_text()
+
+    # Each job's out_dir is its seed's: a sweep with another learning rate would resume these runs
+    # with overrides they were not trained with, so it is refused (before training anything).
+    command = [*command, "agent.hyperparameters.learning_rate=0.05"]
+    refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "holds a run of another configuration" in refused.stderr
+    assert "agent.hyperparameters.learning_rate: 0.0003 -> 0.05" in refused.stderr

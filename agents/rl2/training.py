@@ -10,15 +10,34 @@ same config in code (Hydra's compose API over :data:`CONFIG_DIR`) and train with
         cfg = compose("train", overrides=["budget=smoke", "out_dir=/tmp/run"])
     result = train(cfg)
 
-Checkpoints go to ``<out_dir>/checkpoints`` every ``budget.checkpoint_every`` steps; training the
-same config again resumes from the latest one. TensorBoard logs go to ``<out_dir>/tb``. With
-``evaluate`` the trained agent is compared with the hand-designed baselines (tuned on the training
-split) on held-out test tasks of the env's evaluation suite.
+A run directory belongs to one configuration. The first run writes ``<out_dir>/config.yaml``
+(resolved); training into a directory that has one compares the new composed config with it:
+
+- the same training configuration resumes (evaluation and logging settings, ``out_dir``,
+  ``evaluate``, ``eval_*``, ``tune_tasks``, ``progress_bar``, ``wandb``, and
+  ``budget.checkpoint_every`` may differ); a finished run trains nothing more;
+- a larger ``budget.total_timesteps`` extends the run (printed);
+- anything else (another seed, env, agent, hyperparameter, a smaller budget) is refused with a
+  ValueError: resume with the stored configuration, or start over with another ``out_dir=...`` or
+  ``overwrite=true`` (which deletes the old run's checkpoints, TensorBoard logs and model).
+
+Checkpoints (:mod:`agents.rl2.checkpoints`) go to ``<out_dir>/checkpoints`` at the first rollout
+boundary ``budget.checkpoint_every`` steps after the last one, and when training ends; each is
+written atomically with the env's task-stream counters and the RNG states, so a killed run resumes
+bit for bit where its last checkpoint was (at most one checkpoint interval is redone, no task is
+replayed). A corrupt or incomplete checkpoint is skipped with a warning naming it, and the previous
+one is used. TensorBoard logs go to ``<out_dir>/tb/run_1``, one run across resumes (what a killed
+run logged after its checkpoint is purged). ``budget.total_timesteps`` is trained in whole rollouts
+(``n_steps x num_envs``; the rounding is printed). With ``evaluate`` the trained agent is compared
+with the hand-designed baselines (tuned on the training split) on held-out test tasks of the env's
+evaluation suite.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -34,6 +53,24 @@ from agents.rl2.runs import run_spec, save_model, write_run_spec
 CONFIG_DIR = str((Path(__file__).resolve().parents[1] / "configs").resolve())
 """The shipped Hydra configs (``train.yaml`` composes ``env``, ``agent`` and ``budget``): the checkout's
 top-level ``configs/`` (``agents/configs`` links to it), or the copy an installed wheel ships in ``agents``."""
+
+TB_LOG_NAME = "run"
+"""TensorBoard logs go to ``<out_dir>/tb/run_1``, one run across resumes."""
+
+NOT_TRAINING = (
+    "out_dir",
+    "overwrite",
+    "evaluate",
+    "eval_num_tasks",
+    "eval_seeds",
+    "tune_tasks",
+    "progress_bar",
+    "wandb",
+)
+"""Top-level config keys that do not change what is trained: they may differ when a run resumes."""
+
+AGENT_KEYS = ("algo", "policy", "torch_threads", "policy_kwargs", "hyperparameters")
+BUDGET_KEYS = ("total_timesteps", "checkpoint_every")
 
 
 class TrainResult(TypedDict, total=False):
@@ -89,13 +126,116 @@ def make_env(cfg: DictConfig) -> VecEnv:
     return VecMonitor(env)
 
 
+def n_steps(cfg: DictConfig, env: VecEnv) -> int:
+    """Steps per env and rollout: ``agent.hyperparameters.n_steps``, or one whole trial if it is null."""
+    configured = cfg.agent.hyperparameters.get("n_steps")
+    if configured is not None:
+        return int(configured)
+    return int(cfg.env.get("episodes_per_trial") or 1) * int(core_of(env).num_decisions)
+
+
+def check_config(cfg: DictConfig, env: VecEnv | None = None) -> None:
+    """The budget and the keys of ``agent`` and ``budget``; a ValueError names the key, value and what is allowed.
+
+    ``budget.total_timesteps`` and ``budget.checkpoint_every`` are positive integers; with ``env``,
+    ``checkpoint_every`` is at least one rollout (``n_steps x num_envs``): checkpoints are written at
+    rollout boundaries only.
+    """
+    for group, known in (("agent", AGENT_KEYS), ("budget", BUDGET_KEYS)):
+        for key in cfg[group]:
+            if key not in known:
+                hint = f" (PPO's arguments go under {group}.hyperparameters)" if group == "agent" else ""
+                raise ValueError(f"{group}.{key} is not a key of {group}; the keys are {', '.join(known)}{hint}")
+    for key in BUDGET_KEYS:
+        value = cfg.budget[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"budget.{key} must be a positive integer (environment steps), got {value!r}")
+    if env is not None:
+        rollout = n_steps(cfg, env) * env.num_envs
+        every = int(cfg.budget.checkpoint_every)
+        if every < rollout:
+            raise ValueError(
+                f"budget.checkpoint_every must be at least one rollout ({rollout} steps = n_steps "
+                f"{n_steps(cfg, env)} x num_envs {env.num_envs}): checkpoints are written at rollout "
+                f"boundaries, got {every}"
+            )
+
+
+def training_config(node: Any) -> dict[str, Any]:
+    """The part of a config that decides what is trained, flattened to ``"a.b": value``: everything
+    but :data:`NOT_TRAINING`, ``hydra`` and ``budget.checkpoint_every``."""
+    container = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(container, dict):
+        raise TypeError(f"expected a config mapping, got {type(container).__name__}")
+    kept = {k: v for k, v in container.items() if k not in NOT_TRAINING and k != "hydra"}
+    resolved = OmegaConf.to_container(OmegaConf.create(kept), resolve=True)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk("", resolved)
+    flat.pop("budget.checkpoint_every", None)
+    return flat
+
+
+def claim_run_dir(cfg: DictConfig, out_dir: Path) -> None:
+    """Make ``out_dir`` the directory of ``cfg``'s run, or refuse (ValueError) if it holds another's.
+
+    A directory with a ``config.yaml`` resumes only the same training configuration (see
+    :func:`training_config`); a larger ``budget.total_timesteps`` extends the run. ``overwrite=true``
+    deletes the old run's checkpoints, TensorBoard logs and model first.
+    """
+    stored_path = out_dir / "config.yaml"
+    checkpoints = out_dir / "checkpoints"
+    if cfg.get("overwrite"):
+        for old in (checkpoints, out_dir / "tb"):
+            shutil.rmtree(old, ignore_errors=True)
+        for name in ("model.zip", "config.yaml"):
+            (out_dir / name).unlink(missing_ok=True)
+    elif stored_path.exists():
+        stored, new = training_config(OmegaConf.load(stored_path)), training_config(cfg)
+        budget = "budget.total_timesteps"
+        extended = stored.get(budget, 0) < new.get(budget, 0)
+        changed = [k for k in sorted(stored.keys() | new.keys()) if stored.get(k) != new.get(k)]
+        changed = [k for k in changed if not (k == budget and extended)]
+        if changed:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise ValueError(
+                f"{out_dir} holds a run of another configuration ({shown}{more}); rerun with its own "
+                f"configuration ({stored_path}) to resume it, or start over with another out_dir=... or "
+                "overwrite=true"
+            )
+        if not extended:
+            return
+        print(f"extending the run in {out_dir} from {stored[budget]} to {new[budget]} steps", flush=True)
+    elif any(checkpoints.glob("*_steps.zip")):
+        raise ValueError(
+            f"{out_dir} holds checkpoints but no config.yaml to compare with; start over with another "
+            "out_dir=... or overwrite=true"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from agents.rl2.checkpoints import atomic_write
+
+    text = OmegaConf.to_yaml(cfg, resolve=True).encode()
+    atomic_write(stored_path, lambda file: file.write(text))
+
+
+def rollout_size(model: BaseAlgorithm) -> int:
+    """Environment steps per rollout: ``n_steps x num_envs``."""
+    return int(model.n_steps) * int(model.n_envs)  # type: ignore[attr-defined]
+
+
 def build_model(cfg: DictConfig, env: VecEnv, out_dir: Path) -> BaseAlgorithm:
     """A fresh ``cfg.agent.algo`` on ``env``; ``n_steps: null`` means one whole trial per env and rollout."""
     algo = _algorithm(cfg)
     hyperparameters = config_dict(cfg.agent.hyperparameters)
-    if hyperparameters.get("n_steps") is None:
-        decisions = core_of(env).num_decisions
-        hyperparameters["n_steps"] = int(cfg.env.get("episodes_per_trial") or 1) * int(decisions)
+    hyperparameters["n_steps"] = n_steps(cfg, env)
     return algo(
         cfg.agent.policy,
         env,
@@ -109,28 +249,57 @@ def build_model(cfg: DictConfig, env: VecEnv, out_dir: Path) -> BaseAlgorithm:
 
 def train(cfg: DictConfig) -> TrainResult:
     """Train (or resume) as ``cfg`` says; returns paths and, with ``cfg.evaluate``, the results."""
-    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.rl2.checkpoints import (
+        RolloutCheckpoint,
+        checkpoints_newest_first,
+        restore_env,
+        restore_rng,
+        valid_checkpoints,
+    )
 
     algo = _algorithm(cfg)
+    check_config(cfg)
     torch.set_num_threads(int(cfg.agent.torch_threads))
     out_dir = Path(cfg.out_dir)
     checkpoints = out_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     env = make_env(cfg)
-    resume_from = latest_checkpoint(checkpoints)
-    if resume_from is not None:
-        model = algo.load(resume_from, env=env, device="cpu", tensorboard_log=str(out_dir / "tb"))
-        print(f"resuming from {resume_from} at {model.num_timesteps} steps", flush=True)
-    else:
-        model = build_model(cfg, env, out_dir)
-    callbacks: list[BaseCallback] = [
-        CheckpointCallback(
-            save_freq=max(int(cfg.budget.checkpoint_every) // int(cfg.env.num_envs), 1),
-            save_path=str(checkpoints),
-            name_prefix="model",
+    check_config(cfg, env)
+    claim_run_dir(cfg, out_dir)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    resume_from: Path | None = None
+    model: BaseAlgorithm | None = None
+    for path, state in valid_checkpoints(checkpoints):
+        try:
+            model = algo.load(path, env=env, device="cpu", tensorboard_log=str(out_dir / "tb"))
+        except Exception as error:  # a zip that reads but does not load: the previous one
+            warnings.warn(f"skipping checkpoint {path}: {error}; falling back to an earlier checkpoint", stacklevel=1)
+            continue
+        restore_rng(state)
+        moved_on = restore_env(model, state)
+        resume_from = path
+        note = f" ({moved_on} rows caught mid-episode moved on to their next task)" if moved_on else ""
+        print(f"resuming from {path} at {model.num_timesteps} steps{note}", flush=True)
+        break
+    if model is None and checkpoints_newest_first(checkpoints):
+        raise ValueError(
+            f"{checkpoints} holds no complete checkpoint to resume from (see the warnings above); "
+            "start over with another out_dir=... or overwrite=true"
         )
-    ]
+    if model is None:
+        model = build_model(cfg, env, out_dir)
+    rollout = rollout_size(model)
+    total = int(cfg.budget.total_timesteps)
+    if total % rollout:
+        trained = -(-total // rollout) * rollout
+        print(
+            f"budget.total_timesteps={total} is trained as {trained} steps: whole rollouts of {rollout} "
+            f"(n_steps {model.n_steps} x num_envs {model.n_envs})",  # type: ignore[attr-defined]
+            flush=True,
+        )
+    checkpointer = RolloutCheckpoint(checkpoints, int(cfg.budget.checkpoint_every))
+    callbacks: list[BaseCallback] = [checkpointer]
     run = None
     if cfg.wandb.mode != "disabled":
         import wandb
@@ -144,14 +313,15 @@ def train(cfg: DictConfig) -> TrainResult:
             config=config_dict(cfg),
         )
         callbacks.append(WandbCallback())
-    remaining = int(cfg.budget.total_timesteps) - model.num_timesteps
+    remaining = total - model.num_timesteps
     if remaining > 0:
+        model.set_logger(_tensorboard_logger(model, out_dir / "tb" / f"{TB_LOG_NAME}_1", model.num_timesteps))
         model.learn(
             total_timesteps=remaining,
             callback=callbacks,
             progress_bar=bool(cfg.progress_bar),
             reset_num_timesteps=resume_from is None,
-            tb_log_name="run",
+            tb_log_name=TB_LOG_NAME,
         )
     model_path = out_dir / "model.zip"
     spec = run_spec(cfg, model)  # the run describes itself: in the zip (a copied model.zip) and as spec.json
@@ -191,6 +361,25 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     return report
 
 
+def _tensorboard_logger(model: BaseAlgorithm, folder: Path, start: int) -> Any:
+    """SB3's logger on ``folder``; resuming at ``start`` steps, TensorBoard drops what the killed
+    run logged after its checkpoint (``purge_step``), so no step appears twice."""
+    import sys
+
+    from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
+    from torch.utils.tensorboard import SummaryWriter
+
+    class _TensorBoard(TensorBoardOutputFormat):
+        def __init__(self) -> None:  # the base opens its own writer, without purge_step
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=start + 1 if start else None)
+            self._is_closed = False
+
+    formats: list[KVWriter] = [_TensorBoard()]
+    if model.verbose >= 1:
+        formats.insert(0, HumanOutputFormat(sys.stdout))
+    return Logger(folder=str(folder), output_formats=formats)
+
+
 def _algorithm(cfg: DictConfig) -> type[BaseAlgorithm]:
     algos = algorithms()
     if cfg.agent.algo not in algos:
@@ -203,9 +392,14 @@ __all__ = [
     "TrainResult",
     "algorithms",
     "build_model",
+    "check_config",
+    "claim_run_dir",
     "config_dict",
     "evaluate_against_baselines",
     "latest_checkpoint",
     "make_env",
+    "n_steps",
+    "rollout_size",
     "train",
+    "training_config",
 ]
