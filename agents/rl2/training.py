@@ -327,7 +327,6 @@ def train(cfg: DictConfig) -> TrainResult:
     spec = run_spec(cfg, model)  # the run describes itself: in the zip (a copied model.zip) and as spec.json
     save_model(model, model_path, spec)
     write_run_spec(out_dir, spec)
-    model.save(checkpoints / f"model_{model.num_timesteps}_steps.zip")  # a later, larger budget resumes here
     if run is not None:
         run.finish()
     result = TrainResult(
