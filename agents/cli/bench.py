@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.threads,
         on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),
     )
-    print(f"\nwrote {out_dir / 'results.md'} and results.json ({report['wall_seconds']:.0f} s)")
+    print(f"\nresults: {out_dir / 'results.md'} (and results.json, plots in {out_dir}; {report['wall_seconds']:.0f} s)")
     return report
 
 

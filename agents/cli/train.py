@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from agents.rl2.training import CONFIG_DIR, algorithms, train
+from agents.rl2.training import CONFIG_DIR, algorithms, final_line, train
 
 PROG = "metaopt-train"
 FREE_FORM = ("env.kwargs", "agent.hyperparameters", "agent.policy_kwargs")
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, TypeError) as error:
             fail(str(error))
         result = train(cfg)
-        print(f"model: {result['model']} ({result['num_timesteps']} steps)", flush=True)
+        print(final_line(result), flush=True)
 
     saved = sys.argv
     sys.argv = [saved[0], *argv]

@@ -216,14 +216,17 @@ def plot_ensemble_curves(records: dict[str, list[EnsembleRecord]], path: str, ti
     """Mean cumulative loss and mean weight entropy of each agent against the decision (PNG)."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
+    from agents.evaluation.plotting import legend, plot_lines
+
     figure = Figure(figsize=(11, 4))
     (loss_axis, entropy_axis) = figure.subplots(1, 2)
-    for name, recs in records.items():
-        loss_axis.plot(np.mean([r.cumulative_loss for r in recs], axis=0), label=name)
-        entropy_axis.plot(np.mean([r.weight_entropy for r in recs], axis=0), label=name)
+    plot_lines(loss_axis, {name: np.mean([r.cumulative_loss for r in recs], axis=0) for name, recs in records.items()})
+    plot_lines(
+        entropy_axis, {name: np.mean([r.weight_entropy for r in recs], axis=0) for name, recs in records.items()}
+    )
     loss_axis.set(xlabel="decision", ylabel="mean cumulative normalized loss", title=f"cumulative loss {title}")
     entropy_axis.set(xlabel="decision", ylabel="weight entropy (nats)", title=f"weight entropy {title}")
-    loss_axis.legend(fontsize=7)
+    legend(loss_axis, len(records))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -138,14 +138,15 @@ def plot_hpo_curves(records: dict[str, list[HPORecord]], path: str, title: str =
 
     figure = Figure(figsize=(11, 4))
     (median_axis, mean_axis) = figure.subplots(1, 2)
-    for name, recs in records.items():
-        curves = np.concatenate([r.curves for r in recs])
-        steps = np.arange(1, curves.shape[1] + 1)
-        median_axis.plot(steps, np.median(curves, axis=0), label=name)
-        mean_axis.plot(steps, curves.mean(axis=0), label=name)
+    from agents.evaluation.plotting import legend, plot_lines
+
+    curves = {name: np.concatenate([r.curves for r in recs]) for name, recs in records.items()}
+    steps = {name: np.arange(1, c.shape[1] + 1) for name, c in curves.items()}
+    plot_lines(median_axis, {name: np.median(c, axis=0) for name, c in curves.items()}, steps)
+    plot_lines(mean_axis, {name: c.mean(axis=0) for name, c in curves.items()}, steps)
     median_axis.set(xlabel="evaluations", ylabel="median log10 simple regret", title=f"median {title}")
     mean_axis.set(xlabel="evaluations", ylabel="mean log10 simple regret", title=f"mean {title}")
-    median_axis.legend(fontsize=7)
+    legend(median_axis, len(records))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -217,17 +217,23 @@ def plot_curves(records: dict[str, list[RunRecord]], path: str, title: str = "")
     """Mean normalized loss curve and median learning-rate schedule of each agent (PNG)."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
+    from agents.evaluation.plotting import legend, line_styles, plot_lines
+
     figure = Figure(figsize=(11, 4))
     (loss_axis, lr_axis) = figure.subplots(1, 2)
+    losses, rates = {}, {}
     for name, recs in records.items():
         length = min(len(r.loss_curve) for r in recs)
-        loss_axis.plot(np.mean([r.loss_curve[:length] for r in recs], axis=0), label=name)
-        lr_axis.plot(np.exp(np.mean([np.log(r.lr_curve[:length]) for r in recs], axis=0)), label=name)
+        losses[name] = np.mean([r.loss_curve[:length] for r in recs], axis=0)
+        rates[name] = np.exp(np.mean([np.log(r.lr_curve[:length]) for r in recs], axis=0))
+    plot_lines(loss_axis, losses)  # a diverging agent's curve is clipped, not the others flattened
+    for (name, rate), (colour, style) in zip(rates.items(), line_styles(len(rates)), strict=True):
+        lr_axis.plot(rate, label=name, color=colour, linestyle=style)  # log scale: every rate stays readable
     loss_axis.set(xlabel="decision", ylabel="mean log10(L_t / L_0)", title=f"loss {title}")
     lr_axis.set(
         xlabel="decision", ylabel="learning rate (geometric mean)", yscale="log", title=f"learning rate {title}"
     )
-    loss_axis.legend(fontsize=7)
+    legend(loss_axis, len(losses))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -11,6 +11,7 @@ baseline; :func:`write_report` writes ``results.json`` and ``results.md``. The C
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,12 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def progress(message: str) -> None:
+    """A stage of a long evaluation, printed (and logged: ``metaopt-train`` writes it to ``train.log``)."""
+    print(message, flush=True)
+    logging.getLogger("agents.rl2.training").info(message)
 
 
 def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, started: float) -> dict[str, Any]:
@@ -78,6 +85,7 @@ def benchmark_family(
     the ``action_mode`` they were trained in) and, with ``sample_models``, a second row with sampled actions.
     """
     env_kwargs = {**env_kwargs, suite.family_argument: family}
+    progress(f"{family}: building the agents (tuning baselines on {tune_tasks} training tasks per grid point)")
     agents, tuning = suite.build_agents(specs, env_kwargs, tune_tasks)
     models = [spec for spec in specs if spec != "baselines" and parse_agent_spec(spec).kind == "model"]
     for name in models:  # a model with its run spec: explicit model kwargs and trial length override it (printed)
@@ -88,6 +96,7 @@ def benchmark_family(
         agents.update({f"{name}{SAMPLED}": SampledActions(agents[name]) for name in models})
         models += [f"{name}{SAMPLED}" for name in models]
     plot_path = out_dir / f"{suite.plot_prefix}_{family}.png"
+    progress(f"{family}: evaluating {len(agents)} agents on {num_tasks} test tasks x seeds {list(seeds)}")
     result = suite.run(
         agents,
         env_kwargs,
@@ -194,12 +203,14 @@ def compare_with_baselines(
     says so (:attr:`Suite.sample_trained_models`) the model is also scored with sampled actions.
     """
     env_kwargs = {k: v for k, v in model_env_kwargs.items() if k != "action_mode"}
+    progress(f"tuning the baselines on {tune_tasks} training tasks per grid point")
     baselines, tuning = suite.build_agents(["baselines"], env_kwargs, tune_tasks)
     agents: dict[str, Any] = {name: model}
     if suite.sample_trained_models:
         agents[name.removesuffix(")") + ", sampled actions)"] = SampledActions(model)
     per_agent = {agent: dict(model_env_kwargs) for agent in agents}
     agents.update(baselines)
+    progress(f"evaluating {len(agents)} agents on {num_tasks} test tasks x seeds {list(seeds)}")
     result = suite.run(
         agents, env_kwargs, num_tasks, seeds, episodes_per_trial, per_agent, str(out_dir / "curves.png"), "(test split)"
     )

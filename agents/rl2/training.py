@@ -35,8 +35,11 @@ evaluation suite.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, TypedDict
@@ -68,6 +71,11 @@ NOT_TRAINING = (
     "wandb",
 )
 """Top-level config keys that do not change what is trained: they may differ when a run resumes."""
+
+LOG = logging.getLogger(__name__)
+"""What a run does, in ``<out_dir>/train.log`` (:func:`run_log`); not propagated to Hydra's handlers."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG.propagate = False
 
 AGENT_KEYS = ("algo", "policy", "torch_threads", "policy_kwargs", "hyperparameters")
 BUDGET_KEYS = ("total_timesteps", "checkpoint_every")
@@ -213,7 +221,7 @@ def claim_run_dir(cfg: DictConfig, out_dir: Path) -> None:
             )
         if not extended:
             return
-        print(f"extending the run in {out_dir} from {stored[budget]} to {new[budget]} steps", flush=True)
+        say(f"extending the run in {out_dir} from {stored[budget]} to {new[budget]} steps")
     elif any(checkpoints.glob("*_steps.zip")):
         raise ValueError(
             f"{out_dir} holds checkpoints but no config.yaml to compare with; start over with another "
@@ -229,6 +237,45 @@ def claim_run_dir(cfg: DictConfig, out_dir: Path) -> None:
 def rollout_size(model: BaseAlgorithm) -> int:
     """Environment steps per rollout: ``n_steps x num_envs``."""
     return int(model.n_steps) * int(model.n_envs)  # type: ignore[attr-defined]
+
+
+def agent_label(algo: str) -> str:
+    """The results name of a trained agent: ``RL² (<algo>)`` for a memory (recurrent) algorithm,
+    ``PPO (no memory)`` for the feed-forward ``ppo`` ablation."""
+    return "PPO (no memory)" if algo == "ppo" else f"RL² ({algo})"
+
+
+def show_progress(cfg: DictConfig) -> bool:
+    """SB3's progress bar: with ``cfg.progress_bar`` and only when stderr is a terminal (not in
+    tests, CI logs or a redirected run, where a bar would fill the log with redraws)."""
+    return bool(cfg.get("progress_bar")) and sys.stderr.isatty()
+
+
+def run_log(out_dir: Path) -> logging.Handler:
+    """Attach a handler appending :data:`LOG` to ``<out_dir>/train.log`` (resumes append); remove it when done."""
+    handler = logging.FileHandler(out_dir / "train.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False  # Hydra's root handlers would print it again (and write it twice)
+    return handler
+
+
+def say(message: str) -> None:
+    """Print ``message`` and log it to ``train.log``."""
+    print(message, flush=True)
+    LOG.info(message)
+
+
+def summary(cfg: DictConfig) -> str:
+    """One line of what is trained: env, agent, seed, budget and the hyperparameters set."""
+    hyper = ", ".join(f"{k}={v}" for k, v in config_dict(cfg.agent.hyperparameters).items())
+    return (
+        f"training {agent_label(str(cfg.agent.algo))} ({cfg.agent.algo}, {cfg.agent.policy}) on {cfg.env.id} "
+        f"{config_dict(cfg.env.kwargs)} with {cfg.env.num_envs} envs, episodes_per_trial "
+        f"{cfg.env.get('episodes_per_trial')}, seed {cfg.seed}; budget {cfg.budget.total_timesteps} steps, "
+        f"a checkpoint every {cfg.budget.checkpoint_every}; hyperparameters: {hyper}"
+    )
 
 
 def build_model(cfg: DictConfig, env: VecEnv, out_dir: Path) -> BaseAlgorithm:
@@ -248,7 +295,31 @@ def build_model(cfg: DictConfig, env: VecEnv, out_dir: Path) -> BaseAlgorithm:
 
 
 def train(cfg: DictConfig) -> TrainResult:
-    """Train (or resume) as ``cfg`` says; returns paths and, with ``cfg.evaluate``, the results."""
+    """Train (or resume) as ``cfg`` says; returns paths and, with ``cfg.evaluate``, the results.
+
+    What it does goes to ``<out_dir>/train.log`` too (appended across resumes): the config summary,
+    the budget and its rounding, the checkpoint it resumes from and each it writes, the evaluation, the paths."""
+    algo = _algorithm(cfg)
+    check_config(cfg)
+    torch.set_num_threads(int(cfg.agent.torch_threads))
+    out_dir = Path(cfg.out_dir)
+    env = make_env(cfg)
+    check_config(cfg, env)
+    handler = run_log(out_dir) if out_dir.is_dir() else None  # a refused directory exists already
+    try:
+        claim_run_dir(cfg, out_dir)
+        handler = handler or run_log(out_dir)
+        return _train(cfg, algo, env, out_dir)
+    except Exception as error:
+        LOG.exception(f"failed: {error}")
+        raise
+    finally:
+        if handler is not None:
+            LOG.removeHandler(handler)
+            handler.close()
+
+
+def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Path) -> TrainResult:
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.rl2.checkpoints import (
@@ -259,14 +330,9 @@ def train(cfg: DictConfig) -> TrainResult:
         valid_checkpoints,
     )
 
-    algo = _algorithm(cfg)
-    check_config(cfg)
-    torch.set_num_threads(int(cfg.agent.torch_threads))
-    out_dir = Path(cfg.out_dir)
+    LOG.info(f"run directory {out_dir.resolve()}; config {out_dir / 'config.yaml'}")
+    LOG.info(summary(cfg))
     checkpoints = out_dir / "checkpoints"
-    env = make_env(cfg)
-    check_config(cfg, env)
-    claim_run_dir(cfg, out_dir)
     checkpoints.mkdir(parents=True, exist_ok=True)
     resume_from: Path | None = None
     model: BaseAlgorithm | None = None
@@ -274,13 +340,15 @@ def train(cfg: DictConfig) -> TrainResult:
         try:
             model = algo.load(path, env=env, device="cpu", tensorboard_log=str(out_dir / "tb"))
         except Exception as error:  # a zip that reads but does not load: the previous one
-            warnings.warn(f"skipping checkpoint {path}: {error}; falling back to an earlier checkpoint", stacklevel=1)
+            message = f"skipping checkpoint {path}: {error}; falling back to an earlier checkpoint"
+            LOG.warning(message)
+            warnings.warn(message, stacklevel=1)
             continue
         restore_rng(state)
         moved_on = restore_env(model, state)
         resume_from = path
         note = f" ({moved_on} rows caught mid-episode moved on to their next task)" if moved_on else ""
-        print(f"resuming from {path} at {model.num_timesteps} steps{note}", flush=True)
+        say(f"resuming from {path} at {model.num_timesteps} steps{note}")
         break
     if model is None and checkpoints_newest_first(checkpoints):
         raise ValueError(
@@ -289,17 +357,19 @@ def train(cfg: DictConfig) -> TrainResult:
         )
     if model is None:
         model = build_model(cfg, env, out_dir)
+        LOG.info("a fresh run (no checkpoint to resume from)")
     rollout = rollout_size(model)
     total = int(cfg.budget.total_timesteps)
     if total % rollout:
         trained = -(-total // rollout) * rollout
-        print(
+        say(
             f"budget.total_timesteps={total} is trained as {trained} steps: whole rollouts of {rollout} "
-            f"(n_steps {model.n_steps} x num_envs {model.n_envs})",  # type: ignore[attr-defined]
-            flush=True,
+            f"(n_steps {model.n_steps} x num_envs {model.n_envs})"  # type: ignore[attr-defined]
         )
+    else:
+        LOG.info(f"budget: {total} steps, {total // rollout} rollouts of {rollout}")
     checkpointer = RolloutCheckpoint(checkpoints, int(cfg.budget.checkpoint_every))
-    callbacks: list[BaseCallback] = [checkpointer]
+    callbacks: list[BaseCallback] = [checkpointer, _CheckpointLog(checkpointer)]
     run = None
     if cfg.wandb.mode != "disabled":
         import wandb
@@ -313,20 +383,27 @@ def train(cfg: DictConfig) -> TrainResult:
             config=config_dict(cfg),
         )
         callbacks.append(WandbCallback())
+        LOG.info(f"wandb ({cfg.wandb.mode}) in {out_dir}")
     remaining = total - model.num_timesteps
     if remaining > 0:
         model.set_logger(_tensorboard_logger(model, out_dir / "tb" / f"{TB_LOG_NAME}_1", model.num_timesteps))
+        say(f"training {remaining} steps ({model.num_timesteps} done); TensorBoard: {out_dir / 'tb'}")
+        started = time.perf_counter()
         model.learn(
             total_timesteps=remaining,
             callback=callbacks,
-            progress_bar=bool(cfg.progress_bar),
+            progress_bar=show_progress(cfg),
             reset_num_timesteps=resume_from is None,
             tb_log_name=TB_LOG_NAME,
         )
+        LOG.info(f"trained to {model.num_timesteps} steps in {time.perf_counter() - started:.1f} s")
+    else:
+        say(f"the run has its whole budget ({model.num_timesteps} steps): nothing more to train")
     model_path = out_dir / "model.zip"
     spec = run_spec(cfg, model)  # the run describes itself: in the zip (a copied model.zip) and as spec.json
     save_model(model, model_path, spec)
     write_run_spec(out_dir, spec)
+    LOG.info(f"model: {model_path}; run spec: {out_dir / 'spec.json'}")
     if run is not None:
         run.finish()
     result = TrainResult(
@@ -335,8 +412,49 @@ def train(cfg: DictConfig) -> TrainResult:
         resumed_from=str(resume_from) if resume_from else None,
     )
     if cfg.evaluate:
+        say(
+            f"evaluating against the tuned baselines: tuning on {cfg.tune_tasks} training tasks per grid point, "
+            f"then {cfg.eval_num_tasks} test tasks x seeds {list(cfg.eval_seeds)}"
+        )
         result["evaluation"] = evaluate_against_baselines(model, cfg, out_dir)
+        LOG.info(f"results: {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'curves.png'}")
     return result
+
+
+def final_line(result: TrainResult) -> str:
+    """The last line ``metaopt-train`` prints: where the results (or, without evaluation, the model) are."""
+    model = f"model: {result['model']} ({result['num_timesteps']} steps)"
+    if "evaluation" in result:
+        return f"results: {Path(result['model']).parent / 'results.md'} ({model})"
+    return model
+
+
+class _CheckpointLog:  # built lazily as a BaseCallback subclass (SB3 is imported on call)
+    def __new__(cls, checkpointer: Any) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class CheckpointLog(BaseCallback):
+            """Logs each checkpoint ``checkpointer`` (the callback before it) has written."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.logged = 0
+
+            def _log_new(self) -> None:
+                for path in checkpointer.saved[self.logged :]:
+                    LOG.info(f"checkpoint {path} at {self.model.num_timesteps} steps")
+                self.logged = len(checkpointer.saved)
+
+            def _on_rollout_start(self) -> None:
+                self._log_new()
+
+            def _on_training_end(self) -> None:
+                self._log_new()
+
+            def _on_step(self) -> bool:
+                return True
+
+        return CheckpointLog()
 
 
 def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -348,7 +466,7 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
     report, table = compare_with_baselines(
         get_suite(cfg.env.id),
         model,
-        f"RL² ({cfg.agent.algo})",
+        agent_label(str(cfg.agent.algo)),
         config_dict(cfg.env.kwargs),
         int(cfg.eval_num_tasks),
         tuple(cfg.eval_seeds),
@@ -357,6 +475,7 @@ def evaluate_against_baselines(model: Any, cfg: DictConfig, out_dir: Path) -> di
         out_dir,
     )
     print("\n" + table, flush=True)
+    LOG.info("evaluation (test split):\n" + table)
     return report
 
 
@@ -389,6 +508,8 @@ def _algorithm(cfg: DictConfig) -> type[BaseAlgorithm]:
 __all__ = [
     "CONFIG_DIR",
     "TrainResult",
+    "agent_label",
+    "final_line",
     "algorithms",
     "build_model",
     "check_config",
@@ -399,6 +520,7 @@ __all__ = [
     "make_env",
     "n_steps",
     "rollout_size",
+    "show_progress",
     "train",
     "training_config",
 ]
