@@ -331,7 +331,7 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
     )
 
     LOG.info(f"run directory {out_dir.resolve()}; config {out_dir / 'config.yaml'}")
-    LOG.info(summary(cfg))
+    say(summary(cfg))
     checkpoints = out_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     resume_from: Path | None = None
@@ -387,10 +387,11 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
     remaining = total - model.num_timesteps
     if remaining > 0:
         model.set_logger(_tensorboard_logger(model, out_dir / "tb" / f"{TB_LOG_NAME}_1", model.num_timesteps))
-        say(f"training {remaining} steps ({model.num_timesteps} done); TensorBoard: {out_dir / 'tb'}")
+        target = model.num_timesteps + -(-remaining // rollout) * rollout
+        say(f"training to {target} steps ({model.num_timesteps} done); TensorBoard logs: {out_dir / 'tb'}")
         started = time.perf_counter()
-        model.learn(
-            total_timesteps=remaining,
+        model.learn(  # whole rollouts (as SB3 trains anyway), so the progress bar's total is what is trained
+            total_timesteps=target - model.num_timesteps,
             callback=callbacks,
             progress_bar=show_progress(cfg),
             reset_num_timesteps=resume_from is None,
@@ -412,10 +413,6 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
         resumed_from=str(resume_from) if resume_from else None,
     )
     if cfg.evaluate:
-        say(
-            f"evaluating against the tuned baselines: tuning on {cfg.tune_tasks} training tasks per grid point, "
-            f"then {cfg.eval_num_tasks} test tasks x seeds {list(cfg.eval_seeds)}"
-        )
         result["evaluation"] = evaluate_against_baselines(model, cfg, out_dir)
         LOG.info(f"results: {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'curves.png'}")
     return result
