@@ -67,11 +67,8 @@ def test_train_then_evaluate_against_baselines(tmp_path, agent):
     )
     result = train(cfg)
     names = list(result["evaluation"]["summaries"])
-    assert (
-        names[0].startswith("RL²")
-        and (agent == "ppo") == ("(ppo)" in names[0])
-        and any(n.startswith("constant") for n in names)
-    )
+    assert names[0] == ("PPO (no memory)" if agent == "ppo" else "RL² (fast_recurrent_ppo)")
+    assert any(n.startswith("constant") for n in names)
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert (tmp_path / "curves.png").exists()
 
