@@ -58,7 +58,7 @@ def test_train_log_says_what_is_trained_and_where_it_went(tmp_path, capsys):
     cfg = _config(f"out_dir={tmp_path}", "evaluate=false", "budget.total_timesteps=300", "budget.checkpoint_every=160")
     train(cfg)
     log = (tmp_path / "train.log").read_text()
-    assert "training RL² (fast_recurrent_ppo) (fast_recurrent_ppo, MlpLstmPolicy) on MetaOpt-LR-v0" in log
+    assert "training RL² (fast_recurrent_ppo) with MlpLstmPolicy on MetaOpt-LR-v0" in log
     assert "budget.total_timesteps=300 is trained as 320 steps: whole rollouts of 160" in log
     assert "a fresh run" in log
     assert f"checkpoint {tmp_path / 'checkpoints' / 'model_160_steps.zip'} at 160 steps" in log

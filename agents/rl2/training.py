@@ -271,7 +271,7 @@ def summary(cfg: DictConfig) -> str:
     """One line of what is trained: env, agent, seed, budget and the hyperparameters set."""
     hyper = ", ".join(f"{k}={v}" for k, v in config_dict(cfg.agent.hyperparameters).items())
     return (
-        f"training {agent_label(str(cfg.agent.algo))} ({cfg.agent.algo}, {cfg.agent.policy}) on {cfg.env.id} "
+        f"training {agent_label(str(cfg.agent.algo))} with {cfg.agent.policy} on {cfg.env.id} "
         f"{config_dict(cfg.env.kwargs)} with {cfg.env.num_envs} envs, episodes_per_trial "
         f"{cfg.env.get('episodes_per_trial')}, seed {cfg.seed}; budget {cfg.budget.total_timesteps} steps, "
         f"a checkpoint every {cfg.budget.checkpoint_every}; hyperparameters: {hyper}"
