@@ -375,12 +375,22 @@ def _parser_error(message: str) -> NoReturn:
     fail(message)
 
 
+def _use_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does (Hydra runs do not chdir)."""
+    import os
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``metaopt-train ARGS``: Hydra's command line (``argv`` defaults to ``sys.argv[1:]``)."""
     import hydra
     from hydra._internal.utils import get_args_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _use_cwd()  # user code (env.kwargs.task_family=my_module:MyFamily) imports from here, as with python -m
     parser = get_args_parser()  # Hydra's own: the same arguments, its errors in one line
     parser.error = _parser_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
