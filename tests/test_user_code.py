@@ -86,7 +86,7 @@ def test_gym_make_takes_user_families(user_dir, monkeypatch):
         ).unwrapped.family.max_dim
         == 8
     )
-    with pytest.raises(ValueError, match="not a subclass of metaopt_envs.lr.families.LRTaskFamily"):
+    with pytest.raises(ValueError, match=r"not a subclass of metaopt_envs\.lr\.families\.LRTaskFamily"):
         gym.make("MetaOpt-LR-v0", task_family="my_code:MyStream")
     with pytest.raises(ValueError, match="not a subclass"):
         gym.make("MetaOpt-HPO-v0", task_family="my_code:NotAFamily")
