@@ -142,9 +142,22 @@ def test_bench_user_families_of_other_kinds(user_dir, env_id, family, kwargs):
     assert family in (out / "results.md").read_text()
 
 
+def test_bench_family_from_env_kwargs(user_dir):
+    out = user_dir / "out"
+    env_kwargs = {"task_family": "my_code:MyQuadratic", "horizon": 10}
+    report = bench.main(
+        [*SMALL, "--env-kwargs", json.dumps(env_kwargs), "--agents", "my_code:MyAgent", "--out-dir", str(out)]
+    )
+    assert list(report["families"]) == ["my_code:MyQuadratic"]
+
+
 def test_bench_refuses_bad_user_code_before_tuning(user_dir, capsys):
     for argv, message in [
-        (["--families", "my_code:MyStream"], "not a subclass"),
+        (["--families", "my_code:MyStream"], "--families: task_family 'my_code:MyStream': my_code.MyStream is not"),
+        (
+            ["--families", "quadratic", "--env-kwargs", '{"task_family": "my_code:MyQuadratic"}'],
+            "contradicts --families quadratic",
+        ),
         (["--families", "quadratic", "--agents", "baselines,my_code:MyAgent?nosuch=1"], "takes no argument 'nosuch'"),
         (["--families", "quadratic", "--agents", "baselines,my_code:Missing"], "has no class 'Missing'"),
     ]:

@@ -107,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated task families (default: the suite's; LR: quadratic,logistic,sinusoid,sklearn; "
         "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn), or a user's "
         "family module:Class[?key=value&...] (a subclass of the kind's base, imported from the current "
-        "directory or PYTHONPATH)",
+        "directory or PYTHONPATH); a task_family in --env-kwargs is used when --families is not given",
     )
     p.add_argument(
         "--agents",
@@ -212,6 +212,8 @@ def check_env(
                     **{"split": "test", **kwargs, suite.family_argument: family},
                 )
             except (ValueError, TypeError) as error:
+                if str(error).startswith(f"{suite.family_argument} {family!r}:"):  # a user's family itself
+                    raise ValueError(f"--families: {error}") from None
                 raise ValueError(f"{flag}: {json.dumps(kwargs)} with task family {family!r}: {error}") from None
 
 
@@ -223,7 +225,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         suite = get_suite(args.env_id)
     except ValueError as error:
         p.error(f"--env-id: {error}")
-    families = list(suite.default_families) if args.families is None else args.families
+    families = args.families
+    if families is None:  # the family --env-kwargs names (a user's module:Class too), else the suite's
+        given = args.env_kwargs.get(suite.family_argument)
+        families = [given] if isinstance(given, str) else list(suite.default_families)
     try:
         check_env(suite, families, args.env_kwargs, args.model_env_kwargs, args.episodes_per_trial)
         check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]})
