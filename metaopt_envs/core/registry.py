@@ -10,7 +10,12 @@ time a kind is asked for, so nothing is imported before it is needed.
 ('branin', 'hartmann3', 'hartmann6', 'gp', 'sklearn', 'mixture')
 >>> family = make_task_family("hpo", "gp", dims=(2, 3))
 
-A user's family instance is returned as it is (it must be of the kind).
+A user's family instance is returned as it is (it must be of the kind). A string
+``"module:Class"`` or ``"module:Class?key=value&key2=value2"`` that is not a registered name
+names a user's family class (a subclass of the kind's base, e.g.
+``metaopt_envs.lr.families.LRTaskFamily``): it is imported from ``sys.path`` and built with the
+spec's arguments (values read by :func:`parse_value`), then ``task_family_kwargs``; so
+``gym.make("MetaOpt-LR-v0", task_family="my_module:MyFamily")`` works, and so do both CLIs.
 :func:`env_task_family` is what the environments call: it also runs the cheap
 part of :func:`metaopt_envs.check_task_family` on every family the package
 does not ship (an instance, or a name a user registered), so a buggy family
