@@ -104,6 +104,11 @@ def test_agent_spec_grid_syntax():
     ]
 
 
+def test_grid_is_refused_for_baselines():
+    with pytest.raises(ValueError, match=r"grid\(\.\.\.\) values are for module:Class agents"):
+        parse_agent_spec("baseline:constant?lr=grid(0.1,1)")
+
+
 def test_bench_user_family_and_tuned_user_agent(user_dir):
     out = user_dir / "out"
     report = bench.main(

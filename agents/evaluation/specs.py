@@ -87,6 +87,10 @@ def parse_agent_spec(spec: str) -> AgentSpec:
             kwargs = parse_query(query)
         except ValueError as error:
             raise _error(spec, str(error)) from None
+        if any(isinstance(value, str) and value.startswith("grid(") for value in kwargs.values()):
+            raise _error(
+                spec, "grid(...) values are for module:Class agents; 'baseline:NAME' (or 'baselines') is tuned"
+            )
         return AgentSpec(spec, "baseline", name=name, kwargs=kwargs)
     if spec.endswith(".zip") or Path(spec).is_dir():  # a model, or a run directory that holds model.zip
         return AgentSpec(spec, "model", path=spec)
