@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,7 +75,24 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _names(text: str) -> list[str]:
-    return [name for name in text.split(",") if name]
+    """Split at the commas outside parentheses: ``a,m:A?lr=grid(0.1,1)`` -> ``["a", "m:A?lr=grid(0.1,1)"]``."""
+    names, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth <= 0:
+            names.append(current)
+            current = ""
+        else:
+            current += char
+    return [name for name in [*names, current] if name]
+
+
+def use_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does, so that ``module:Class``
+    specs (agents and task families) import the user's modules from where the command is run."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,13 +105,18 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         type=_names,
         help="comma-separated task families (default: the suite's; LR: quadratic,logistic,sinusoid,sklearn; "
-        "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn)",
+        "Ensemble: switching_ar,regimes,real; HPO: branin,hartmann3,hartmann6,gp,sklearn), or a user's "
+        "family module:Class[?key=value&...] (a subclass of the kind's base, imported from the current "
+        "directory or PYTHONPATH); a task_family in --env-kwargs is used when --families is not given",
     )
     p.add_argument(
         "--agents",
         default=["baselines"],
         type=_names,
-        help="comma-separated: baselines, baseline:NAME[?key=value&...], model.zip, module:Class",
+        help="comma-separated: baselines, baseline:NAME[?key=value&...], model.zip, or a user's "
+        "module:Class[?key=value&...] (imported from the current directory or PYTHONPATH; built with "
+        "lr_range if it takes it, as the baselines; a value grid(v1,v2,...) is tuned on the training "
+        "split, e.g. 'my_agents:MyAgent?lr=grid(0.01,0.1,1)')",
     )
     p.add_argument("--num-tasks", type=_int_at_least(1), default=64, help="test tasks per seed")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated evaluation seeds")
@@ -155,15 +179,18 @@ def check_env(
     family builds from ``--env-kwargs`` (and ``--model-env-kwargs``) with ``--episodes-per-trial``."""
     import metaopt_envs
     from metaopt_envs.core.family import ENV_IDS
-    from metaopt_envs.core.registry import task_family_names
+    from metaopt_envs.core.registry import is_class_spec, task_family_names
 
     if not families:
         raise ValueError("--families: no family given")
     kind = next(kind for kind, env_id in ENV_IDS.items() if env_id == suite.env_id)
     known = task_family_names(kind)
     for family in families:
-        if family not in known:
-            raise ValueError(f"--families: unknown {suite.env_id} task family {family!r}; choose from {list(known)}")
+        if family not in known and not is_class_spec(family):
+            raise ValueError(
+                f"--families: unknown {suite.env_id} task family {family!r}; choose from {list(known)} "
+                "or give a user's family as module:Class"
+            )
     given = env_kwargs.get(suite.family_argument)
     if given is not None and any(
         family != given for family in families
@@ -185,17 +212,23 @@ def check_env(
                     **{"split": "test", **kwargs, suite.family_argument: family},
                 )
             except (ValueError, TypeError) as error:
+                if str(error).startswith(f"{suite.family_argument} {family!r}:"):  # a user's family itself
+                    raise ValueError(f"--families: {error}") from None
                 raise ValueError(f"{flag}: {json.dumps(kwargs)} with task family {family!r}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser()
     args = p.parse_args(argv)
+    use_cwd()
     try:  # every check before any tuning: a bad value fails in seconds, not after the first family
         suite = get_suite(args.env_id)
     except ValueError as error:
         p.error(f"--env-id: {error}")
-    families = list(suite.default_families) if args.families is None else args.families
+    families = args.families
+    if families is None:  # the family --env-kwargs names (a user's module:Class too), else the suite's
+        given = args.env_kwargs.get(suite.family_argument)
+        families = [given] if isinstance(given, str) else list(suite.default_families)
     try:
         check_env(suite, families, args.env_kwargs, args.model_env_kwargs, args.episodes_per_trial)
         check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]})

@@ -4,6 +4,13 @@
     metaopt-train env=lr_mixture budget=reference  # compose other config groups
     metaopt-train agent.hyperparameters.n_epochs=8 seed=3
     metaopt-train --multirun seed=0,1,2            # a sweep (Hydra's launchers send it to a cluster)
+    metaopt-train env.kwargs.task_family=my_module:MyFamily   # a user's family, from the current directory
+    metaopt-train 'env.kwargs.task_family="my_module:MyFamily?dim=8"'   # with arguments: quote the value
+
+A user's task family ``module:Class[?key=value&...]`` (a subclass of the kind's base:
+``LRTaskFamily``, ``StreamFamily``, ``ObjectiveFamily``) is imported from the current directory
+(put first on ``sys.path``, as ``python -m`` does) or ``PYTHONPATH``, and passes the quick checks of
+``metaopt_envs.check_task_family`` before training starts.
 
 Checkpoints go to ``<out_dir>/checkpoints`` every ``budget.checkpoint_every``
 steps; running the same command again resumes from the latest one (a killed
@@ -375,12 +382,22 @@ def _parser_error(message: str) -> NoReturn:
     fail(message)
 
 
+def _use_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does (Hydra runs do not chdir)."""
+    import os
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``metaopt-train ARGS``: Hydra's command line (``argv`` defaults to ``sys.argv[1:]``)."""
     import hydra
     from hydra._internal.utils import get_args_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _use_cwd()  # user code (env.kwargs.task_family=my_module:MyFamily) imports from here, as with python -m
     parser = get_args_parser()  # Hydra's own: the same arguments, its errors in one line
     parser.error = _parser_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)

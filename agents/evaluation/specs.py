@@ -8,24 +8,56 @@ Three forms:
 - ``baseline:NAME`` or ``baseline:NAME?key=value&key2=value2``: a hand-designed controller of the
   env's family (:mod:`agents.controllers`), with constructor arguments; values are read as
   ``int``, ``float``, ``true`` / ``false`` or, failing those, kept as strings;
-- ``module:Class``: a user's class with SB3's ``predict``, imported and constructed without arguments.
+- ``module:Class`` or ``module:Class?key=value&...``: a user's class with SB3's ``predict``, imported
+  (the CLIs put the current directory first on ``sys.path``, as ``python -m`` does) and built with the
+  spec's arguments, after the env facts the baselines get (the LR family's ``lr_range``) where its
+  constructor takes them; a value ``grid(v1,v2,...)`` is tuned on the training split like the baselines
+  (every combination of the grids; the best by the suite's tuning score).
 
 Every malformed spec raises ``ValueError`` naming the spec and the allowed forms.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import re
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-FORMS = "'path/to/model.zip' (or a run directory), 'baseline:NAME[?key=value&key2=value2]' or 'module:Class'"
-_INT = re.compile(r"[+-]?\d+")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from metaopt_envs.core.registry import _IDENTIFIER, import_class, is_class_spec, parse_query, parse_value
+
+FORMS = (
+    "'path/to/model.zip' (or a run directory), 'baseline:NAME[?key=value&key2=value2]' or "
+    "'module:Class[?key=value&key2=grid(v1,v2)]'"
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The values ``grid(v1,v2,...)`` of a user agent's argument, tuned on the training split."""
+
+    values: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"grid({','.join(str(v) for v in self.values)})"
+
+
+def parse_agent_value(text: str) -> Any:
+    """:func:`parse_value`, and ``grid(v1,v2,...)`` -> :class:`Grid`."""
+    if text.startswith("grid(") and text.endswith(")"):
+        values = tuple(parse_value(v.strip()) for v in text[len("grid(") : -1].split(","))
+        if any(value == "" for value in values):
+            raise ValueError(f"{text!r} is not grid(v1,v2,...)")
+        return Grid(values)
+    return parse_value(text)
+
+
+def grid_points(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the :class:`Grid` values in ``kwargs`` (one point, ``{}``, without a grid)."""
+    grids = {key: value.values for key, value in kwargs.items() if isinstance(value, Grid)}
+    return [dict(zip(grids, values)) for values in itertools.product(*grids.values())]
 
 
 @dataclass(frozen=True)
@@ -37,19 +69,6 @@ class AgentSpec:
     name: str = ""  # the baseline's name, or the class name
     kwargs: dict[str, Any] = field(default_factory=dict)  # a baseline's constructor arguments
     path: str = ""  # the model's path, or the module of a class
-
-
-def parse_value(text: str) -> Any:
-    """``"3"`` -> 3, ``"0.1"`` / ``"1e-3"`` -> float, ``"true"`` / ``"false"`` -> bool, else the string."""
-    if _INT.fullmatch(text):
-        return int(text)
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
 
 
 def _error(spec: str, problem: str) -> ValueError:
@@ -64,20 +83,25 @@ def parse_agent_spec(spec: str) -> AgentSpec:
         name, _, query = spec[len("baseline:") :].partition("?")
         if not _IDENTIFIER.fullmatch(name):
             raise _error(spec, "the baseline's name is missing or not an identifier")
-        kwargs: dict[str, Any] = {}
-        for part in query.split("&") if query else ():
-            key, equals, value = part.partition("=")
-            if not equals or not _IDENTIFIER.fullmatch(key) or not value:
-                raise _error(spec, f"argument {part!r} is not key=value")
-            if key in kwargs:
-                raise _error(spec, f"argument {key!r} is given twice")
-            kwargs[key] = parse_value(value)
+        try:
+            kwargs = parse_query(query)
+        except ValueError as error:
+            raise _error(spec, str(error)) from None
+        if any(isinstance(value, str) and value.startswith("grid(") for value in kwargs.values()):
+            raise _error(
+                spec, "grid(...) values are for module:Class agents; 'baseline:NAME' (or 'baselines') is tuned"
+            )
         return AgentSpec(spec, "baseline", name=name, kwargs=kwargs)
     if spec.endswith(".zip") or Path(spec).is_dir():  # a model, or a run directory that holds model.zip
         return AgentSpec(spec, "model", path=spec)
-    module, colon, name = spec.partition(":")
-    if colon and module and _IDENTIFIER.fullmatch(name) and all(_IDENTIFIER.fullmatch(p) for p in module.split(".")):
-        return AgentSpec(spec, "class", name=name, path=module)
+    if is_class_spec(spec):
+        head, _, query = spec.partition("?")
+        module, _, name = head.partition(":")
+        try:
+            kwargs = parse_query(query, parse_agent_value)
+        except ValueError as error:
+            raise _error(spec, str(error)) from None
+        return AgentSpec(spec, "class", name=name, kwargs=kwargs, path=module)
     raise _error(spec, "not one of the forms")
 
 
@@ -125,20 +149,55 @@ def load_agent(spec: str | AgentSpec, baselines: Mapping[str, type], family: str
         return build_baseline(parsed, baselines, family, **defaults)
     if parsed.kind == "model":
         return load_model(parsed.path)
+    return build_user_agent(parsed, grid_points(parsed.kwargs)[0], **defaults)
+
+
+def build_user_agent(spec: AgentSpec, point: Mapping[str, Any] | None = None, **defaults: Any) -> Any:
+    """The user's class ``spec`` names, built with ``defaults`` it takes, the spec's arguments and ``point``
+    (values for its grids); ValueError naming the spec for a missing class, a bad argument or no ``predict``."""
     try:
-        module = importlib.import_module(parsed.path)
-    except ImportError as error:
-        raise ValueError(f"agent spec {parsed.text!r}: cannot import module {parsed.path!r} ({error})") from error
-    cls = getattr(module, parsed.name, None)
+        cls = import_class(spec.path, spec.name)
+    except ValueError as error:
+        raise ValueError(f"agent spec {spec.text!r}: {error}") from None
     if not callable(cls):
-        raise ValueError(f"agent spec {parsed.text!r}: module {parsed.path!r} has no class {parsed.name!r}")
-    agent = cls()
+        raise ValueError(f"agent spec {spec.text!r}: {spec.path}.{spec.name} is not a class")
+    kwargs = {**spec.kwargs, **(point or {})}
+    if any(isinstance(value, Grid) for value in kwargs.values()):
+        raise ValueError(f"agent spec {spec.text!r}: no value given for a grid")
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown and parameters and not takes_any:
+        raise ValueError(
+            f"agent spec {spec.text!r}: {spec.name} takes no argument {unknown[0]!r}; "
+            f"its arguments are {sorted(parameters)}"
+        )
+    given = {key: value for key, value in defaults.items() if key in parameters and key not in kwargs}
+    try:
+        agent = cls(**given, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"agent spec {spec.text!r}: cannot construct {spec.name}: {error}") from None
     if not callable(getattr(agent, "predict", None)):
         raise ValueError(
-            f"agent spec {parsed.text!r}: {parsed.name} has no predict(observation, state, episode_start, "
+            f"agent spec {spec.text!r}: {spec.name} has no predict(observation, state, episode_start, "
             "deterministic) method"
         )
     return agent
 
 
-__all__ = ["FORMS", "AgentSpec", "build_baseline", "load_agent", "load_model", "parse_agent_spec", "parse_value"]
+__all__ = [
+    "FORMS",
+    "AgentSpec",
+    "Grid",
+    "build_baseline",
+    "build_user_agent",
+    "grid_points",
+    "load_agent",
+    "load_model",
+    "parse_agent_spec",
+    "parse_agent_value",
+    "parse_value",
+]

@@ -23,6 +23,8 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 import metaopt_envs
 from agents.evaluation import specs as agent_specs
 from agents.evaluation.metrics import TUNE_SEED, evaluation_seed
@@ -141,6 +143,11 @@ class Suite:
                 names = self.default_baselines(env_kwargs)
             else:
                 parsed = agent_specs.parse_agent_spec(spec)
+                if parsed.kind == "class" and len(agent_specs.grid_points(parsed.kwargs)) > 1:
+                    name, agent, record = self.tune_user_agent(parsed, env_kwargs, tune_tasks)
+                    agents[name] = agent
+                    tuning[spec] = record
+                    continue
                 plain = parsed.kind == "baseline" and not parsed.kwargs and "?" not in spec
                 if not (plain and self.expands(parsed.name)):
                     agents[self.display_name(spec)] = self.load_agent(spec, env_kwargs)
@@ -152,6 +159,45 @@ class Suite:
                 if record is not None:
                     tuning[name] = dataclasses.asdict(record)
         return agents, tuning
+
+    def tune_score(self, record: Any) -> float:
+        """The score (higher is better) a user agent's grid is tuned by: the mean return (LR), minus the
+        mean normalized MSE (Ensemble), minus the mean final log10 regret (HPO)."""
+        for attribute, sign in (("returns", 1.0), ("mse", -1.0), ("log10_regret", -1.0)):
+            if hasattr(record, attribute):
+                return sign * float(np.mean(getattr(record, attribute)))
+        raise ValueError(f"{self.env_id}: no tuning score for a record {type(record).__name__}")
+
+    def tune_user_agent(
+        self, spec: agent_specs.AgentSpec, env_kwargs: Mapping[str, Any], tune_tasks: int
+    ) -> tuple[str, Any, dict[str, Any]]:
+        """Grid search of a user agent's ``grid(...)`` arguments on the *training* split, as for the baselines:
+        its result name (the spec with the best values), the agent, and the tuning record."""
+        defaults = self.baseline_defaults(env_kwargs)
+        points = agent_specs.grid_points(spec.kwargs)
+        scores = self.grid_search(
+            lambda point: agent_specs.build_user_agent(spec, point, **defaults),
+            points,
+            env_kwargs,
+            tune_tasks,
+            self.tune_score,
+        )
+        best = points[int(np.argmax(scores))]
+        chosen = ", ".join(
+            f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in best.items()
+        )
+        base = spec.text.partition("?")[0]
+        fixed = "&".join(f"{k}={v}" for k, v in spec.kwargs.items() if not isinstance(v, agent_specs.Grid))
+        name = f"{base}{'?' + fixed if fixed else ''} (tuned {chosen})"
+        record = {
+            "name": spec.text,
+            "best": best,
+            "grid": points,
+            "scores": scores,
+            "num_tasks": tune_tasks,
+            "budget_episodes": tune_tasks * len(points),
+        }
+        return name, agent_specs.build_user_agent(spec, best, **defaults), record
 
     # ----------------------------------------------------------------- cores and tuning
     def make_core(

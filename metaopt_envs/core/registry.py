@@ -10,7 +10,12 @@ time a kind is asked for, so nothing is imported before it is needed.
 ('branin', 'hartmann3', 'hartmann6', 'gp', 'sklearn', 'mixture')
 >>> family = make_task_family("hpo", "gp", dims=(2, 3))
 
-A user's family instance is returned as it is (it must be of the kind).
+A user's family instance is returned as it is (it must be of the kind). A string
+``"module:Class"`` or ``"module:Class?key=value&key2=value2"`` that is not a registered name
+names a user's family class (a subclass of the kind's base, e.g.
+``metaopt_envs.lr.families.LRTaskFamily``): it is imported from ``sys.path`` and built with the
+spec's arguments (values read by :func:`parse_value`), then ``task_family_kwargs``; so
+``gym.make("MetaOpt-LR-v0", task_family="my_module:MyFamily")`` works, and so do both CLIs.
 :func:`env_task_family` is what the environments call: it also runs the cheap
 part of :func:`metaopt_envs.check_task_family` on every family the package
 does not ship (an instance, or a name a user registered), so a buggy family
@@ -20,12 +25,82 @@ fails at construction with a message that names the problem.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from metaopt_envs.core.family import ENV_IDS, KINDS, TaskFamily, check_kind, describe
+
+_INT = re.compile(r"[+-]?\d+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CLASS_FORM = "'module:Class' or 'module:Class?key=value&key2=value2'"
+
+
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.1"`` / ``"1e-3"`` -> float, ``"true"`` / ``"false"`` -> bool, else the string."""
+    if _INT.fullmatch(text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def parse_query(query: str, value: Callable[[str], Any] = parse_value) -> dict[str, Any]:
+    """``"a=1&b=x"`` -> ``{"a": 1, "b": "x"}`` (values through ``value``); ValueError naming a bad part."""
+    kwargs: dict[str, Any] = {}
+    for part in query.split("&") if query else ():
+        key, equals, text = part.partition("=")
+        if not equals or not _IDENTIFIER.fullmatch(key) or not text:
+            raise ValueError(f"argument {part!r} is not key=value")
+        if key in kwargs:
+            raise ValueError(f"argument {key!r} is given twice")
+        kwargs[key] = value(text)
+    return kwargs
+
+
+def is_class_spec(text: Any) -> bool:
+    """Whether ``text`` has the form ``module.path:Class[?query]`` (the query is not checked)."""
+    if not isinstance(text, str):
+        return False
+    module, colon, name = text.partition("?")[0].partition(":")
+    return (
+        bool(colon) and bool(_IDENTIFIER.fullmatch(name)) and all(_IDENTIFIER.fullmatch(p) for p in module.split("."))
+    )
+
+
+def parse_class_spec(text: str, value: Callable[[str], Any] = parse_value) -> tuple[str, str, dict[str, Any]]:
+    """``"pkg.mod:Class?a=1"`` -> ``("pkg.mod", "Class", {"a": 1})``; ValueError for another form."""
+    if not is_class_spec(text):
+        raise ValueError(f"{text!r} is not of the form {CLASS_FORM}")
+    head, _, query = text.partition("?")
+    module, _, name = head.partition(":")
+    return module, name, parse_query(query, value)
+
+
+def import_class(module: str, name: str) -> Any:
+    """``module.name``, imported (ValueError naming the module or the missing attribute).
+
+    The module is imported from ``sys.path``: the CLIs put the current directory first on it, as
+    ``python -m`` does.
+    """
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as error:
+        raise ValueError(
+            f"cannot import module {module!r} ({error}); run from the directory that holds it "
+            "or add that directory to PYTHONPATH"
+        ) from error
+    obj = getattr(loaded, name, None)
+    if obj is None:
+        raise ValueError(f"module {module!r} has no class {name!r}")
+    return obj
+
 
 _FAMILY_MODULES = {kind: f"metaopt_envs.{kind}.families" for kind in KINDS}
 """The package that registers each kind's built-in families on import."""
@@ -93,14 +168,43 @@ def make_task_family(kind: str, task_family: str | TaskFamily = "mixture", **kwa
                 f"got {kwargs!r}; configure the instance itself"
             )
         return task_family
+    if isinstance(task_family, str) and task_family not in registry and is_class_spec(task_family):
+        return _make_user_family(kind, task_family, kwargs)
     if not isinstance(task_family, str) or task_family not in registry:
         raise ValueError(
-            f"task_family must be one of {tuple(registry)} or a task family instance of kind {kind!r}, "
+            f"task_family must be one of {tuple(registry)}, {CLASS_FORM} (a user's subclass of "
+            f"{_FAMILY_MODULES[kind]}.{_base_name(kind)}) or a task family instance of kind {kind!r}, "
             f"got {task_family!r}"
         )
     family = registry[task_family](**kwargs)
     if not isinstance(family, TaskFamily) or family.kind != kind:
         raise TypeError(f"the factory registered as {kind} family {task_family!r} returned {family!r}")
+    return family
+
+
+def _make_user_family(kind: str, spec: str, kwargs: dict[str, Any]) -> TaskFamily:
+    """The family ``module:Class?key=value`` names, built with the spec's arguments then ``kwargs``."""
+    try:
+        module, name, arguments = parse_class_spec(spec)
+        cls = import_class(module, name)
+    except ValueError as error:
+        raise ValueError(f"task_family {spec!r}: {error}") from None
+    base = getattr(importlib.import_module(_FAMILY_MODULES[kind]), _base_name(kind))
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(
+            f"task_family {spec!r}: {module}.{name} is not a subclass of {_FAMILY_MODULES[kind]}.{_base_name(kind)} "
+            f"(the {kind} task families, for {ENV_IDS[kind]})"
+        )
+    try:
+        family = cls(**{**arguments, **kwargs})
+    except TypeError as error:
+        raise ValueError(
+            f"task_family {spec!r}: cannot construct {name} with { ({**arguments, **kwargs})!r}: {error}"
+        ) from None
+    if not isinstance(family, TaskFamily) or family.kind != kind:
+        raise ValueError(
+            f"task_family {spec!r}: {name}(...) is of kind {getattr(family, 'kind', None)!r}, not {kind!r}"
+        )
     return family
 
 
