@@ -88,7 +88,10 @@ def space_from_json(record: Mapping[str, Any]) -> Any:
 
 
 def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
-    """The spec of ``model`` trained from the composed config ``cfg`` (JSON-ready)."""
+    """The spec of ``model`` trained from the composed config ``cfg`` (JSON-ready).
+
+    ``model`` may also be the run's env (its spaces; ``num_timesteps`` 0): the spec a resume loads a
+    checkpoint with before there is a model."""
     from agents.evaluation.report import git_commit
     from agents.rl2.training import config_dict
 
@@ -115,7 +118,10 @@ def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "commit": commit if commit is not None else git_commit(),
         "versions": package_versions(),
-        "budget": {"total_timesteps": int(cfg.budget.total_timesteps), "num_timesteps": int(model.num_timesteps)},
+        "budget": {
+            "total_timesteps": int(cfg.budget.total_timesteps),
+            "num_timesteps": int(getattr(model, "num_timesteps", 0)),
+        },
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
