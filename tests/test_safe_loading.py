@@ -221,3 +221,48 @@ def test_metaopt_train_resumes_from_a_poisoned_checkpoint_without_running_it(tmp
     resumed = FastRecurrentPPO.load(out_dir / "model.zip", device="cpu").policy.state_dict()
     for name, tensor in resumed.items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+
+
+def _surprise(run_dir: Path, tmp_path: Path, marker: Path) -> Path:
+    """The run's model with an extra pickled data entry ``surprise`` (the payload) that no spec can rebuild."""
+    serialized = base64.b64encode(cloudpickle.dumps(Payload(marker))).decode()
+
+    def change(name: str, content: bytes) -> bytes:
+        if name != "data":
+            return content
+        return json.dumps({**json.loads(content), "surprise": {":type:": "x", ":serialized:": serialized}}).encode()
+
+    poisoned = tmp_path / "surprise"
+    poisoned.mkdir()
+    (poisoned / runs.SPEC_FILE).write_text((run_dir / runs.SPEC_FILE).read_text())
+    _rewrite(run_dir / "model.zip", poisoned / "model.zip", change)
+    return poisoned
+
+
+def _bench_args(model: Path, tmp_path: Path) -> list[str]:
+    return ["--families", "quadratic", "--agents", str(model), "--num-tasks", "4", "--seeds", "0"] + [
+        "--out-dir",
+        str(tmp_path / "bench"),
+    ]
+
+
+def test_metaopt_bench_refuses_an_unrebuildable_model_without_trust_model(run_dir: Path, tmp_path: Path, capsys):
+    marker = tmp_path / "marker"
+    model = _surprise(run_dir, tmp_path, marker)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(_bench_args(model, tmp_path))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith("metaopt-bench: error: --agents:")
+    assert "'surprise'" in error and "--trust-model" in error
+    assert not marker.exists() and not (tmp_path / "bench").exists()
+    assert runs.needs_trust(run_dir) is None  # a model metaopt-train saved loads without the flag
+
+
+def test_metaopt_bench_trust_model_unpickles_the_file(run_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    model = _surprise(run_dir, tmp_path, marker)
+    report = bench.main(_bench_args(model, tmp_path) + ["--trust-model"])
+    assert marker.exists()  # SB3's own load ran the payload: the flag is what allows it
+    assert np.isfinite(report["families"]["quadratic"]["summaries"][str(model)]["return_mean"])
+    assert "only for models you made yourself" in " ".join(bench.parser().format_help().split())
