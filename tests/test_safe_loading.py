@@ -188,3 +188,81 @@ def test_the_resume_path_loads_safely_and_trains_on(run_dir: Path, tmp_path: Pat
     steps = model.num_timesteps
     model.learn(total_timesteps=8, reset_num_timesteps=False)
     assert model.num_timesteps > steps and not marker.exists()
+
+
+def test_metaopt_train_resumes_from_a_poisoned_checkpoint_without_running_it(tmp_path: Path) -> None:
+    """A resume loads its checkpoint safely (the run's spec rebuilds the pickled entries) and still
+    continues bit for bit: the final weights are those of the run that was never interrupted."""
+    from agents.rl2.checkpoints import state_path
+    from agents.rl2.fast_recurrent import FastRecurrentPPO
+
+    out_dir = tmp_path / "run"
+    overrides = ["budget=smoke", "env.num_envs=8", "env.kwargs.horizon=10", "agent.hyperparameters.n_steps=20"]
+    overrides += ["agent.hyperparameters.batch_size=80", "agent.hyperparameters.n_epochs=1"]
+    overrides += ["budget.checkpoint_every=160", "budget.total_timesteps=320", "evaluate=false", f"out_dir={out_dir}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    train(cfg)
+    expected = FastRecurrentPPO.load(out_dir / "model.zip", device="cpu").policy.state_dict()
+    checkpoints = out_dir / "checkpoints"
+    last, first = checkpoints / "model_320_steps.zip", checkpoints / "model_160_steps.zip"
+    last.unlink()
+    state_path(last).unlink()
+    (out_dir / "model.zip").unlink()
+    marker = tmp_path / "marker"
+    clean = tmp_path / "clean.zip"
+    first.rename(clean)
+    _rewrite(clean, first, _poison_data(marker))
+
+    result = train(cfg)
+    assert not marker.exists()
+    assert result["resumed_from"] is not None and result["resumed_from"].endswith("model_160_steps.zip")
+    assert result["num_timesteps"] == 320
+    resumed = FastRecurrentPPO.load(out_dir / "model.zip", device="cpu").policy.state_dict()
+    for name, tensor in resumed.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+
+
+def _surprise(run_dir: Path, tmp_path: Path, marker: Path) -> Path:
+    """The run's model with an extra pickled data entry ``surprise`` (the payload) that no spec can rebuild."""
+    serialized = base64.b64encode(cloudpickle.dumps(Payload(marker))).decode()
+
+    def change(name: str, content: bytes) -> bytes:
+        if name != "data":
+            return content
+        return json.dumps({**json.loads(content), "surprise": {":type:": "x", ":serialized:": serialized}}).encode()
+
+    poisoned = tmp_path / "surprise"
+    poisoned.mkdir()
+    (poisoned / runs.SPEC_FILE).write_text((run_dir / runs.SPEC_FILE).read_text())
+    _rewrite(run_dir / "model.zip", poisoned / "model.zip", change)
+    return poisoned
+
+
+def _bench_args(model: Path, tmp_path: Path) -> list[str]:
+    return ["--families", "quadratic", "--agents", str(model), "--num-tasks", "4", "--seeds", "0"] + [
+        "--out-dir",
+        str(tmp_path / "bench"),
+    ]
+
+
+def test_metaopt_bench_refuses_an_unrebuildable_model_without_trust_model(run_dir: Path, tmp_path: Path, capsys):
+    marker = tmp_path / "marker"
+    model = _surprise(run_dir, tmp_path, marker)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(_bench_args(model, tmp_path))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith("metaopt-bench: error: --agents:")
+    assert "'surprise'" in error and "--trust-model" in error
+    assert not marker.exists() and not (tmp_path / "bench").exists()
+    assert runs.needs_trust(run_dir) is None  # a model metaopt-train saved loads without the flag
+
+
+def test_metaopt_bench_trust_model_unpickles_the_file(run_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    model = _surprise(run_dir, tmp_path, marker)
+    report = bench.main(_bench_args(model, tmp_path) + ["--trust-model"])
+    assert marker.exists()  # SB3's own load ran the payload: the flag is what allows it
+    assert np.isfinite(report["families"]["quadratic"]["summaries"][str(model)]["return_mean"])
+    assert "only for models you made yourself" in " ".join(bench.parser().format_help().split())

@@ -136,15 +136,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample-models", action="store_true", help="also evaluate every saved model with sampled (not mean) actions"
     )
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load saved models with SB3's own loader, which unpickles the file: only for models you made "
+        "yourself, e.g. with custom classes in policy_kwargs (default: models load without running code "
+        "from the file)",
+    )
     p.add_argument("--out-dir", default="results/bench")
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
     return p
 
 
-def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any]) -> None:
+def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any], trust_model: bool = False) -> None:
     """ValueError, starting with ``--agents``, unless every spec names an agent that can be built:
-    the form (:mod:`agents.evaluation.specs`), the baseline and its arguments, the model file, the class."""
+    the form (:mod:`agents.evaluation.specs`), the baseline and its arguments, the model file, the class;
+    without ``trust_model``, a model whose pickled entries cannot be rebuilt safely (naming the entry)."""
     from agents.evaluation.specs import parse_agent_spec
+    from agents.rl2.runs import needs_trust
 
     if not specs:
         raise ValueError("--agents: no agent given; give baselines, baseline:NAME, path/to/model.zip or module:Class")
@@ -162,6 +171,12 @@ def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any])
                     raise ValueError(f"agent spec {spec!r}: no such model file ({path.resolve()})")
                 if not zipfile.is_zipfile(path):
                     raise ValueError(f"agent spec {spec!r}: {path} is not a saved SB3 model (not a zip file)")
+                refusal = None if trust_model else needs_trust(parsed.path)
+                if refusal is not None:
+                    raise ValueError(
+                        f"agent spec {spec!r}: the model's data entry {refusal.entry!r} {refusal.problem}; "
+                        "pass --trust-model to unpickle it (only for a model you made yourself)"
+                    )
             else:  # a baseline with its arguments, or a user's class: cheap to build here, before any tuning
                 suite.load_agent(spec, env_kwargs)
         except (ValueError, TypeError) as error:
@@ -231,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         families = [given] if isinstance(given, str) else list(suite.default_families)
     try:
         check_env(suite, families, args.env_kwargs, args.model_env_kwargs, args.episodes_per_trial)
-        check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]})
+        check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]}, args.trust_model)
     except ValueError as error:
         p.error(str(error))
 
@@ -252,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.sample_models,
         args.threads,
         on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),
+        trust_model=args.trust_model,
     )
     print(f"\nresults: {out_dir / 'results.md'} (and results.json, plots in {out_dir}; {report['wall_seconds']:.0f} s)")
     return report

@@ -268,9 +268,10 @@ class EnsembleSuite(Suite):
     def references(self, agents: Mapping[str, Any]) -> dict[str, str | None]:
         return {"reference": find(agents, "fixed_share"), "oracle": find(agents, "regime_oracle")}
 
-    def build_agents(self, specs, env_kwargs, tune_tasks):
+    def build_agents(self, specs, env_kwargs, tune_tasks, trust_model=False):
         # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode.
-        return super().build_agents(specs, {k: v for k, v in env_kwargs.items() if k != "action_mode"}, tune_tasks)
+        kwargs = {k: v for k, v in env_kwargs.items() if k != "action_mode"}
+        return super().build_agents(specs, kwargs, tune_tasks, trust_model)
 
     def expands(self, name: str) -> bool:
         return name in ENSEMBLE_BASELINES

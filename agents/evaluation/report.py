@@ -78,15 +78,17 @@ def benchmark_family(
     out_dir: Path,
     model_env_kwargs: Mapping[str, Any] | None = None,
     sample_models: bool = False,
+    trust_model: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Every agent of ``specs`` on task family ``family``: the report entry and the markdown table.
 
     Saved models also get ``model_env_kwargs`` (env arguments that do not change the tasks, such as
-    the ``action_mode`` they were trained in) and, with ``sample_models``, a second row with sampled actions.
+    the ``action_mode`` they were trained in) and, with ``sample_models``, a second row with sampled actions;
+    ``trust_model`` loads them with SB3's own loader, which unpickles the files (only for models you made).
     """
     env_kwargs = {**env_kwargs, suite.family_argument: family}
     progress(f"{family}: building the agents (tuning baselines on {tune_tasks} training tasks per grid point)")
-    agents, tuning = suite.build_agents(specs, env_kwargs, tune_tasks)
+    agents, tuning = suite.build_agents(specs, env_kwargs, tune_tasks, trust_model)
     models = [spec for spec in specs if spec != "baselines" and parse_agent_spec(spec).kind == "model"]
     for name in models:  # a model with its run spec: explicit model kwargs and trial length override it (printed)
         if isinstance(agents[name], TrainedModel):
@@ -124,10 +126,12 @@ def benchmark(
     sample_models: bool = False,
     torch_threads: int = 1,
     on_family: Callable[[str, str], None] | None = None,
+    trust_model: bool = False,
 ) -> dict[str, Any]:
     """:func:`benchmark_family` for each of ``families``; writes ``results.json``, ``results.md`` and the
     plots to ``out_dir`` (created) and returns the report. ``on_family(family, table)`` is called as each
     family finishes (``metaopt-bench`` prints the table). Sets torch's thread count to ``torch_threads``.
+    ``trust_model``: saved models load with SB3's own loader (:func:`benchmark_family`).
 
     Models saved by ``metaopt-train`` run on the env they were trained on; where all of them agree, their
     problem kwargs (:func:`agents.rl2.runs.problem_kwargs`) and ``episodes_per_trial`` are the defaults of
@@ -172,6 +176,7 @@ def benchmark(
             out_dir,
             model_env_kwargs,
             sample_models,
+            trust_model,
         )
         report["families"][family] = entry
         markdown += [f"## {family}", "", table, "", f"![{family}]({entry['plot']})", ""]

@@ -142,13 +142,21 @@ def build_baseline(spec: AgentSpec, baselines: Mapping[str, type], family: str =
     return cls(**{**kwargs, **spec.kwargs})
 
 
-def load_agent(spec: str | AgentSpec, baselines: Mapping[str, type], family: str = "", **defaults: Any) -> Any:
-    """The agent ``spec`` names; baselines come from ``baselines`` (``defaults``: arguments they take from the env)."""
+def load_agent(
+    spec: str | AgentSpec,
+    baselines: Mapping[str, type],
+    family: str = "",
+    *,
+    trust_model: bool = False,
+    **defaults: Any,
+) -> Any:
+    """The agent ``spec`` names; baselines come from ``baselines`` (``defaults``: arguments they take from the env),
+    a saved model through :func:`load_model` (``trust_model``: SB3's own load, which unpickles)."""
     parsed = spec if isinstance(spec, AgentSpec) else parse_agent_spec(spec)
     if parsed.kind == "baseline":
         return build_baseline(parsed, baselines, family, **defaults)
     if parsed.kind == "model":
-        return load_model(parsed.path)
+        return load_model(parsed.path, trust_model=trust_model)
     return build_user_agent(parsed, grid_points(parsed.kwargs)[0], **defaults)
 
 

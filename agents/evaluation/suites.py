@@ -95,10 +95,15 @@ class Suite:
         """Constructor arguments a baseline takes from the env (the LR family's ``lr_range``)."""
         return {}
 
-    def load_agent(self, spec: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
-        """The agent ``spec`` names (:func:`agents.evaluation.specs.load_agent` with this family's baselines)."""
+    def load_agent(self, spec: str, env_kwargs: Mapping[str, Any] | None = None, trust_model: bool = False) -> Any:
+        """The agent ``spec`` names (:func:`agents.evaluation.specs.load_agent` with this family's baselines;
+        ``trust_model``: a saved model loads with SB3's own, unpickling loader)."""
         return agent_specs.load_agent(
-            spec, self.baselines, self.family_name, **self.baseline_defaults(env_kwargs or {})
+            spec,
+            self.baselines,
+            self.family_name,
+            trust_model=trust_model,
+            **self.baseline_defaults(env_kwargs or {}),
         )
 
     def check_spec(self, spec: str) -> None:
@@ -129,12 +134,13 @@ class Suite:
         return {name: self.baselines[name]()}, None
 
     def build_agents(
-        self, specs: Sequence[str], env_kwargs: Mapping[str, Any], tune_tasks: int
+        self, specs: Sequence[str], env_kwargs: Mapping[str, Any], tune_tasks: int, trust_model: bool = False
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Agents by result name, and the tuning record (a dict) of every tuned baseline.
 
         ``"baselines"`` expands to every baseline of the family (tuned on the training split where
-        it has hyperparameters); other specs are loaded by :meth:`load_agent`.
+        it has hyperparameters); other specs are loaded by :meth:`load_agent` (saved models with
+        ``trust_model``).
         """
         agents: dict[str, Any] = {}
         tuning: dict[str, Any] = {}
@@ -150,7 +156,7 @@ class Suite:
                     continue
                 plain = parsed.kind == "baseline" and not parsed.kwargs and "?" not in spec
                 if not (plain and self.expands(parsed.name)):
-                    agents[self.display_name(spec)] = self.load_agent(spec, env_kwargs)
+                    agents[self.display_name(spec)] = self.load_agent(spec, env_kwargs, trust_model)
                     continue
                 names = [parsed.name]
             for name in names:

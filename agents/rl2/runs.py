@@ -88,7 +88,10 @@ def space_from_json(record: Mapping[str, Any]) -> Any:
 
 
 def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
-    """The spec of ``model`` trained from the composed config ``cfg`` (JSON-ready)."""
+    """The spec of ``model`` trained from the composed config ``cfg`` (JSON-ready).
+
+    ``model`` may also be the run's env (its spaces; ``num_timesteps`` 0): the spec a resume loads a
+    checkpoint with before there is a model."""
     from agents.evaluation.report import git_commit
     from agents.rl2.training import config_dict
 
@@ -115,7 +118,10 @@ def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "commit": commit if commit is not None else git_commit(),
         "versions": package_versions(),
-        "budget": {"total_timesteps": int(cfg.budget.total_timesteps), "num_timesteps": int(model.num_timesteps)},
+        "budget": {
+            "total_timesteps": int(cfg.budget.total_timesteps),
+            "num_timesteps": int(getattr(model, "num_timesteps", 0)),
+        },
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -168,6 +174,18 @@ def read_spec(path: str | Path) -> dict[str, Any] | None:
 _CONSTANT = re.compile(r"ConstantSchedule\(val=([^)]+)\)")
 
 
+class NeedsTrustError(ValueError):
+    """A pickled entry of a model's ``data`` that cannot be rebuilt without unpickling it (``entry``, ``problem``):
+    only SB3's own load (``trust=True``) can load the file."""
+
+    def __init__(self, path: str | Path, entry: str, problem: str) -> None:
+        self.path, self.entry, self.problem = str(path), entry, problem
+        super().__init__(
+            f"{path}: the model's data entry {entry!r} {problem}; "
+            "load it with trust=True (trust_model=True) only if you trust the file"
+        )
+
+
 def _check_weights_only() -> None:
     """Refuse to load if the installed SB3 would unpickle tensors (it loads them weights-only since 2.x)."""
     import stable_baselines3
@@ -203,7 +221,7 @@ def _parse_array(text: str) -> list[float]:
     return [float(token) for token in text.replace("[", " ").replace("]", " ").split()]
 
 
-def _schedule(entry: Mapping[str, Any], key: str, value: Any) -> Any:
+def _schedule(path: str | Path, entry: Mapping[str, Any], key: str, value: Any) -> Any:
     """A constant schedule (SB3's ``FloatSchedule``) from the recorded hyperparameter or the entry's repr."""
     from stable_baselines3.common.utils import FloatSchedule
 
@@ -211,7 +229,9 @@ def _schedule(entry: Mapping[str, Any], key: str, value: Any) -> Any:
         return FloatSchedule(float(value))
     match = _CONSTANT.fullmatch(str(entry.get("value_schedule", "")))
     if match is None:
-        raise ValueError(f"{key} is not a constant schedule ({entry.get('value_schedule')!r}); it cannot be rebuilt")
+        raise NeedsTrustError(
+            path, key, f"is not a constant schedule ({entry.get('value_schedule')!r}): it cannot be rebuilt safely"
+        )
     return FloatSchedule(float(match.group(1)))
 
 
@@ -220,7 +240,7 @@ def safe_custom_objects(path: str | Path, algo: Any, spec: Mapping[str, Any] | N
 
     Spaces come from ``spec`` (else from the JSON-safe fields of ``data``), the policy class from the
     algorithm's aliases, schedules from the hyperparameters (else the constant in ``data``); buffers that
-    training refills are left empty. ValueError naming the entry for anything else.
+    training refills are left empty. :class:`NeedsTrustError` (a ValueError) naming the entry for anything else.
     """
     with zipfile.ZipFile(model_path(path)) as archive:
         data = json.loads(archive.read("data"))
@@ -236,21 +256,21 @@ def safe_custom_objects(path: str | Path, algo: Any, spec: Mapping[str, Any] | N
         elif key == "policy_class":
             policy = agent.get("policy") or _default_policy(algo)
             if policy not in algo.policy_aliases:
-                raise ValueError(f"policy {policy!r} is not one of {algo.__name__}'s {sorted(algo.policy_aliases)}")
+                raise NeedsTrustError(
+                    path, key, f"names policy {policy!r}, not one of {algo.__name__}'s {sorted(algo.policy_aliases)}"
+                )
             objects[key] = algo.policy_aliases[policy]
         elif key == "lr_schedule":
-            objects[key] = _schedule(entry, key, hyperparameters.get("learning_rate", data.get("learning_rate")))
+            learning_rate = hyperparameters.get("learning_rate", data.get("learning_rate"))
+            objects[key] = _schedule(path, entry, key, learning_rate)
         elif key in ("clip_range", "clip_range_vf"):
-            objects[key] = _schedule(entry, key, hyperparameters.get(key))
+            objects[key] = _schedule(path, entry, key, hyperparameters.get(key))
         elif key in ("ep_info_buffer", "ep_success_buffer"):
             objects[key] = deque(maxlen=window)
         elif key in ("_last_obs", "_last_episode_starts", "_last_original_obs", "_last_lstm_states"):
             objects[key] = None  # the next learn() resets the env
         else:
-            raise ValueError(
-                f"{path}: the model's data entry {key!r} is a pickled object that cannot be rebuilt safely; "
-                "load it with trust=True (trust_model=True) only if you trust the file"
-            )
+            raise NeedsTrustError(path, key, "is a pickled object that cannot be rebuilt safely")
     return objects
 
 
@@ -270,6 +290,24 @@ def _algorithms_to_try(spec: Mapping[str, Any] | None) -> list[Any]:
     return [algos["recurrent_ppo"], algos["ppo"]]  # a model without a spec: as metaopt-bench always tried
 
 
+def needs_trust(path: str | Path, spec: Mapping[str, Any] | None = None) -> NeedsTrustError | None:
+    """Why the model at ``path`` can only load with ``trust=True`` (a pickled entry that cannot be rebuilt
+    under any algorithm :func:`load_model` would try), or None; reads only the zip's ``data`` (cheap)."""
+    zip_path = model_path(path)
+    spec = read_spec(path) if spec is None else spec
+    refusals = []
+    for algo in _algorithms_to_try(spec):
+        try:
+            safe_custom_objects(zip_path, algo, spec)
+        except NeedsTrustError as error:
+            refusals.append(error)
+        except KeyError:  # no data entry: not this check's to report (loading says what is wrong)
+            return None
+        else:
+            return None
+    return refusals[0] if refusals else None
+
+
 def load_model(
     path: str | Path,
     trust: bool = False,
@@ -283,19 +321,25 @@ def load_model(
     ``spec`` (default: the model's own, :func:`read_spec`) gives the algorithm (``agent.algo``; without
     one: RecurrentPPO, then PPO) and the spaces; pass the run's spec for a checkpoint saved without one.
     ``env`` and ``kwargs`` go to the algorithm's ``load`` (to resume training). ``trust=True`` is
-    SB3's own load, which unpickles the file's objects: only for files you trust.
+    SB3's own load, which unpickles the file's objects: only for files you trust. Without it, a file
+    whose pickled entries cannot be rebuilt (under every algorithm tried) raises :class:`NeedsTrustError`.
     """
     zip_path = model_path(path)
     spec = read_spec(path) if spec is None else spec
     if not trust:
         _check_weights_only()
-    errors = []
+    errors, needs_trust = [], []
     for algo in _algorithms_to_try(spec):
         try:
             custom_objects = None if trust else safe_custom_objects(zip_path, algo, spec)
             return algo.load(zip_path, env=env, device=device, custom_objects=custom_objects, **kwargs)
+        except NeedsTrustError as error:
+            needs_trust.append(error)
+            errors.append(f"{algo.__name__}: {error}")
         except Exception as error:  # whatever failed, try the next algorithm, then report them all
             errors.append(f"{algo.__name__}: {error}")
+    if needs_trust and len(needs_trust) == len(errors):
+        raise needs_trust[0]
     raise ValueError(f"could not load {str(zip_path)!r} as an SB3 model: {'; '.join(errors)}")
 
 
@@ -423,11 +467,13 @@ def load_trained(path: str | Path, trust: bool = False) -> TrainedModel:
 
 __all__ = [
     "MODEL_FILE",
+    "NeedsTrustError",
     "SPEC_ENTRY",
     "SPEC_FILE",
     "TrainedModel",
     "load_model",
     "load_trained",
+    "needs_trust",
     "model_path",
     "package_versions",
     "read_spec",

@@ -25,9 +25,11 @@ Checkpoints (:mod:`agents.rl2.checkpoints`) go to ``<out_dir>/checkpoints`` at t
 boundary ``budget.checkpoint_every`` steps after the last one, and when training ends; each is
 written atomically with the env's task-stream counters and the RNG states, so a killed run resumes
 bit for bit where its last checkpoint was (at most one checkpoint interval is redone, no task is
-replayed). A corrupt or incomplete checkpoint is skipped with a warning naming it, and the previous
-one is used. TensorBoard logs go to ``<out_dir>/tb/run_1``, one run across resumes (what a killed
-run logged after its checkpoint is purged). ``budget.total_timesteps`` is trained in whole rollouts
+replayed). A checkpoint is loaded with :func:`agents.rl2.runs.load_model`, which unpickles nothing
+from it (its pickled entries are rebuilt from the config and the env). A corrupt or incomplete
+checkpoint is skipped with a warning naming it, and the previous one is used. TensorBoard logs go
+to ``<out_dir>/tb/run_1``, one run across resumes (what a killed run logged after its checkpoint is
+purged). ``budget.total_timesteps`` is trained in whole rollouts
 (``n_steps x num_envs``; the rounding is printed). With ``evaluate`` the trained agent is compared
 with the hand-designed baselines (tuned on the training split) on held-out test tasks of the env's
 evaluation suite.
@@ -51,7 +53,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import metaopt_envs
 from agents.controllers.base import core_of
-from agents.rl2.runs import run_spec, save_model, write_run_spec
+from agents.rl2.runs import load_model, run_spec, save_model, write_run_spec
 
 CONFIG_DIR = str((Path(__file__).resolve().parents[1] / "configs").resolve())
 """The shipped Hydra configs (``train.yaml`` composes ``env``, ``agent`` and ``budget``): the checkout's
@@ -336,9 +338,12 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
     checkpoints.mkdir(parents=True, exist_ok=True)
     resume_from: Path | None = None
     model: BaseAlgorithm | None = None
+    # The checkpoint is loaded without unpickling anything from it (its pickled entries are rebuilt from
+    # the run's own spec: the config's agent and the env's spaces), so a planted payload stays inert.
+    resume_spec = run_spec(cfg, env, commit="")
     for path, state in valid_checkpoints(checkpoints):
         try:
-            model = algo.load(path, env=env, device="cpu", tensorboard_log=str(out_dir / "tb"))
+            model = load_model(path, env=env, spec=resume_spec, tensorboard_log=str(out_dir / "tb"))
         except Exception as error:  # a zip that reads but does not load: the previous one
             message = f"skipping checkpoint {path}: {error}; falling back to an earlier checkpoint"
             LOG.warning(message)
