@@ -27,11 +27,14 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from metaopt_envs.core.family import ENV_IDS, KINDS, TaskFamily, check_kind, describe
+
+F = TypeVar("F", bound=TaskFamily)
+"""A kind's family base (``LRTaskFamily``, ``StreamFamily``, ``ObjectiveFamily``)."""
 
 _INT = re.compile(r"[+-]?\d+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -210,11 +213,12 @@ def _make_user_family(kind: str, spec: str, kwargs: dict[str, Any]) -> TaskFamil
 
 def env_task_family(
     kind: str,
+    base: type[F],
     task_family: str | TaskFamily,
     task_family_kwargs: dict[str, Any] | None,
     device: torch.device | str = "cpu",
-) -> TaskFamily:
-    """What an environment's core calls: :func:`make_task_family`, moved to ``device``.
+) -> F:
+    """What an environment's core calls: :func:`make_task_family`, moved to ``device``, as the kind's ``base``.
 
     A user's family (an instance, a name registered without ``built_in``, or a
     built-in mixture with an instance among its members) also passes the cheap
@@ -229,7 +233,10 @@ def env_task_family(
         from metaopt_envs.core.checker import check_task_family  # the checker imports this module
 
         check_task_family(family, kind, quick=True, device=device)  # also checks that to(device) works
-    return family.to(device)
+    family = family.to(device)
+    if not isinstance(family, base):  # make_task_family checks the kind; this narrows the type for the core
+        raise TypeError(f"a {ENV_IDS[kind]} core needs a {base.__name__}, got {describe(family)}")
+    return family
 
 
 def _holds_instance(value: Any) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, rng, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe
+from metaopt_envs.core.family import SPLIT_IDS, check_split
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast
 from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
@@ -27,7 +27,6 @@ FAST_RATE, SLOW_RATE = 0.3, 0.03
 """EMA rates of the two error time scales (half-lives of about 2 and 23 steps)."""
 OBS_CLIP = 100.0
 _EPS = 1e-6
-_SPLIT_ID = SPLIT_IDS
 
 
 def feature_names(forecaster_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -52,15 +51,6 @@ def _expert_regime(name: str) -> int:
     if regime < 0:
         raise ValueError(f"forecasters: an expert is named 'expert<r>' with r >= 0 a regime index, got {name!r}")
     return regime
-
-
-def _stream_family(family: TaskFamily) -> StreamFamily:
-    """``family`` as the :class:`StreamFamily` it must be (``env_task_family`` returns the base type)."""
-    if not isinstance(family, StreamFamily):
-        raise TypeError(
-            f"an ensemble core needs a StreamFamily (metaopt_envs.ensemble.families), got {describe(family)}"
-        )
-    return family
 
 
 class EnsembleCore(BatchedCore):
@@ -112,7 +102,7 @@ class EnsembleCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = _stream_family(env_task_family("ensemble", task_family, task_family_kwargs, self.device))
+        self.family = env_task_family("ensemble", StreamFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.forecaster_names = forecasters
         self.forecaster_window = int(forecaster_window)
@@ -158,7 +148,7 @@ class EnsembleCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split])
+        self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
         task_key = self.task_key[index]
         stream = self.family.sample_stream(
             task_key, rng.fold(task_key, 1, self.inner_episode[index]), self.length, self.split

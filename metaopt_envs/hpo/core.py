@@ -17,13 +17,12 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe, put
+from metaopt_envs.core.family import SPLIT_IDS, check_split, put
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.hpo.families import ObjectiveFamily
 
 REWARD_MODES = ("log_regret", "regret")
 VALUE_CLIP = (-1.0, 10.0)
-_SPLIT_ID = SPLIT_IDS
 
 
 def feature_names(max_dim: int) -> tuple[str, ...]:
@@ -37,13 +36,6 @@ def feature_names(max_dim: int) -> tuple[str, ...]:
         "log10_best",
         "budget_used",
     )
-
-
-def _objective_family(family: TaskFamily) -> ObjectiveFamily:
-    """``family`` as the :class:`ObjectiveFamily` it must be (``env_task_family`` returns the base type)."""
-    if not isinstance(family, ObjectiveFamily):
-        raise TypeError(f"an HPO core needs an ObjectiveFamily (metaopt_envs.hpo.families), got {describe(family)}")
-    return family
 
 
 class HPOCore(BatchedCore):
@@ -69,7 +61,7 @@ class HPOCore(BatchedCore):
         )
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = _objective_family(env_task_family("hpo", task_family, task_family_kwargs, self.device))
+        self.family = env_task_family("hpo", ObjectiveFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.budget = self.num_decisions = int(budget)
         self.reward_mode, self.regret_floor = reward_mode, float(regret_floor)
@@ -105,7 +97,7 @@ class HPOCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        if self.advance_keys(index, keys, same_task, _SPLIT_ID[self.split]):
+        if self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split]):
             put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
         dims = self.tasks["dim"][index]
         self.mask[index] = (torch.arange(self.max_dim, device=self.device) < dims.unsqueeze(-1)).to(torch.float32)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, TaskFamily, check_split, describe, put, take
+from metaopt_envs.core.family import SPLIT_IDS, check_split, put, take
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  # noqa: F401  (re-exported)
@@ -92,7 +92,7 @@ class LRCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
-        self.family = _lr_family(env_task_family("lr", task_family, task_family_kwargs, self.device))
+        self.family = env_task_family("lr", LRTaskFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.optimizer = InnerOptimizer(inner_optimizer, **(optimizer_kwargs or {}))
         self.horizon, self.action_every = int(horizon), int(action_every)
@@ -224,13 +224,6 @@ class LRCore(BatchedCore):
         if not isinstance(self.family, NoisyQuadraticFamily) or self.optimizer.name != "sgd":
             raise ValueError("optimal_constant_lr needs task_family='quadratic' and inner_optimizer='sgd'")
         return self.family.optimal_constant_lr(self.tasks, self.horizon)
-
-
-def _lr_family(family: TaskFamily) -> LRTaskFamily:
-    """``family`` as the :class:`LRTaskFamily` it must be (``env_task_family`` returns the base type)."""
-    if not isinstance(family, LRTaskFamily):
-        raise TypeError(f"an LR core needs an LRTaskFamily (metaopt_envs.lr.families), got {describe(family)}")
-    return family
 
 
 def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState) -> LRState:
