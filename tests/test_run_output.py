@@ -115,3 +115,27 @@ def test_lr_plot_with_fourteen_agents(tmp_path):
 
     plot_curves({name: [record(c)] for name, c in _fourteen_curves().items()}, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_tuning_and_evaluation_show_a_tqdm_bar_on_a_terminal_only(monkeypatch):
+    from agents.evaluation.suites import get_suite
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    suite = get_suite("MetaOpt-LR-v0")
+    kwargs = {"task_family": "quadratic", "horizon": 5}
+    for terminal in (True, False):
+        stream = Terminal() if terminal else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        agents, tuning = suite.build_agents(["baseline:constant"], kwargs, tune_tasks=2)
+        suite.evaluate(agents, kwargs, num_tasks=2, seeds=(0, 1))
+        text = stream.getvalue()
+        if terminal:
+            grid = len(tuning["constant"]["grid"])
+            # tqdm redraws at most every 0.1 s: the first frame (the bar's total) is always there
+            assert f"tuning constant:   0%|          | 0/{grid}" in text
+            assert "evaluating:   0%|          | 0/2" in text and "constant (tuned lr=" in text
+        else:
+            assert text == ""

@@ -114,6 +114,7 @@ def tune_ensemble_baseline(
         num_tasks,
         lambda record: np.mean(record.mse),
         seed,
+        label=name,
     )
     best = points[int(np.argmin(scores))]
     return EnsembleTuneResult(name, best, points, scores, num_tasks, len(points) * num_tasks)

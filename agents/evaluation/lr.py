@@ -128,6 +128,7 @@ def tune_baseline(
         num_tasks,
         lambda record: np.mean(record.returns),
         seed,  # divergence is in the return (its penalty)
+        label=name,
     )
     return TuneResult(name, float(grid[int(np.argmax(scores))]), [float(g) for g in grid], scores, num_tasks)
 

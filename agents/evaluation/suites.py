@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import metaopt_envs
 from agents.evaluation import specs as agent_specs
@@ -35,6 +37,13 @@ SUITES: dict[str, str] = {
     "MetaOpt-HPO-v0": "agents.evaluation.hpo:HPO_SUITE",
 }
 """Env id -> entry point of its suite (imported when first asked for)."""
+
+
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A tqdm bar of ``total`` runs (a tuning grid, an evaluation) on stderr, shown only when stderr is a
+    terminal: in tests, CI logs and redirected runs the stage lines of
+    :func:`agents.evaluation.report.progress` say the same without filling the log with redraws."""
+    return tqdm(total=total, desc=desc, unit="run", leave=False, disable=not sys.stderr.isatty(), file=sys.stderr)
 
 
 def get_suite(env_id: str) -> Suite:
@@ -187,6 +196,7 @@ class Suite:
             env_kwargs,
             tune_tasks,
             self.tune_score,
+            label=spec.text,
         )
         best = points[int(np.argmax(scores))]
         chosen = ", ".join(
@@ -245,10 +255,17 @@ class Suite:
         num_tasks: int,
         score: Callable[[Any], float],
         seed: int = TUNE_SEED,
+        label: str = "",
     ) -> list[float]:
-        """``score`` of the record of ``make_agent(point)`` for every point, on ``num_tasks`` *training* tasks."""
+        """``score`` of the record of ``make_agent(point)`` for every point, on ``num_tasks`` *training* tasks
+        (with a progress bar named ``label`` on a terminal)."""
         core = self.make_core(make_agent(points[0]), {**env_kwargs, "split": "train"}, num_tasks, None)
-        return [float(score(self.run_agent(make_agent(point), core, seed))) for point in points]
+        scores = []
+        with progress_bar(len(points), f"tuning {label}".strip()) as bar:
+            for point in points:
+                scores.append(float(score(self.run_agent(make_agent(point), core, seed))))
+                bar.update()
+        return scores
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(
@@ -275,6 +292,7 @@ class Suite:
         cores: dict[str, Any] = {}
         records: dict[str, list[Any]] = {}
         core = None
+        bar = progress_bar(len(agents) * len(seeds), "evaluating")
         for name, agent in agents.items():
             kwargs = self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
             trial = agent_trial(agent, episodes_per_trial)
@@ -282,7 +300,12 @@ class Suite:
             if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
                 cores[key] = metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=trial, **kwargs)
             core = cores[key]
-            records[name] = [self.run_agent(agent, core, evaluation_seed(seed)) for seed in seeds]
+            bar.set_postfix_str(name)
+            records[name] = []
+            for seed in seeds:
+                records[name].append(self.run_agent(agent, core, evaluation_seed(seed)))
+                bar.update()
+        bar.close()
         families = core.unwrapped.family.families() if core is not None else ()
         roles = {role: records.get(name) if name else None for role, name in references.items()}
         summaries = {name: self.summarize(name, recs, roles, families) for name, recs in records.items()}
