@@ -42,9 +42,10 @@ def test_the_tuned_baselines_are_the_ones_with_a_base_rate():
         == tuple(TUNABLE)
         == ("constant", "cosine", "step_decay", "exponential_decay", "warmup_cosine", "hypergradient")
     )
-    assert list(BASELINES) == [*TUNED, "random", "oracle"]
+    # the additive hypergradient rule has a base rate but is not tuned (its beta depends on the problem's scale)
+    assert list(BASELINES) == [*TUNED, "hypergradient_additive", "random", "oracle"]
     for name, cls in BASELINES.items():
-        assert issubclass(cls, TunableLRController) == (name in TUNED)
+        assert issubclass(cls, TunableLRController) == (name in (*TUNED, "hypergradient_additive"))
         if name in TUNED:
             assert TUNABLE[name](lr=0.03, lr_range=(1e-3, 1.0)).lr == 0.03
 
@@ -53,7 +54,9 @@ def test_the_tuned_baselines_are_the_ones_with_a_base_rate():
 @pytest.mark.parametrize("name", sorted(set(BASELINES) - {"oracle"}))
 def test_every_baseline_runs_on_every_family(name, family):
     core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=4, task_family=family, horizon=6)
-    agent = load_agent(f"baseline:{name}" + ("" if name == "random" else "?lr=0.02"))
+    # the additive hypergradient rule's beta has the problem's units: a small one for every family
+    arguments = {"random": "", "hypergradient_additive": "?lr=0.02&beta=1e-4"}.get(name, "?lr=0.02")
+    agent = load_agent(f"baseline:{name}{arguments}")
     record = run_agent(agent, core, seed=0)
     assert record.returns.shape == (4,) and np.isfinite(record.returns).all()
     assert len(record.loss_curve) == 6 and len(record.lr_curve) == 6

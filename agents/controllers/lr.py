@@ -185,6 +185,43 @@ class HypergradientLR(TunableLRController):
         return np.where(start, self.lr, updated)
 
 
+class AdditiveHypergradientLR(TunableLRController):
+    """Hypergradient descent in its original, additive form (Baydin et al., 2018, SGD-HD).
+
+    ``lr_t = lr_{t-1} + beta * g_t . u_{t-1}``: the raw dot product of the gradient with the
+    last update direction ``u = (params_before - params_after) / lr`` (for SGD the previous
+    gradient, as in the paper's Algorithm 4; for momentum and Adam their update direction, as in
+    SGDN-HD and Adam-HD), which is ``-d loss / d lr``. The dot product is not in the observation
+    (its features are scale-free), so the rule reads it from the env's core each decision
+    (``bind_core``; the evaluator binds it, as for the oracles): it uses nothing a user's own
+    optimizer would not compute. With ``action_every > 1`` it sees the last inner step of each
+    decision. Unlike :class:`HypergradientLR` its ``beta`` has the units of ``lr**2 / loss`` and
+    depends on the problem's scale; the paper uses ``beta = 1e-3`` from ``lr = 1e-3`` for SGD-HD.
+    An episode starts at ``lr``; the rate stays inside the env's ``lr_range``.
+    """
+
+    name = "hypergradient_additive"
+
+    def __init__(self, lr: float = 0.001, beta: float = 0.001, lr_range: tuple[float, float] = (1e-4, 10.0)) -> None:
+        super().__init__(lr, lr_range)
+        self.beta = beta
+        self.core: Any = None
+
+    def bind_core(self, core: Any) -> None:
+        self.core = core_of(core)
+
+    def learning_rate(self, observation: np.ndarray) -> np.ndarray:
+        if self.core is None:
+            raise RuntimeError(
+                "hypergradient_additive reads the raw hypergradient from the env's core: bind it first "
+                "(agent.bind_core(env); the evaluator does this)"
+            )
+        hypergradient = self.core.grad_dot_previous_update.detach().cpu().numpy().astype(np.float64)
+        start = observation[:, FEATURE["progress"]] == 0.0
+        updated = self.current_lr(observation) + self.beta * np.nan_to_num(hypergradient, posinf=0.0, neginf=0.0)
+        return np.where(start, self.lr, np.clip(updated, math.exp(self.log_low), math.exp(self.log_high)))
+
+
 class RandomLR(LRController):
     """Uniformly random actions (a random log learning rate each decision)."""
 
@@ -233,6 +270,7 @@ TUNED = tuple(TUNABLE)
 
 BASELINES: dict[str, type[LRController]] = {
     **TUNABLE,
+    AdditiveHypergradientLR.name: AdditiveHypergradientLR,
     RandomLR.name: RandomLR,
     QuadraticOracleLR.name: QuadraticOracleLR,
 }
