@@ -33,6 +33,11 @@ register(
     entry_point="metaopt_envs.hpo.env:MetaOptHPOEnv",
     vector_entry_point="metaopt_envs.hpo.env:MetaOptHPOVectorEnv",
 )
+register(
+    id="MetaOpt-Acquisition-v0",
+    entry_point="metaopt_envs.hpo.env:MetaOptAcquisitionEnv",
+    vector_entry_point="metaopt_envs.hpo.env:MetaOptAcquisitionVectorEnv",
+)
 
 
 def make_core(env_id: str, num_envs: int = 1, episodes_per_trial: int | None = None, **kwargs: Any) -> BatchedCore:

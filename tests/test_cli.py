@@ -81,7 +81,11 @@ TRAIN_BAD = [
     (["+agent.policy_kwargs.nosuch=1"], "agent.policy_kwargs.nosuch", "takes no argument 'nosuch'"),
     (["+nosuch=1"], "nosuch", "is not a top-level key"),
     (["~eval_seeds"], "eval_seeds", "is required"),
-    (["env.id=nosuch"], "env.id", "must be one of ['MetaOpt-Ensemble-v0', 'MetaOpt-HPO-v0', 'MetaOpt-LR-v0']"),
+    (
+        ["env.id=nosuch"],
+        "env.id",
+        "must be one of ['MetaOpt-Acquisition-v0', 'MetaOpt-Ensemble-v0', 'MetaOpt-HPO-v0', 'MetaOpt-LR-v0']",
+    ),
     (["env.kwargs.horizon=-1"], "env.kwargs", "horizon must be an int >= 1"),
     (["+env.kwargs.nosuch=1"], "env.kwargs", "unexpected keyword argument 'nosuch'"),
     (["eval_seeds=[a]"], "eval_seeds", "must be a non-empty list of ints"),

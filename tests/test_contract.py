@@ -97,6 +97,13 @@ CONTRACTS: dict[str, IdContract] = {
         small={"budget": 4},
         length=4,
     ),
+    "MetaOpt-Acquisition-v0": IdContract(
+        families=(*OBJECTIVE_FAMILIES, "mixture"),
+        action_modes=(None,),
+        length_argument="budget",
+        small={"budget": 4, "num_candidates": 6, "num_local": 2, "fit_steps": 3},
+        length=4,
+    ),
 }
 
 REGISTERED = sorted(spec.id for spec in gym.registry.values() if spec.id.startswith("MetaOpt-"))
@@ -453,6 +460,7 @@ LONGER = {
     "MetaOpt-LR-v0": {"horizon": 120, "task_family": "quadratic"},  # more than the old registered 100
     "MetaOpt-Ensemble-v0": {"horizon": 310, "warmup": 16, "task_family": "regimes"},  # 300
     "MetaOpt-HPO-v0": {"budget": 40, "task_family": "branin"},
+    "MetaOpt-Acquisition-v0": {"budget": 40, "task_family": "branin", "num_candidates": 3, "num_local": 1},
 }  # 32
 
 
@@ -663,6 +671,9 @@ CONSTRUCTION_ERRORS = [
     ("MetaOpt-Ensemble-v0", {"logit_scale": True}, r"logit_scale must be a finite number in \(0, 1000\), got True"),
     ("MetaOpt-HPO-v0", {"budget": True}, r"budget must be an int >= 1.*got True"),
     ("MetaOpt-HPO-v0", {"reward_mode": "loss"}, r"reward_mode must be one of 'log_regret', 'regret', got 'loss'"),
+    ("MetaOpt-Acquisition-v0", {"num_local": 6}, r"num_local must be smaller than num_candidates=6.*got 6"),
+    ("MetaOpt-Acquisition-v0", {"num_candidates": 1}, r"num_candidates must be an int >= 2.*got 1"),
+    ("MetaOpt-Acquisition-v0", {"y_transform": "exp"}, r"y_transform must be one of 'log', 'none', got 'exp'"),
 ]
 
 

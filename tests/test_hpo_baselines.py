@@ -23,13 +23,13 @@ from agents.controllers.hpo import (
     TPE,
     RandomSearch,
     Sobol,
-    _lml_and_grad,
     expected_improvement,
     gp_log_marginal_likelihood,
     gp_posterior,
     log_expected_improvement,
     max_dim,
 )
+from metaopt_envs.hpo.gp import _lml_and_grad
 
 D = 6  # padded width of the toy env
 

@@ -193,12 +193,11 @@ def check_env(
     """ValueError, naming the argument, unless every family is registered and a one-row core of each
     family builds from ``--env-kwargs`` (and ``--model-env-kwargs``) with ``--episodes-per-trial``."""
     import metaopt_envs
-    from metaopt_envs.core.family import ENV_IDS
     from metaopt_envs.core.registry import is_class_spec, task_family_names
 
     if not families:
         raise ValueError("--families: no family given")
-    kind = next(kind for kind, env_id in ENV_IDS.items() if env_id == suite.env_id)
+    kind = suite.kind
     known = task_family_names(kind)
     for family in families:
         if family not in known and not is_class_spec(family):

@@ -47,6 +47,20 @@ import torch
 
 from agents.controllers.base import Controller
 from agents.controllers.base import check_positive as _check_positive
+from metaopt_envs.hpo.gp import (  # the one batched GP, shared with MetaOpt-Acquisition-v0
+    LOG_LS_BOUNDS,
+    LOG_NOISE_BOUNDS,
+    LOG_S2_BOUNDS,
+    PRIOR_LS_STD,
+    PRIOR_NOISE,
+    PRIOR_S2,
+    expected_improvement,
+    fit_log_hyperparameters,
+    gp_log_marginal_likelihood,
+    gp_posterior,
+    log_expected_improvement,
+    matern52,
+)
 
 __all__ = [
     "GPEI",
@@ -79,137 +93,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return int(value)
-
-
-# ---------------------------------------------------------------------------- GP building blocks
-def matern52(x1: torch.Tensor, x2: torch.Tensor, lengthscales: torch.Tensor, signal_var: torch.Tensor) -> torch.Tensor:
-    """Batched Matérn-5/2 ARD kernel ``s2 (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r)``.
-
-    ``x1: (B, n, d)``, ``x2: (B, m, d)``, ``lengthscales: (B, d)``, ``signal_var: (B,)`` ->
-    ``(B, n, m)``, with ``r = ||(x1 - x2) / lengthscales||`` (``torch.cdist``). Coordinates
-    that are 0 in every point (padding) add nothing to ``r``, whatever their length scale.
-    """
-    s5r = math.sqrt(5.0) * torch.cdist(x1 / lengthscales.unsqueeze(-2), x2 / lengthscales.unsqueeze(-2))
-    k = torch.exp(-s5r)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x1, x2, lengthscales, signal_var)):
-        return signal_var[:, None, None] * (1.0 + s5r + s5r * s5r / 3.0) * k
-    poly = s5r.pow(2).div_(3.0).add_(s5r).add_(1.0)  # 1 + sqrt5 r + 5/3 r^2, in place (large candidate sets)
-    return k.mul_(poly).mul_(signal_var[:, None, None])
-
-
-def _cholesky(k: torch.Tensor) -> torch.Tensor:
-    """Batched Cholesky factor; rows that fail get growing jitter (never in normal use)."""
-    chol, info = torch.linalg.cholesky_ex(k)
-    jitter = 1e-9
-    while bool((info > 0).any()) and jitter < 1.0:
-        eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-        bad = (info > 0)[:, None, None]
-        k = torch.where(bad, k + jitter * k.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * eye, k)
-        chol, info = torch.linalg.cholesky_ex(k)
-        jitter *= 10.0
-    return chol
-
-
-def _train_covariance(x, lengthscales, signal_var, noise_var):
-    n = x.shape[-2]
-    eye = torch.eye(n, dtype=x.dtype, device=x.device)
-    return matern52(x, x, lengthscales, signal_var) + noise_var[:, None, None] * eye
-
-
-def gp_log_marginal_likelihood(x, y, lengthscales, signal_var, noise_var) -> torch.Tensor:
-    """Log marginal likelihood ``(B,)`` of zero-mean GPs (Matérn-5/2 ARD + noise) on ``x (B, n, d)``, ``y (B, n)``."""
-    chol = _cholesky(_train_covariance(x, lengthscales, signal_var, noise_var))
-    alpha = torch.linalg.solve_triangular(chol, y.unsqueeze(-1), upper=False).squeeze(-1)
-    n = y.shape[-1]
-    log_det = torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    return -0.5 * alpha.pow(2).sum(-1) - log_det - 0.5 * n * math.log(2.0 * math.pi)
-
-
-def _lml_and_grad(delta2, y, log_ls, log_s2, log_noise):
-    """Log marginal likelihood ``(B,)`` and its analytic gradient w.r.t. the log-parameters.
-
-    ``delta2: (B, n, n, d)`` squared coordinate differences of the training points, ``y: (B, n)``,
-    ``log_ls: (B, d)``, ``log_s2, log_noise: (B,)``. Uses ``d lml / d theta =
-    1/2 tr((alpha alpha^T - K^-1) dK/d theta)`` with ``dk/dlog l_j = s2 5/3 (1 + sqrt5 r)
-    exp(-sqrt5 r) delta_j^2 / l_j^2``. Returns None if a Cholesky factorization fails.
-    """
-    sqrt5, n = math.sqrt(5.0), y.shape[-1]
-    s2, noise = log_s2.exp(), log_noise.exp()
-    w = torch.exp(-2.0 * log_ls)  # 1 / l^2
-    r2 = (delta2 * w[:, None, None, :]).sum(-1)
-    r = r2.clamp_min(0.0).sqrt()
-    e = torch.exp(-sqrt5 * r)
-    kf = (1.0 + sqrt5 * r + (5.0 / 3.0) * r2) * e  # unit-variance Matérn
-    eye = torch.eye(n, dtype=y.dtype, device=y.device)
-    chol, info = torch.linalg.cholesky_ex(s2[:, None, None] * kf + noise[:, None, None] * eye)
-    if bool((info > 0).any()):
-        return None
-    alpha = torch.cholesky_solve(y.unsqueeze(-1), chol)  # (B, n, 1)
-    lml = (
-        -0.5 * (alpha.squeeze(-1) * y).sum(-1)
-        - torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-        - 0.5 * n * math.log(2.0 * math.pi)
-    )
-    wmat = alpha * alpha.transpose(-1, -2) - torch.cholesky_inverse(chol)  # (B, n, n)
-    g_s2 = 0.5 * (wmat * kf).sum((-1, -2)) * s2
-    g_noise = 0.5 * wmat.diagonal(dim1=-2, dim2=-1).sum(-1) * noise
-    dk = (5.0 / 3.0) * (1.0 + sqrt5 * r) * e * s2[:, None, None]
-    g_ls = 0.5 * torch.einsum("bnm,bnmj->bj", wmat * dk, delta2) * w
-    return lml, g_ls, g_s2, g_noise
-
-
-def gp_posterior(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    x_test: torch.Tensor,
-    lengthscales: torch.Tensor,
-    signal_var: torch.Tensor,
-    noise_var: torch.Tensor,
-    observation_noise: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std ``(B, m)`` of zero-mean GPs at ``x_test (B, m, d)``.
-
-    The kernel is ``signal_var * Matérn-5/2(lengthscales)`` plus ``noise_var`` white noise on
-    the training points. The std is the latent function's; with ``observation_noise=True`` it
-    includes the noise (what scikit-learn's ``predict(return_std=True)`` returns with a
-    ``WhiteKernel`` in its kernel).
-    """
-    chol = _cholesky(_train_covariance(x, lengthscales, signal_var, noise_var))
-    k_star = matern52(x, x_test, lengthscales, signal_var)  # (B, n, m)
-    alpha = torch.cholesky_solve(y.unsqueeze(-1), chol)  # (B, n, 1)
-    mean = (k_star * alpha).sum(-2)
-    v = torch.linalg.solve_triangular(chol, k_star, upper=False)
-    var = signal_var[:, None] - v.pow(2).sum(-2)
-    if observation_noise:
-        var = var + noise_var[:, None]
-    return mean, var.clamp_min(1e-18).sqrt()
-
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-    """EI for minimization ``(best - mu) Phi(u) + sigma phi(u)``, ``u = (best - mu) / sigma``; ``best`` broadcasts."""
-    u = (best - mean) / std
-    cdf = 0.5 * torch.erfc(-u / _SQRT2)
-    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * u * u)
-    return (best - mean) * cdf + std * pdf
-
-
-def log_expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-    """``log EI`` computed stably (no underflow to ``-inf`` far from the incumbent).
-
-    ``EI = sigma h(u)`` with ``h(u) = phi(u) + u Phi(u) = exp(-u^2/2) (1/sqrt(2 pi) + u/2 erfcx(-u/sqrt2))``;
-    the bracket is evaluated with the scaled complementary error function, so ``log EI`` stays
-    finite and ordered for ``u`` in the hundreds below 0, where plain EI is exactly 0.
-    """
-    u = (best - mean) / std
-    bracket = _INV_SQRT_2PI + 0.5 * u * torch.special.erfcx(-u / _SQRT2)
-    log_h = -0.5 * u * u + torch.log(bracket.clamp_min(1e-300))
-    # For u >= 0 the direct formula is exact and the bracket form would overflow exp(-u^2/2) * erfcx.
-    direct = torch.log((u * 0.5 * torch.erfc(-u / _SQRT2) + _INV_SQRT_2PI * torch.exp(-0.5 * u * u)).clamp_min(1e-300))
-    return torch.log(std) + torch.where(u > -1.0, direct, log_h)
 
 
 # ---------------------------------------------------------------------------- base controller
@@ -403,12 +286,8 @@ class GPEI(HPOController):
         }
 
     # ----------------------------------------------------------------- bounds and priors
-    _LOG_LS = (math.log(0.01), math.log(20.0))
-    _LOG_S2 = (math.log(0.01), math.log(100.0))
-    _LOG_NOISE = (math.log(1e-6), 0.0)
-    _PRIOR_S2 = (0.0, 1.5)
-    _PRIOR_NOISE = (math.log(1e-3), 2.0)
-    _PRIOR_LS_STD = 1.0
+    _LOG_LS, _LOG_S2, _LOG_NOISE = LOG_LS_BOUNDS, LOG_S2_BOUNDS, LOG_NOISE_BOUNDS
+    _PRIOR_S2, _PRIOR_NOISE, _PRIOR_LS_STD = PRIOR_S2, PRIOR_NOISE, PRIOR_LS_STD
 
     @staticmethod
     def _default_log_lengthscale(d: int) -> float:
@@ -460,7 +339,6 @@ class GPEI(HPOController):
         """
         b, _, dmax = x.shape
         dims = dim_mask.sum(-1).to(x.dtype)
-        maskf = dim_mask.to(x.dtype)
         prior_ls = torch.log(0.5 * dims.sqrt())  # (B,)
         log_ls = prior_ls[:, None].repeat(1, dmax)
         log_s2 = torch.zeros(b, dtype=x.dtype)
@@ -473,26 +351,7 @@ class GPEI(HPOController):
                 log_s2[i] = math.log(fit["signal_var"])
                 log_noise[i] = math.log(fit["noise_var"])
         params = [log_ls, log_s2, log_noise]
-        bounds = [self._LOG_LS, self._LOG_S2, self._LOG_NOISE]
-        moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-        delta2 = (x.unsqueeze(-2) - x.unsqueeze(-3)).pow(2)  # (B, n, n, d)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        for step in range(1, self.fit_steps + 1):
-            result = _lml_and_grad(delta2, z, *params)
-            if result is None:
-                break  # keep the last parameters (never in normal use: noise >= 1e-6)
-            _, g_ls, g_s2, g_noise = result
-            grads = [  # of the loss: negative lml plus the negative log prior
-                -g_ls + (params[0] - prior_ls[:, None]) / self._PRIOR_LS_STD**2,
-                -g_s2 + (params[1] - self._PRIOR_S2[0]) / self._PRIOR_S2[1] ** 2,
-                -g_noise + (params[2] - self._PRIOR_NOISE[0]) / self._PRIOR_NOISE[1] ** 2,
-            ]
-            grads[0] = grads[0] * maskf  # padded length scales stay put
-            for p, g, (m, v), (lo, hi) in zip(params, grads, moments, bounds):
-                m.mul_(beta1).add_(g, alpha=1.0 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                step_size = self.fit_lr / (1.0 - beta1**step)
-                p.sub_(step_size * m / ((v / (1.0 - beta2**step)).sqrt() + eps)).clamp_(lo, hi)
+        fit_log_hyperparameters(x, z, dim_mask, params, self.fit_steps, self.fit_lr)
         ls, s2, noise = (p.exp() for p in params)
         for i, r in enumerate(rows):
             d = self.dims[r].size

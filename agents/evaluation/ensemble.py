@@ -243,6 +243,7 @@ class EnsembleSuite(Suite):
     """MetaOpt-Ensemble-v0: online-learning baselines (tuned on the training split), scored by the normalized MSE."""
 
     env_id = ENV_ID
+    kind = "ensemble"
     default_families = ("switching_ar", "regimes", "real")
     description = (
         "Normalized MSE = mean over decisions of the weighted forecast's squared error / sigma^2 "

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.controllers.hpo import HPO_BASELINES
+from agents.controllers.acquisition import ACQUISITION_BASELINES
+from agents.controllers.hpo import HPO_BASELINES, HPOController
 from agents.evaluation.metrics import per_family, win_rate
 from agents.evaluation.rollout import Step, rollout
 from agents.evaluation.stats import bootstrap_ci, iqm
@@ -160,6 +161,7 @@ class HPOSuite(Suite):
     """MetaOpt-HPO-v0: search baselines with their defaults, scored by the final simple regret."""
 
     env_id = ENV_ID
+    kind = "hpo"
     default_families = ("branin", "hartmann3", "hartmann6", "gp", "sklearn")
     description = (
         "Simple regret = normalized regret (f - f_opt) / (f_ref - f_opt) of the best configuration found "
@@ -167,7 +169,7 @@ class HPOSuite(Suite):
         "time = the agent's predict time per objective."
     )
     family_name = "HPO"
-    baselines = HPO_BASELINES
+    baselines: Mapping[str, type] = HPO_BASELINES
     plot_prefix = "hpo_regret"
     sample_trained_models = True
 
@@ -192,8 +194,37 @@ class HPOSuite(Suite):
 
 HPO_SUITE = HPOSuite()
 
+ACQUISITION_ENV_ID = "MetaOpt-Acquisition-v0"
+ACQUISITION_ONLY = ("num_candidates", "num_local", "fit_steps", "fit_lr", "y_transform")
+"""MetaOpt-Acquisition-v0's arguments beyond MetaOpt-HPO-v0's (its search runs with the rest)."""
+
+
+class AcquisitionSuite(HPOSuite):
+    """MetaOpt-Acquisition-v0: learned and hand-designed acquisition functions over the env's GP posterior,
+    beside the HPO searches (random, Sobol, GP-EI, TPE) run on MetaOpt-HPO-v0 with the same objectives
+    (both ids key their objectives alike, so the same seeds give the same tasks)."""
+
+    env_id = ACQUISITION_ENV_ID
+    description = HPOSuite.description + (
+        " Acquisition agents (acq_*, trained models) choose among the env's candidates scored from its GP "
+        "posterior; the searches propose any point on MetaOpt-HPO-v0."
+    )
+    family_name = "acquisition"
+    baselines: Mapping[str, type] = {**ACQUISITION_BASELINES, **HPO_BASELINES}
+    plot_prefix = "acquisition_regret"
+
+    def agent_env(self, agent: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if isinstance(agent, HPOController):
+            return ENV_ID, {k: v for k, v in kwargs.items() if k not in ACQUISITION_ONLY}
+        return self.env_id, kwargs
+
+
+ACQUISITION_SUITE = AcquisitionSuite()
+
 __all__ = [
+    "ACQUISITION_SUITE",
     "HPO_SUITE",
+    "AcquisitionSuite",
     "HPORecord",
     "HPOSuite",
     "HPOSummary",

@@ -243,6 +243,7 @@ class LRSuite(Suite):
     """MetaOpt-LR-v0: learning-rate controllers tuned on the training split, scored by the final loss."""
 
     env_id = ENV_ID
+    kind = "lr"
     default_families = ("quadratic", "logistic", "sinusoid", "sklearn")
     description = (
         "Return = log(L0/LT) of the last inner episode; win rate = share of tasks with a lower final loss "

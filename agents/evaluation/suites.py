@@ -35,6 +35,7 @@ SUITES: dict[str, str] = {
     "MetaOpt-LR-v0": "agents.evaluation.lr:LR_SUITE",
     "MetaOpt-Ensemble-v0": "agents.evaluation.ensemble:ENSEMBLE_SUITE",
     "MetaOpt-HPO-v0": "agents.evaluation.hpo:HPO_SUITE",
+    "MetaOpt-Acquisition-v0": "agents.evaluation.hpo:ACQUISITION_SUITE",
 }
 """Env id -> entry point of its suite (imported when first asked for)."""
 
@@ -70,6 +71,7 @@ class Suite:
     """
 
     env_id: str
+    kind = ""  # the task-family kind of the id ("lr", "ensemble", "hpo"): its registry of families
     family_argument = "task_family"  # the env argument that selects a task family
     default_families: tuple[str, ...] = ()
     description = ""  # what the table reports, for results.md
@@ -247,6 +249,11 @@ class Suite:
         kwargs.update(overrides or {})
         return kwargs
 
+    def agent_env(self, agent: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The env id and arguments ``agent`` is evaluated on: this suite's id here; a suite comparing agents
+        of related ids on the same tasks (MetaOpt-Acquisition-v0 beside the HPO searches) overrides it."""
+        return self.env_id, kwargs
+
     def grid_search(
         self,
         make_agent: Callable[[dict[str, Any]], Any],
@@ -294,11 +301,13 @@ class Suite:
         core = None
         bar = progress_bar(len(agents) * len(seeds), "evaluating")
         for name, agent in agents.items():
-            kwargs = self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
+            env_id, kwargs = self.agent_env(
+                agent, self.core_kwargs(agent, env_kwargs, (agent_env_kwargs or {}).get(name))
+            )
             trial = agent_trial(agent, episodes_per_trial)
-            key = repr((trial, sorted(kwargs.items())))
+            key = repr((env_id, trial, sorted(kwargs.items())))
             if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
-                cores[key] = metaopt_envs.make_core(self.env_id, num_envs=num_tasks, episodes_per_trial=trial, **kwargs)
+                cores[key] = metaopt_envs.make_core(env_id, num_envs=num_tasks, episodes_per_trial=trial, **kwargs)
             core = cores[key]
             bar.set_postfix_str(name)
             records[name] = []

@@ -1,8 +1,10 @@
-"""MetaOpt-HPO-v0: sequential hyperparameter search. Thin adapters over :class:`HPOCore`."""
+"""MetaOpt-HPO-v0 (sequential hyperparameter search) and MetaOpt-Acquisition-v0 (its learned acquisition
+function): thin adapters over :class:`HPOCore` and :class:`AcquisitionCore`."""
 
 from __future__ import annotations
 
 from metaopt_envs.core import CoreEnv, CoreVectorEnv
+from metaopt_envs.hpo.acquisition import AcquisitionCore
 from metaopt_envs.hpo.core import HPOCore
 
 
@@ -97,3 +99,80 @@ class MetaOptHPOVectorEnv(CoreVectorEnv):
     """Batched MetaOpt-HPO-v0 (see :class:`MetaOptHPOEnv` for the documentation)."""
 
     core_class = HPOCore
+
+
+class MetaOptAcquisitionEnv(CoreEnv):
+    """Score candidate configurations from a GP posterior: a learned acquisition function (MetaBO-style).
+
+    ## Description
+    The search of ``MetaOpt-HPO-v0`` (same objective families, normalization, rewards and episode;
+    the same seeds give the same objectives), but the agent does not propose a point: as in MetaBO
+    (Volpp et al., 2020), each step the env fits a Gaussian process to the configurations evaluated so
+    far (Matérn-5/2 ARD + noise, MAP hyperparameters, warm-started from the previous fit; the batched GP
+    of the GP-EI baseline, :mod:`metaopt_envs.hpo.gp`), proposes ``num_candidates`` points, and shows
+    the posterior at each. The action scores the candidates and the best-scored one is evaluated next,
+    so a policy is an acquisition function; one that scores Expected Improvement is GP-EI on these
+    candidates. Candidates: ``num_candidates - num_local`` points of a scrambled Sobol set shifted by a
+    random vector (modulo 1) per row and decision, and ``num_local`` Gaussian perturbations of the
+    incumbent (scales log-uniform in [1e-3, 0.3]; uniform points before the first evaluation), drawn
+    from the row's keys (row ``i`` of a batch is the single env seeded ``i``).
+
+    ## Action Space
+    ``Box(-1, 1, (num_candidates,), float32)``: a score per candidate; the argmax is evaluated (ties:
+    the first). NaN or inf actions and wrong shapes raise ``ValueError``.
+
+    ## Observation Space
+    ``Box(float32)`` of ``num_candidates * (4 + D)`` features, candidate-major (reshape to
+    ``(num_candidates, 4 + D)``; ``D`` is the family's largest dimension or ``max_dim``), per candidate:
+
+    | # | name | meaning |
+    |---|------|---------|
+    | 0 | mean | GP posterior mean at the candidate, standardized targets (clipped to [-10, 10]) |
+    | 1 | std | posterior standard deviation of the latent function (clipped to [0, 10]) |
+    | 2 | incumbent | the lowest standardized target so far (0 before the first evaluation) |
+    | 3 | budget_used | evaluations / budget |
+    | 4..4+D-1 | x[i] | the candidate's coordinates in [-1, 1] (0 on padded dims) |
+
+    Targets are modelled as GP-EI does: ``z = log(y - min y + (median y - min y))`` of the normalized
+    regrets ``y`` (``y_transform="log"``; ``"none"`` models ``y``), standardized per row. Before the
+    first evaluation every candidate shows the prior (mean 0, std 1).
+
+    ## Rewards, Starting State, Episode End
+    As ``MetaOpt-HPO-v0``: the improvement of the best ``log10`` normalized regret (``reward_mode``),
+    a new objective at every reset, truncation after ``budget`` evaluations, RL² trials with
+    ``episodes_per_trial=K``. ``info`` adds ``candidate``, the index evaluated.
+
+    ## Arguments
+    ```python
+    import gymnasium as gym
+    import metaopt_envs
+
+    env = gym.make("MetaOpt-Acquisition-v0", task_family="branin", budget=16, num_candidates=32)
+    ```
+
+    The arguments of ``MetaOpt-HPO-v0`` (``task_family``, ``task_family_kwargs``, ``split``, ``budget``,
+    ``reward_mode``, ``regret_floor``, ``max_dim``, ``device``), and:
+
+    | argument | default | meaning |
+    |---|---|---|
+    | num_candidates | 64 | candidates scored per decision (the action's size) |
+    | num_local | 16 | of which perturbations of the incumbent (the rest: the shifted Sobol set) |
+    | fit_steps | 30 | Adam steps of the GP hyperparameter fit per decision (0: keep the prior) |
+    | fit_lr | 0.1 | their step size |
+    | y_transform | "log" | "log" or "none" (see above) |
+
+    ## Vectorized environment
+    ``gym.make_vec("MetaOpt-Acquisition-v0", num_envs=64)`` fits the 64 GPs in one batched program;
+    ``metaopt_envs.make_sb3_vec_env`` gives an SB3 VecEnv. Both take ``episodes_per_trial=K``.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    core_class = AcquisitionCore
+
+
+class MetaOptAcquisitionVectorEnv(CoreVectorEnv):
+    """Batched MetaOpt-Acquisition-v0 (see :class:`MetaOptAcquisitionEnv` for the documentation)."""
+
+    core_class = AcquisitionCore
