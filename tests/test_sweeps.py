@@ -14,6 +14,8 @@ import io
 import ipaddress
 import json
 import os
+import re
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -178,3 +180,21 @@ def test_the_ray_launcher_runs_the_same_sweep_on_a_local_ray(in_tmp: Path, alone
     assert {node["NodeManagerAddress"] for node in local_ray.nodes()} == {"127.0.0.1"}
     listening = _listening_addresses()
     assert len(listening) >= 1 and all(_loopback(address) for address in listening), listening
+
+
+def test_the_readmes_sweep_commands_pass_the_check() -> None:
+    """Every ``metaopt-train --multirun`` command of the README's Sweeps section composes and checks, on
+    every launcher it names (the launcher's own keys included)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the [sweep] extra")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the [sweep] extra")
+    section = (ROOT / "README.md").read_text().partition("### Sweeps")[2].partition("\n### ")[0]
+    script = "\n".join(re.findall(r"```bash\n(.*?)```", section, flags=re.S)).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in script.splitlines() if "metaopt-train" in line]
+    launchers = set()
+    for words in commands:
+        argv = words[words.index("metaopt-train") + 1 :]
+        assert argv[0] == "--multirun", words
+        overrides = argv[1:]
+        launchers |= {o.partition("=")[2] for o in overrides if o.startswith("hydra/launcher=")} or {"basic"}
+        train.precheck([*overrides, *train.sweep_overrides(overrides)], multirun=True)
+    assert launchers == {"basic", "submitit_local", "submitit_slurm", "ray"}
