@@ -33,6 +33,7 @@ over seed, env or agent only trains where the same single run would (``runs/<env
 one of a sweep over other keys in that name followed by its values of those keys
 (``runs/lr_quadratic-rl2-seed0-agent.hyperparameters.learning_rate=0.001``). A sweep that would
 train two jobs in one directory (a value given twice, or one ``out_dir=`` for every job) is refused.
+With ``--config-dir`` (configs of your own) nothing is added: give each job its own ``out_dir``.
 
 The training itself is :func:`agents.rl2.training.train` (import it from there, not from here).
 """
