@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with only Python 3.10+:
 #   bash scripts/run.sh main   # set up .venv, then run the main job
-#   bash scripts/run.sh test   # set up .venv, then lint (ruff, mypy) and run the test suite
+#   bash scripts/run.sh test   # set up .venv (with the sweep extra), then lint (ruff, mypy) and run the test suite
 #   bash scripts/run.sh lint   # set up .venv, then only ruff (lint, format check) and mypy
 # Extra arguments go to the job (e.g. `bash scripts/run.sh test -k registry`).
 set -euo pipefail
@@ -18,7 +18,10 @@ fi
 python -m pip install --quiet --upgrade pip
 # The CPU wheel of torch first, so that pip never resolves a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev]"
+# The test job also installs the sweep extra: the submitit and Ray launchers its sweep tests run.
+extras="dev"
+if [ "$job" = test ]; then extras="dev,sweep"; fi
+python -m pip install --quiet -e ".[$extras]"
 
 # Small torch models run fastest with one thread per process on small CPUs.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

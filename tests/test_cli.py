@@ -95,6 +95,9 @@ TRAIN_BAD = [
     (["seed=["], "seed=[", "override"),
     (["--multirun", "seed=0,abc"], "seed", "must be an int >= 0, got 'abc'"),
     (["seed=0", "-m", "seed=1"], "seed=1", "options such as --multirun go before the overrides"),
+    (["--multirun", "seed=0,0"], "seed=0", "the sweep runs one configuration twice (jobs #0 and #1"),
+    (["--multirun", "out_dir=x", "seed=0,1"], "out_dir=x", "all 2 jobs of the sweep would train in one run directory"),
+    (["--multirun", "hydra/launcher=nosuch", "seed=0,1"], "hydra/launcher=nosuch", "hydra/launcher must be one of"),
     (["--nosuch"], "--nosuch", "unrecognized arguments"),
 ]
 

@@ -4,6 +4,8 @@
     metaopt-train env=lr_mixture budget=reference  # compose other config groups
     metaopt-train agent.hyperparameters.n_epochs=8 seed=3
     metaopt-train --multirun seed=0,1,2            # a sweep (Hydra's launchers send it to a cluster)
+    metaopt-train --multirun agent.hyperparameters.learning_rate=1e-3,3e-3 seed=0,1   # a run dir per job
+    metaopt-train --multirun hydra/launcher=submitit_slurm hydra.launcher.partition=cpu seed=0,1,2
     metaopt-train env.kwargs.task_family=my_module:MyFamily   # a user's family, from the current directory
     metaopt-train 'env.kwargs.task_family="my_module:MyFamily?dim=8"'   # with arguments: quote the value
 
@@ -23,6 +25,15 @@ The composed config is checked before anything is built (:func:`check_config`): 
 an unknown algorithm, a hyperparameter the algorithm does not take, a value out of range or env
 arguments the env refuses end the command with one line ``metaopt-train: error: ...`` and exit
 code 2, before any directory is written.
+
+Sweeps (``--multirun``) go through Hydra's launchers: the basic one (one job after the other), or
+with ``pip install 'metaopt-envs[sweep]'`` ``hydra/launcher=submitit_local``, ``submitit_slurm`` or
+``ray``. Every job trains in a run directory of its own (:func:`sweep_overrides`): a job of a sweep
+over seed, env or agent only trains where the same single run would (``runs/<env>-<agent>-seed<seed>``),
+one of a sweep over other keys in that name followed by its values of those keys
+(``runs/lr_quadratic-rl2-seed0-agent.hyperparameters.learning_rate=0.001``). A sweep that would
+train two jobs in one directory (a value given twice, or one ``out_dir=`` for every job) is refused.
+With ``--config-dir`` (configs of your own) nothing is added: give each job its own ``out_dir``.
 
 The training itself is :func:`agents.rl2.training.train` (import it from there, not from here).
 """
@@ -48,6 +59,13 @@ SET_BY_TRAINING = {"self", "policy", "env", "seed", "device", "tensorboard_log",
 SET_BY_ALGORITHM = {"self", "observation_space", "action_space", "lr_schedule", "use_sde"}
 """Constructor arguments of the policy that the algorithm sets itself."""
 WANDB_MODES = ("disabled", "offline", "online")
+NAMED_BY_DEFAULT = ("seed", "env", "agent")
+"""Overrides that the default ``out_dir`` (``runs/<env>-<agent>-seed<seed>``) names already."""
+SWEEP_ITEM_SEP = "+"
+"""Between the swept ``key=value`` items of a sweep job's run directory (not ``,``, which separates
+``metaopt-bench --agents``)."""
+SWEEP_EXTRA = "pip install 'metaopt-envs[sweep]'"
+"""What installs the submitit and Ray launchers."""
 _UNSET = object()
 
 
@@ -322,7 +340,9 @@ def _composition_error(error: Exception, override: list[str], known: set[str]) -
         group = missing.rpartition("/")[0]
         given = next((o for o in override if o.lstrip("+~").partition("=")[0] == group), missing)
         where = "among Hydra's installed plugins" if group.startswith("hydra/") else f"in {CONFIG_DIR}"
-        return f"{given}: no such config {where}; {group} must be one of {sorted(error.options)}"
+        missing_launchers = group == "hydra/launcher" and not {"submitit_local", "ray"} <= set(error.options)
+        extra = f" (submitit_local, submitit_slurm and ray come with {SWEEP_EXTRA})" if missing_launchers else ""
+        return f"{given}: no such config {where}; {group} must be one of {sorted(error.options)}{extra}"
     text = str(error)
     if text.startswith("Could not override '"):
         key = text[len("Could not override '") :].partition("'")[0]
@@ -338,6 +358,69 @@ def _split_sweeps(overrides: list[str]) -> list[list[str]]:
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def default_out_dir(config_name: str = "train") -> str:
+    """The ``out_dir`` of the shipped config ``config_name``, uninterpolated."""
+    container = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / f"{config_name}.yaml"), resolve=False)
+    assert isinstance(container, dict)
+    return str(container["out_dir"])
+
+
+def sweep_overrides(overrides: list[str], config_name: str = "train") -> list[str]:
+    """The overrides ``metaopt-train --multirun`` adds to ``overrides`` so that each job of the sweep
+    trains in a run directory of its own.
+
+    None when the sweep varies only :data:`NAMED_BY_DEFAULT` keys (its jobs train where the same single
+    runs would) or sets ``out_dir`` itself. Otherwise each job's ``out_dir`` is the default followed by
+    Hydra's ``job.override_dirname`` over the other swept keys only, e.g. ``seed=0,1
+    agent.hyperparameters.learning_rate=1e-3,3e-3`` trains in
+    ``runs/lr_quadratic-rl2-seed0-agent.hyperparameters.learning_rate=0.001`` and three more; items are
+    joined by :data:`SWEEP_ITEM_SEP`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        task = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+    except HydraException:  # precheck names the override that does not parse
+        return []
+    if any(o.key_or_group == "out_dir" for o in task):
+        return []
+    swept = {o.key_or_group for o in task if o.is_sweep_override()} - set(NAMED_BY_DEFAULT)
+    if not swept:
+        return []
+    unnamed = sorted(({o.key_or_group for o in task} - swept) | {"out_dir"})
+    return [
+        f"out_dir='{default_out_dir(config_name)}-${{hydra:job.override_dirname}}'",
+        f"hydra.job.config.override_dirname.exclude_keys=[{','.join(unnamed)}]",
+        f"hydra.job.config.override_dirname.item_sep={SWEEP_ITEM_SEP}",
+    ]
+
+
+def check_sweep(overrides: list[str], jobs: list[list[str]]) -> None:
+    """ValueError if two jobs of a sweep would train in one run directory: a configuration given twice,
+    or one literal ``out_dir=`` for several jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    seen: dict[tuple[str, ...], int] = {}
+    for number, job in enumerate(jobs):
+        key = tuple(sorted(job))
+        if key in seen:
+            raise ValueError(
+                f"the sweep runs one configuration twice (jobs #{seen[key]} and #{number}: {' '.join(job)}); "
+                "a run directory belongs to one configuration, so give each value once"
+            )
+        seen[key] = number
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group == "out_dir" and not override.is_sweep_override() and len(jobs) > 1:
+            value = str(override.value())
+            if "${" not in value:
+                raise ValueError(
+                    f"{override.input_line}: all {len(jobs)} jobs of the sweep would train in one run directory; "
+                    "leave out_dir out (each job then trains in a run directory named after its overrides), "
+                    "sweep it too, or interpolate the swept keys (out_dir='sweeps/lr${agent.hyperparameters."
+                    "learning_rate}')"
+                )
 
 
 def precheck(overrides: list[str], multirun: bool = False, config_name: str = "train") -> None:
@@ -358,6 +441,7 @@ def precheck(overrides: list[str], multirun: bool = False, config_name: str = "t
             jobs = _split_sweeps(overrides)
         except (HydraException, OmegaConfBaseException) as error:
             raise ValueError(str(error)) from None
+        check_sweep(overrides, jobs)
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     for job in jobs:
         choices = [o for o in job if o.lstrip("+~").partition("=")[0] in groups]
@@ -402,10 +486,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.error = _parser_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     if not any(getattr(args, name, None) for name in _NO_JOB) and args.config_dir is None and args.config_path is None:
+        config_name = args.config_name or "train"
         try:
-            precheck(list(args.overrides), bool(args.multirun), args.config_name or "train")
+            added = sweep_overrides(list(args.overrides), config_name) if args.multirun else []
+            precheck([*args.overrides, *added], bool(args.multirun), config_name)
         except (ValueError, TypeError) as error:
             fail(str(error))
+        argv += added  # options come first, so the added overrides go last
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def _main(cfg: DictConfig) -> None:
