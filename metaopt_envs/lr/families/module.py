@@ -142,7 +142,8 @@ def _pool(label: str, inputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Te
 
 
 class KeyedDropout(nn.Module):
-    """``nn.Dropout`` whose masks come from a key (set by :class:`ModuleFamily` per task and minibatch)."""
+    """``nn.Dropout`` whose masks come from a key (set by :class:`ModuleFamily` per task and minibatch; without a
+    key, e.g. when the module is called directly, it passes its input through)."""
 
     def __init__(self, p: float, salt: int) -> None:
         super().__init__()
