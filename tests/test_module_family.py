@@ -277,3 +277,15 @@ def test_presets_and_size_arguments():
     env.reset(seed=0)
     spec = "metaopt_envs.lr.families.realistic:DigitsConvNetFamily?width=2"
     assert gym.make("MetaOpt-LR-v0", task_family=spec, horizon=2).unwrapped.core.family.param_dim < small.param_dim
+
+
+def test_module_families_mix_for_a_held_out_architecture():
+    """A mixture of module families with different input shapes and parameter counts (padded) learns too."""
+    mixture = make_task_family("mixture", members=["mnist1d_mlp", "digits_convnet"])
+    check_task_family(mixture, quick=True)
+    core = LRCore(num_envs=6, task_family=mixture, horizon=10, inner_optimizer="adam", lr_range=(1e-3, 1e-2))
+    assert set(core.tasks["family"].tolist()) == {0, 1}
+    start = core.loss.clone()
+    for _ in range(10):
+        core.step(np.zeros((6, 1), np.float32))
+    assert (core.loss < start).all()
