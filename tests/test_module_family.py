@@ -289,3 +289,19 @@ def test_module_families_mix_for_a_held_out_architecture():
     for _ in range(10):
         core.step(np.zeros((6, 1), np.float32))
     assert (core.loss < start).all()
+
+
+def test_gradients_keep_their_graph_in_a_differentiable_unroll():
+    """With params in a graph (a learned optimizer's unroll) the gradient is differentiable too, and equals the
+    torch.func gradient of the environments' path."""
+    family = _family()
+    keys = rng.keys_from_seeds([0, 1])
+    tasks = family.sample(keys, "train")
+    params = family.init_params(tasks, keys)
+    _, plain = family.minibatch_loss_and_grad(params, tasks, keys)
+    leaf = params.clone().requires_grad_(True)
+    _, grad = family.minibatch_loss_and_grad(leaf, tasks, keys)
+    assert grad.grad_fn is not None
+    torch.testing.assert_close(grad, plain, rtol=1e-5, atol=1e-6)
+    (second,) = torch.autograd.grad(grad.square().sum(), leaf)
+    assert torch.isfinite(second).all() and second.abs().sum() > 0
