@@ -11,7 +11,8 @@ and each id lists its built-in task families and action modes from the package i
 - observations stay inside the declared space at every step, after divergence (LR) and autoreset,
   in the final observations too, and rewards are finite;
 - row ``i`` of ``gym.make_vec`` / ``make_sb3_vec_env`` seeded ``s`` is the single env seeded ``s + i``:
-  bit-equal for every built-in family (``CONTRACTS[id].tolerance`` would hold a measured exception);
+  bit-equal for every built-in family but the two convolutional module families, whose measured tolerance
+  ``CONTRACTS[id].tolerance`` holds;
 - ``gym.make``, ``gym.make_vec`` and the SB3 VecEnv report identical terminated / truncated flags;
 - bad actions raise ``ValueError`` naming ``action(s)`` and what is expected, out-of-range ones are clipped.
 
@@ -47,7 +48,7 @@ from metaopt_envs.ensemble.core import ACTION_MODES as ENSEMBLE_ACTION_MODES
 from metaopt_envs.ensemble.families import STREAM_FAMILIES
 from metaopt_envs.hpo.families import OBJECTIVE_FAMILIES
 from metaopt_envs.lr.core import ACTION_MODES as LR_ACTION_MODES
-from metaopt_envs.lr.families import TASK_FAMILIES
+from metaopt_envs.lr.families import REALISTIC_FAMILIES, TASK_FAMILIES
 
 NUM_ENVS = 3
 SEED = 123
@@ -60,7 +61,8 @@ class IdContract:
     """What the suite needs to know about one registered id."""
 
     families: tuple[str, ...]
-    """Every built-in task family (the package's registry of the family kind, plus the mixture)."""
+    """Every built-in task family (the package's registry of the family kind: plus the mixture, and for LR the
+    realistic suite)."""
     action_modes: tuple[str | None, ...]
     """``action_mode`` values; ``(None,)`` where the env has no such argument."""
     length_argument: str
@@ -72,16 +74,23 @@ class IdContract:
     """Batched rows vs single envs per family, as it holds today; a family not listed is bit-equal."""
     stress: dict[str, Any] = field(default_factory=dict)
     """Extra kwargs for the rollouts: make runs diverge where the family can (LR: learning rates up to 1e3)."""
+    first_mode_only: tuple[str, ...] = ()
+    """Families run in the first action mode only (the mapping of actions does not depend on the family; these
+    families' steps cost the most), to keep the suite fast."""
 
 
 CONTRACTS: dict[str, IdContract] = {
     "MetaOpt-LR-v0": IdContract(
-        families=(*TASK_FAMILIES, "mixture"),
+        families=(*TASK_FAMILIES, "mixture", *REALISTIC_FAMILIES),  # the realistic suite runs on ModuleFamily
         action_modes=LR_ACTION_MODES,
         length_argument="horizon",
         small={"horizon": 4},
         length=4,
         stress={"lr_range": (1e-4, 1e3)},
+        # Measured (vmap over grouped convolutions rounds differently at another batch size): largest absolute
+        # deviation 1.7e-6 over the stressed rollouts; the other module families are bit-equal.
+        tolerance={name: {"rtol": 1e-5, "atol": 1e-5} for name in ("digits_convnet", "mnist1d_conv")},
+        first_mode_only=tuple(REALISTIC_FAMILIES),
     ),
     "MetaOpt-Ensemble-v0": IdContract(
         families=(*STREAM_FAMILIES, "mixture"),
@@ -163,7 +172,7 @@ def _cases() -> list[Any]:
         for env_id in REGISTERED
         if env_id in CONTRACTS
         for family in CONTRACTS[env_id].families
-        for mode in CONTRACTS[env_id].action_modes
+        for mode in CONTRACTS[env_id].action_modes[: 1 if family in CONTRACTS[env_id].first_mode_only else None]
         for trial in TRIAL_MODES
         for case in [Case(env_id, family, mode, trial)]
     ]

@@ -36,6 +36,7 @@ def test_notebooks_are_found_and_paired():
         "01_train_rl2.py",
         "02_custom_agent_and_problem.py",
         "03_ensemble_and_hpo.py",
+        "04_bring_your_own_model.py",
     ]
     notebooks = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
     assert notebooks == [p.with_suffix(".ipynb").name for p in SOURCES], (

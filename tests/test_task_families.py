@@ -136,7 +136,18 @@ def test_every_registered_family_passes_the_checker(kind, name):
 
 
 def test_registry_lists_every_kind_in_order():
-    assert task_family_names("lr") == ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
+    assert task_family_names("lr") == (
+        "quadratic",
+        "logistic",
+        "sinusoid",
+        "sklearn",
+        "mixture",
+        "digits_convnet",
+        "mnist1d_mlp",
+        "mnist1d_conv",
+        "char_transformer",
+        "char_lstm",
+    )
     assert task_family_names("ensemble") == ("switching_ar", "regimes", "real", "mixture")
     assert task_family_names("hpo") == ("branin", "hartmann3", "hartmann6", "gp", "sklearn", "mixture")
     assert set(registered_task_families("lr")) == set(task_family_names("lr"))
@@ -164,7 +175,7 @@ def test_unhashable_or_unknown_task_family_names_the_argument_and_allowed_values
         make_task_family("lr", bad)
     message = str(info.value)
     assert "unhashable" not in message
-    assert message.startswith("task_family must be one of ('quadratic', 'logistic', 'sinusoid', 'sklearn', 'mixture')")
+    assert message.startswith("task_family must be one of ('quadratic', 'logistic', 'sinusoid', 'sklearn', 'mixture', ")
     assert repr(bad) in message
 
 

@@ -14,7 +14,9 @@ from metaopt_envs.lr.families.base import SPLITS, LRTaskFamily, TaskData
 from metaopt_envs.lr.families.logistic import LogisticRegressionFamily
 from metaopt_envs.lr.families.mixture import MixtureFamily
 from metaopt_envs.lr.families.mlp import SKLEARN_DATASETS, SinusoidMLPFamily, SklearnMLPFamily
+from metaopt_envs.lr.families.module import KeyedDropout, ModuleFamily, TensorPool, cross_entropy, mse
 from metaopt_envs.lr.families.quadratic import NoisyQuadraticFamily
+from metaopt_envs.lr.families.realistic import REALISTIC_FAMILIES
 
 TaskFamily = LRTaskFamily
 """The name earlier releases gave :class:`LRTaskFamily` (kept so that existing imports work)."""
@@ -30,6 +32,9 @@ TASK_FAMILIES: dict[str, type[LRTaskFamily]] = {
 for _name, _family in TASK_FAMILIES.items():
     register_task_family("lr", _name, _family, built_in=True)
 register_task_family("lr", "mixture", MixtureFamily, built_in=True)
+# The realistic suite on ModuleFamily (not in TASK_FAMILIES: the default mixture keeps its four members).
+for _name, _module_family in REALISTIC_FAMILIES.items():
+    register_task_family("lr", _name, _module_family, built_in=True)
 
 
 def make_task_family(task_family: str | LRTaskFamily = "mixture", **kwargs: Any) -> LRTaskFamily:
@@ -42,16 +47,22 @@ def make_task_family(task_family: str | LRTaskFamily = "mixture", **kwargs: Any)
 
 
 __all__ = [
+    "REALISTIC_FAMILIES",
     "SKLEARN_DATASETS",
     "SPLITS",
     "TASK_FAMILIES",
+    "KeyedDropout",
     "LRTaskFamily",
     "LogisticRegressionFamily",
     "MixtureFamily",
+    "ModuleFamily",
     "NoisyQuadraticFamily",
     "SinusoidMLPFamily",
     "SklearnMLPFamily",
     "TaskData",
     "TaskFamily",
+    "TensorPool",
+    "cross_entropy",
     "make_task_family",
+    "mse",
 ]
