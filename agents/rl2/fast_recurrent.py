@@ -42,11 +42,14 @@ optionally sets torch's intra-op thread count.
 from __future__ import annotations
 
 import io
+import math
 import pathlib
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import (
@@ -60,9 +63,13 @@ from sb3_contrib.common.recurrent.type_aliases import (
     RNNStates,
 )
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import GymEnv
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
 __all__ = [
@@ -131,9 +138,10 @@ def process_sequence_fast(
 class FastRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
     """``RecurrentActorCriticPolicy`` whose LSTM pass avoids the Python time loop.
 
-    Only ``_process_sequence`` changes (see :func:`process_sequence_fast`); the
-    parameters, ``state_dict`` layout and every other method are the stock ones,
-    so weights are interchangeable with the stock policy.
+    ``_process_sequence`` (see :func:`process_sequence_fast`) and ``evaluate_actions``
+    (both LSTMs in one call, see :func:`fused_lstm_pass`) change; the parameters,
+    ``state_dict`` layout and every other method are the stock ones, so weights are
+    interchangeable with the stock policy.
     """
 
     @staticmethod
@@ -145,6 +153,102 @@ class FastRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
     ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
         """Single-call LSTM pass, exact fallback to the stock loop for mid-sequence starts."""
         return process_sequence_fast(features, lstm_states, episode_starts, lstm)
+
+    def evaluate_actions(  # type: ignore[override]
+        self, obs: th.Tensor, actions: th.Tensor, lstm_states: RNNStates, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """Stock ``evaluate_actions``, with the actor's and the critic's LSTM as ONE call (see :func:`fused_lstm_pass`).
+
+        Taken when both LSTMs read the same features (a shared features extractor and a
+        separate critic LSTM) and every episode start is at a sequence head (always, with the
+        rollout buffer); otherwise the stock method (with the single-call ``_process_sequence``).
+        """
+        critic = self.lstm_critic
+        if (
+            critic is None
+            or self.shared_lstm
+            or not self.share_features_extractor
+            or not _fusable(self.lstm_actor, critic)
+        ):
+            return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+        n_seq = lstm_states.pi[0].shape[1]
+        starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
+        if starts.shape[0] > 1 and bool(starts[1:].any()):
+            return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+        features = self.extract_features(obs)
+        assert isinstance(features, th.Tensor)
+        latent_pi, latent_vf = fused_lstm_pass(features, lstm_states, starts[0], self.lstm_actor, critic)
+        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
+        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        log_prob = distribution.log_prob(actions)
+        values = self.value_net(latent_vf)
+        return values, log_prob, distribution.entropy()
+
+
+def _fusable(actor: nn.LSTM, critic: nn.LSTM) -> bool:
+    """Whether two LSTMs can run as one block-diagonal LSTM (same shape, biases, no projections)."""
+    return (
+        (actor.input_size, actor.hidden_size, actor.num_layers)
+        == (critic.input_size, critic.hidden_size, critic.num_layers)
+        and actor.bias
+        and critic.bias
+        and not (actor.proj_size or critic.proj_size or actor.bidirectional or critic.bidirectional)
+        and not (actor.batch_first or critic.batch_first)
+        and actor.dropout == critic.dropout == 0.0
+    )
+
+
+def _gate_blocks(actor: th.Tensor, critic: th.Tensor, shared_input: bool) -> th.Tensor:
+    """Actor and critic LSTM weights (``(4H, in)`` each, gates i, f, g, o) as one ``(8H, ...)`` LSTM weight.
+
+    Gate ``k`` of the fused LSTM is ``[actor gate k; critic gate k]`` over the fused hidden state
+    ``[h_actor, h_critic]``: the actor's rows see only the actor's inputs and the critic's rows
+    only the critic's (a block-diagonal matrix); with ``shared_input`` (the first layer's input,
+    the features both LSTMs read) both blocks read the whole input.  Biases (1-D) are
+    interleaved alike.  Built with differentiable ops, so gradients reach the two LSTMs'
+    parameters; the zero blocks are constants (the cross terms get no gradient).
+    """
+    blocks = []
+    for a, c in zip(actor.chunk(4), critic.chunk(4), strict=True):
+        blocks.append(th.cat([a, c]) if a.dim() == 1 or shared_input else th.block_diag(a, c))
+    return th.cat(blocks)
+
+
+def fused_lstm_pass(
+    features: th.Tensor, lstm_states: RNNStates, head_starts: th.Tensor, actor: nn.LSTM, critic: nn.LSTM
+) -> tuple[th.Tensor, th.Tensor]:
+    """The actor's and the critic's LSTM over padded sequences of the same features, as ONE LSTM call.
+
+    :param features: ``(n_seq * seq_len, F)``, sequence-major, read by both LSTMs.
+    :param lstm_states: the states before each sequence (``(L, n_seq, H)`` each).
+    :param head_starts: ``(n_seq,)``, 1.0 where a sequence's first step starts an episode
+        (its initial state is zeroed; no start may follow inside a sequence).
+    :return: the actor's and the critic's outputs, ``(n_seq * seq_len, H)`` each.
+
+    The fused LSTM has hidden size 2H with block-diagonal weights (:func:`_gate_blocks`): the
+    zero blocks add exact zeros, so it computes both LSTMs (values and gradients) up to float
+    rounding order, in one call: half the per-time-step kernel launches of two calls (forward
+    and backward), which is what a small LSTM costs on CPU.
+    """
+    n_seq = lstm_states.pi[0].shape[1]
+    hidden = actor.hidden_size
+    weights = [
+        _gate_blocks(a, c, shared_input=name.startswith("weight_ih_l0"))
+        for name, a, c in zip(
+            actor._flat_weights_names,
+            cast(list[th.Tensor], actor._flat_weights),
+            cast(list[th.Tensor], critic._flat_weights),
+            strict=True,
+        )
+    ]
+    keep = (1.0 - head_starts).view(1, n_seq, 1)
+    h0 = th.cat([keep * lstm_states.pi[0], keep * lstm_states.vf[0]], dim=-1)
+    c0 = th.cat([keep * lstm_states.pi[1], keep * lstm_states.vf[1]], dim=-1)
+    sequence = features.reshape((n_seq, -1, actor.input_size)).swapaxes(0, 1)
+    output, _, _ = th.lstm(sequence, (h0, c0), weights, True, actor.num_layers, 0.0, actor.training, False, False)
+    output = th.flatten(output.transpose(0, 1), start_dim=0, end_dim=1)
+    return output[:, :hidden], output[:, hidden:]
 
 
 class FastRecurrentActorCriticCnnPolicy(FastRecurrentActorCriticPolicy, RecurrentActorCriticCnnPolicy):
@@ -301,6 +405,122 @@ _FAST_BUFFERS: dict[type[RolloutBuffer], type[RecurrentRolloutBuffer] | type[Rec
 }
 
 
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+# Bound at import: tests swap the module's ``RecurrentActorCriticPolicy`` to count fallback calls.
+_RECURRENT_POLICY = RecurrentActorCriticPolicy
+
+
+def _lean_layers(net: nn.Module) -> list[tuple[th.Tensor, th.Tensor | None] | nn.Module]:
+    """A ``Sequential``'s layers: ``(weight, bias)`` for each ``nn.Linear`` (applied functionally), else the module."""
+    return [(m.weight, m.bias) if type(m) is nn.Linear else m for m in net.children()]
+
+
+def _apply_layers(x: th.Tensor, layers: list[tuple[th.Tensor, th.Tensor | None] | nn.Module]) -> th.Tensor:
+    for layer in layers:
+        x = th.nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+    return x
+
+
+class RolloutStep:
+    """The policy's data-collection step without the module and ``Distribution`` machinery.
+
+    Stock ``forward`` per environment step goes through ~30 ``nn.Module`` calls, the LSTM
+    wrapper's argument checks, ``_process_sequence``'s reshapes and a torch ``Normal`` (with
+    argument validation): on a small net that Python overhead is most of a step.  Here the same
+    weights are applied with plain tensor ops: one ``torch.lstm`` per LSTM (on the CPU without
+    oneDNN, whose per-call setup costs more than a one-step LSTM of this size), the MLPs'
+    ``linear`` and activations, the heads, and the action drawn from the torch RNG exactly as
+    ``DiagGaussianDistribution`` draws it (``mean + normal_() * std``, one ``normal_`` of the
+    actions' shape), so the same seed gives the same noise and the outputs equal stock's up to
+    float rounding order.
+
+    It reads the policy's parameters (no copy), so it stays valid across updates.
+    :meth:`build` returns ``None`` for layouts it does not cover (a shared or missing critic
+    LSTM, a non-shared or non-flatten features extractor, non-Gaussian actions, gSDE, squashed
+    actions, non-Box observations); the caller then uses the stock loop.
+    """
+
+    def __init__(self, policy: RecurrentActorCriticPolicy) -> None:
+        assert policy.lstm_critic is not None
+        self.policy = policy
+        self.lstms = (policy.lstm_actor, policy.lstm_critic)
+        self.pi_layers = _lean_layers(policy.mlp_extractor.policy_net)
+        self.vf_layers = _lean_layers(policy.mlp_extractor.value_net)
+        self.action_net, self.value_net = cast(nn.Linear, policy.action_net), policy.value_net
+
+    @classmethod
+    def build(cls, policy: BasePolicy) -> RolloutStep | None:
+        """The lean step of ``policy``, or ``None`` if its layout is not covered."""
+        if not (
+            isinstance(policy, _RECURRENT_POLICY)
+            and policy.lstm_critic is not None
+            and not policy.shared_lstm
+            and policy.share_features_extractor
+            and type(policy.features_extractor) is FlattenExtractor
+            and type(policy.action_dist) is DiagGaussianDistribution
+            and not policy.use_sde
+            and not policy.squash_output
+            and isinstance(policy.observation_space, spaces.Box)
+            and type(policy.action_net) is nn.Linear
+            and type(policy.value_net) is nn.Linear
+            and all(not lstm.batch_first and not lstm.bidirectional for lstm in (policy.lstm_actor, policy.lstm_critic))
+        ):
+            return None
+        return cls(policy)
+
+    def _lstm(
+        self, index: int, features: th.Tensor, state: tuple[th.Tensor, ...], keep: th.Tensor
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        lstm = self.lstms[index]
+        output, h, c = th.lstm(
+            features.unsqueeze(0),
+            (keep * state[0], keep * state[1]),  # the stock reset: (1 - start) * state
+            cast(list[th.Tensor], lstm._flat_weights),
+            lstm.bias,
+            lstm.num_layers,
+            0.0,
+            False,
+            False,
+            False,
+        )
+        return output[0], (h, c)
+
+    def _features(self, obs: th.Tensor) -> th.Tensor:
+        return obs.float().flatten(1)  # preprocess_obs of a Box + FlattenExtractor
+
+    def step(
+        self, obs: th.Tensor, states: RNNStates, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RNNStates]:
+        """``(actions, values, log_prob, states)``, as stock ``forward(obs, states, episode_starts)``."""
+        features = self._features(obs)
+        keep = (1.0 - episode_starts).view(1, -1, 1)
+        mkldnn = bool(th.backends.mkldnn.enabled)
+        th.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag (ContextProp)
+        try:
+            latent_pi, state_pi = self._lstm(0, features, states.pi, keep)
+            latent_vf, state_vf = self._lstm(1, features, states.vf, keep)
+        finally:
+            th.backends.mkldnn.enabled = mkldnn  # type: ignore[assignment]
+        mean = th.nn.functional.linear(
+            _apply_layers(latent_pi, self.pi_layers), self.action_net.weight, self.action_net.bias
+        )
+        values = th.nn.functional.linear(
+            _apply_layers(latent_vf, self.vf_layers), self.value_net.weight, self.value_net.bias
+        )
+        std = th.ones_like(mean) * self.policy.log_std.exp()
+        actions = mean + th.empty_like(mean).normal_() * std
+        log_prob = (-((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=1)
+        return actions, values, log_prob, RNNStates(state_pi, state_vf)
+
+    def values(self, obs: th.Tensor, state: tuple[th.Tensor, ...], episode_starts: th.Tensor) -> th.Tensor:
+        """The critic's values ``(B, 1)``, as stock ``predict_values``; no RNG draw."""
+        keep = (1.0 - episode_starts).view(1, -1, 1)
+        latent_vf, _ = self._lstm(1, self._features(obs), state, keep)
+        return th.nn.functional.linear(
+            _apply_layers(latent_vf, self.vf_layers), self.value_net.weight, self.value_net.bias
+        )
+
+
 class FastRecurrentPPO(RecurrentPPO):
     """``RecurrentPPO`` using the fast policies and rollout buffers; otherwise the stock algorithm.
 
@@ -360,6 +580,192 @@ class FastRecurrentPPO(RecurrentPPO):
                 gae_lambda=old.gae_lambda,
                 n_envs=old.n_envs,
             )
+        # Plain Adam -> fused Adam (one kernel over all parameters instead of ~10 ops per
+        # parameter; the same update up to float rounding).  Options set by the user (a
+        # ``foreach`` or ``fused`` choice of their own) are left alone.
+        optimizer = self.policy.optimizer
+        kwargs = self.policy.optimizer_kwargs
+        if type(optimizer) is th.optim.Adam and "fused" not in kwargs and "foreach" not in kwargs:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if all(p.device.type == "cpu" or p.is_cuda for p in params):
+                self.policy.optimizer = th.optim.Adam(params, **{**optimizer.defaults, "foreach": None, "fused": True})
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Stock ``collect_rollouts`` with the policy step of :class:`RolloutStep` and direct buffer writes.
+
+        Same steps, callbacks, timeout bootstrap, buffer contents and RNG draws as stock (values
+        up to float rounding order); falls back to the stock loop for what it does not cover
+        (see :meth:`RolloutStep.build`, dict observations).
+        """
+        lean = RolloutStep.build(self.policy) if type(rollout_buffer) is FastRecurrentRolloutBuffer else None
+        if lean is None or self._last_obs is None or not isinstance(self.action_space, spaces.Box):
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        assert isinstance(rollout_buffer, FastRecurrentRolloutBuffer)
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+
+        buf = rollout_buffer
+        low, high = self.action_space.low, self.action_space.high
+        # Zero-copy torch views of the buffer's arrays (``reset`` allocated them just now).
+        values_all, log_probs_all = th.from_numpy(buf.values), th.from_numpy(buf.log_probs)
+        state_buffers = [
+            th.from_numpy(getattr(buf, name))
+            for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")
+        ]
+        lstm_states = cast(RNNStates, self._last_lstm_states)
+        n_steps = 0
+        assert self._last_episode_starts is not None
+        dones: np.ndarray = self._last_episode_starts
+        new_obs: np.ndarray = self._last_obs  # type: ignore[assignment]
+        while n_steps < n_rollout_steps:
+            with th.no_grad():
+                obs_tensor = th.as_tensor(self._last_obs, device=self.device)
+                episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
+                actions_t, values, log_probs, lstm_states = lean.step(obs_tensor, lstm_states, episode_starts)
+            actions = actions_t.numpy()
+            clipped_actions = np.clip(actions, low, high)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
+            self.num_timesteps += env.num_envs
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                self._last_lstm_states = lstm_states  # type: ignore[assignment]  # sb3-contrib declares it None
+                return False
+            self._update_info_buffer(infos, dones)
+
+            # Timeouts bootstrap with the critic's value of the terminal observation (stock: one row at a time).
+            if dones.any():
+                rows = [
+                    i
+                    for i in np.flatnonzero(dones)
+                    if infos[i].get("terminal_observation") is not None and infos[i].get("TimeLimit.truncated", False)
+                ]
+                if rows:
+                    index = th.as_tensor(rows)
+                    with th.no_grad():
+                        terminal_values = lean.values(
+                            th.as_tensor(np.stack([infos[i]["terminal_observation"] for i in rows])),
+                            (lstm_states.vf[0][:, index], lstm_states.vf[1][:, index]),
+                            th.zeros(len(rows)),
+                        )
+                    rewards[rows] += self.gamma * terminal_values.flatten().numpy()
+
+            # rollout_buffer.add(...), written in place; the LSTM states stored are those before the step.
+            buf.observations[n_steps] = self._last_obs
+            buf.actions[n_steps] = actions.reshape(buf.actions.shape[1:])
+            buf.rewards[n_steps] = rewards
+            buf.episode_starts[n_steps] = self._last_episode_starts
+            values_all[n_steps].copy_(values.flatten())
+            log_probs_all[n_steps].copy_(log_probs)
+            previous = cast(RNNStates, self._last_lstm_states)
+            for store, state in zip(state_buffers, (*previous.pi, *previous.vf), strict=True):
+                store[n_steps].copy_(state)
+            n_steps += 1
+
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+            self._last_lstm_states = lstm_states  # type: ignore[assignment]
+        buf.pos, buf.full = n_steps, n_steps == buf.buffer_size
+
+        with th.no_grad():
+            # Value of the last observation, for the bootstrap
+            values = lean.values(
+                th.as_tensor(new_obs, device=self.device), lstm_states.vf, th.as_tensor(dones, dtype=th.float32)
+            )
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.on_rollout_end()
+        return True
+
+    def train(self) -> None:
+        """Stock ``train`` (same minibatches, loss, logs and early stop), with a foreach gradient clip.
+
+        The only change is ``clip_grad_norm_(..., foreach=True)``: one fused norm over all
+        gradients instead of one per parameter (the same norm up to float summation order).
+        The optimizer is fused Adam when the policy uses plain Adam (see :meth:`_setup_model`).
+        """
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        policy = cast(RecurrentActorCriticPolicy, self.policy)
+        parameters = [p for p in policy.parameters() if p.requires_grad]
+
+        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in cast(Iterator[RecurrentRolloutBufferSamples], self.rollout_buffer.get(self.batch_size)):
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = rollout_data.actions.long().flatten()
+                mask = rollout_data.mask > 1e-8
+                values, log_prob, entropy = policy.evaluate_actions(
+                    rollout_data.observations, actions, rollout_data.lstm_states, rollout_data.episode_starts
+                )
+                values = values.flatten()
+                advantages = rollout_data.advantages
+                if self.normalize_advantage:
+                    advantages = (advantages - advantages[mask].mean()) / (advantages[mask].std() + 1e-8)
+                ratio = th.exp(log_prob - rollout_data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.mean(th.min(policy_loss_1, policy_loss_2)[mask])
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()[mask]).item())
+                if self.clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                value_loss = th.mean(((rollout_data.returns - values_pred) ** 2)[mask])
+                value_losses.append(value_loss.item())
+                # Entropy loss; approximated from the log-probs when there is no analytical form
+                entropy_loss = -th.mean(-log_prob[mask]) if entropy is None else -th.mean(entropy[mask])
+                entropy_losses.append(entropy_loss.item())
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+                with th.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = th.mean(((th.exp(log_ratio) - 1) - log_ratio)[mask]).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm, foreach=True)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def _excluded_save_params(self) -> list[str]:
         """Do not pickle ``torch_threads``: it is a property of the machine, not of the agent."""
