@@ -225,9 +225,6 @@ def test_policy_matches_stock(policy_kwargs: dict[str, Any], mid_start: bool, mo
         batch["states"] = RNNStates(*[tuple(th.cat([s, 0.5 * s]) for s in pair) for pair in batch["states"]])
     expected = _run(stock, batch)
     counter = _CountStockCalls(monkeypatch)
-    fused_calls = []
-    fused_pass = fast_recurrent.fused_lstm_pass
-    monkeypatch.setattr(fast_recurrent, "fused_lstm_pass", lambda *args: fused_calls.append(1) or fused_pass(*args))
     got = _run(fast, batch)
     _assert_same(expected, got)
     # The branch we meant to test was really taken.
@@ -235,9 +232,6 @@ def test_policy_matches_stock(policy_kwargs: dict[str, Any], mid_start: bool, mo
         assert counter.calls > 0
     else:
         assert counter.calls == 0
-    # evaluate_actions runs both LSTMs as one call when the critic has its own LSTM (and no start is mid-sequence).
-    separate = policy_kwargs.get("enable_critic_lstm", True) and not policy_kwargs.get("shared_lstm")
-    assert len(fused_calls) == (1 if separate and not mid_start else 0)
 
 
 def test_batch_is_sensitive_to_episode_starts() -> None:
