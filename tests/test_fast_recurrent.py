@@ -379,6 +379,30 @@ def test_same_seed_same_training() -> None:
     assert np.array_equal(a.rollout_buffer.actions, b.rollout_buffer.actions)
 
 
+def test_callback_stop_matches_stock() -> None:
+    """A callback that stops mid-rollout leaves the fast model where it leaves stock (steps, obs, LSTM state)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopAfter(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.n_calls < 7
+
+    models = []
+    for cls in (RecurrentPPO, FastRecurrentPPO):
+        model = cls("MlpLstmPolicy", make_vec_env(3, length=5, continuous=True), **TRAIN_KWARGS)
+        model.learn(total_timesteps=2 * 3 * TRAIN_KWARGS["n_steps"], callback=StopAfter())
+        models.append(model)
+    stock, fast = models
+    assert stock.num_timesteps == fast.num_timesteps == 7 * 3
+    assert np.allclose(stock._last_obs, fast._last_obs, atol=TRAIN_ATOL)
+    for a, b in zip(
+        [*stock._last_lstm_states.pi, *stock._last_lstm_states.vf],
+        [*fast._last_lstm_states.pi, *fast._last_lstm_states.vf],
+        strict=True,
+    ):
+        assert th.allclose(a, b, atol=TRAIN_ATOL)
+
+
 @pytest.mark.parametrize("policy_kwargs", [{}, {"n_lstm_layers": 2}, {"net_arch": {"pi": [8, 8], "vf": [16]}}])
 def test_rollout_step_matches_stock_forward(policy_kwargs: dict[str, Any]) -> None:
     """The lean collection step draws the same noise and computes stock ``forward``'s outputs."""

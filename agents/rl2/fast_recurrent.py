@@ -544,8 +544,7 @@ class FastRecurrentPPO(RecurrentPPO):
 
             callback.update_locals(locals())
             if not callback.on_step():
-                self._last_lstm_states = lstm_states  # type: ignore[assignment]  # sb3-contrib declares it None
-                return False
+                return False  # as stock: the interrupted step is not recorded (_last_obs / _last_lstm_states before it)
             self._update_info_buffer(infos, dones)
 
             # Timeouts bootstrap with the critic's value of the terminal observation (stock: one row at a time).
