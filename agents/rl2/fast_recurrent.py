@@ -520,7 +520,8 @@ class FastRecurrentPPO(RecurrentPPO):
         callback.on_rollout_start()
 
         buf = rollout_buffer
-        low, high = self.action_space.low, self.action_space.high
+        # np.clip in torch (the same values; np.clip costs ~10x more on a small array)
+        low, high = th.as_tensor(self.action_space.low), th.as_tensor(self.action_space.high)
         # Zero-copy torch views of the buffer's arrays (``reset`` allocated them just now).
         values_all, log_probs_all = th.from_numpy(buf.values), th.from_numpy(buf.log_probs)
         state_buffers = [
@@ -538,7 +539,7 @@ class FastRecurrentPPO(RecurrentPPO):
                 episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
                 actions_t, values, log_probs, lstm_states = lean.step(obs_tensor, lstm_states, episode_starts)
             actions = actions_t.numpy()
-            clipped_actions = np.clip(actions, low, high)
+            clipped_actions = th.clamp(actions_t, low, high).numpy()
             new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
             self.num_timesteps += env.num_envs
 
