@@ -34,9 +34,13 @@ computes each step's (sequence id, position) once per minibatch with numpy and
 scatters every field into a zero-padded ``(n_seq * max_len, ...)`` array in
 one vectorised assignment -- bit-for-bit the same samples as stock.
 
-Everything else (losses, rollouts, save format) is stock sb3-contrib;
-:class:`FastRecurrentPPO` only swaps the policy and buffer classes and
-optionally sets torch's intra-op thread count.
+Data collection is the third: stock ``forward`` per environment step costs
+some 80 small ops and ~30 module calls.  :class:`RolloutStep` applies the same
+weights with the same kernels and plain tensor ops (bit-identical outputs), and
+:meth:`FastRecurrentPPO.collect_rollouts` writes each step straight into the
+rollout buffer's arrays.
+
+Everything else (losses, minibatches, save format) is stock sb3-contrib.
 """
 
 from __future__ import annotations
@@ -335,12 +339,18 @@ class RolloutStep:
     Stock ``forward`` per environment step goes through ~30 ``nn.Module`` calls, the LSTM
     wrapper's argument checks, ``_process_sequence``'s reshapes and a torch ``Normal`` (with
     argument validation): on a small net that Python overhead is most of a step.  Here the same
-    weights are applied with plain tensor ops: one ``torch.lstm`` per LSTM (on the CPU without
-    oneDNN, whose per-call setup costs more than a one-step LSTM of this size), the MLPs'
-    ``linear`` and activations, the heads, and the action drawn from the torch RNG exactly as
-    ``DiagGaussianDistribution`` draws it (``mean + normal_() * std``, one ``normal_`` of the
-    actions' shape), so the same seed gives the same noise and the outputs equal stock's up to
-    float rounding order.
+    weights are applied with the same kernels and plain tensor ops: one ``torch.lstm`` per LSTM
+    (what ``nn.LSTM`` calls), the MLPs' ``linear`` and activations, the heads, and the action
+    drawn from the torch RNG exactly as ``DiagGaussianDistribution`` draws it
+    (``mean + normal_() * std``, one ``normal_`` of the actions' shape; the log-prob is
+    ``Normal.log_prob``'s formula).  The same ops on the same inputs: the outputs are
+    bit-identical to stock ``forward`` (tested), so the rollouts of stock, of the previous
+    ``FastRecurrentPPO`` and of this one are the same numbers.
+
+    Measured and not taken: the actor and the critic as ONE block-diagonal network (one LSTM
+    of hidden size 2H, MLP layers of twice the width) is no faster on the default shapes (the
+    doubled matmuls cost what the saved calls save), and running the one-step LSTM without
+    oneDNN is ~10% faster per step but changes the last bits.
 
     It reads the policy's parameters (no copy), so it stays valid across updates.
     :meth:`build` returns ``None`` for layouts it does not cover (a shared or missing critic
@@ -402,13 +412,8 @@ class RolloutStep:
         """``(actions, values, log_prob, states)``, as stock ``forward(obs, states, episode_starts)``."""
         features = self._features(obs)
         keep = (1.0 - episode_starts).view(1, -1, 1)
-        mkldnn = bool(th.backends.mkldnn.enabled)
-        th.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag (ContextProp)
-        try:
-            latent_pi, state_pi = self._lstm(0, features, states.pi, keep)
-            latent_vf, state_vf = self._lstm(1, features, states.vf, keep)
-        finally:
-            th.backends.mkldnn.enabled = mkldnn  # type: ignore[assignment]
+        latent_pi, state_pi = self._lstm(0, features, states.pi, keep)
+        latent_vf, state_vf = self._lstm(1, features, states.vf, keep)
         mean = th.nn.functional.linear(
             _apply_layers(latent_pi, self.pi_layers), self.action_net.weight, self.action_net.bias
         )
@@ -435,7 +440,13 @@ class FastRecurrentPPO(RecurrentPPO):
     ``FastRecurrentPPO("MlpLstmPolicy", env, ...)`` accepts every argument of
     ``RecurrentPPO`` plus ``torch_threads``.  With the same seed it performs the
     same rollouts and updates as stock ``RecurrentPPO`` (up to float rounding
-    order inside the LSTM kernels).
+    order inside the LSTM kernels of the training minibatches; the rollout step
+    itself is bit-identical).
+
+    For ~2% more on CPU pass ``policy_kwargs={"optimizer_kwargs": {"fused": True,
+    "eps": 1e-5}}`` (fused Adam; the ``eps`` SB3 sets for Adam only when no
+    ``optimizer_kwargs`` are given).  It is not the default: fused Adam rounds
+    differently, so a run would no longer reproduce the previous trajectories.
 
     :param torch_threads: if given, ``torch.set_num_threads(torch_threads)`` is
         called before the model is built.  This is process-global (torch has no
@@ -488,15 +499,6 @@ class FastRecurrentPPO(RecurrentPPO):
                 gae_lambda=old.gae_lambda,
                 n_envs=old.n_envs,
             )
-        # Plain Adam -> fused Adam (one kernel over all parameters instead of ~10 ops per
-        # parameter; the same update up to float rounding).  Options set by the user (a
-        # ``foreach`` or ``fused`` choice of their own) are left alone.
-        optimizer = self.policy.optimizer
-        kwargs = self.policy.optimizer_kwargs
-        if type(optimizer) is th.optim.Adam and "fused" not in kwargs and "foreach" not in kwargs:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            if all(p.device.type == "cpu" or p.is_cuda for p in params):
-                self.policy.optimizer = th.optim.Adam(params, **{**optimizer.defaults, "foreach": None, "fused": True})
 
     def collect_rollouts(
         self,
@@ -507,9 +509,9 @@ class FastRecurrentPPO(RecurrentPPO):
     ) -> bool:
         """Stock ``collect_rollouts`` with the policy step of :class:`RolloutStep` and direct buffer writes.
 
-        Same steps, callbacks, timeout bootstrap, buffer contents and RNG draws as stock (values
-        up to float rounding order); falls back to the stock loop for what it does not cover
-        (see :meth:`RolloutStep.build`, dict observations).
+        Same steps, callbacks, timeout bootstrap, buffer contents and RNG draws as stock (the
+        same bits on the same weights); falls back to the stock loop for what it does not
+        cover (see :meth:`RolloutStep.build`, dict observations).
         """
         lean = RolloutStep.build(self.policy) if type(rollout_buffer) is FastRecurrentRolloutBuffer else None
         if lean is None or self._last_obs is None or not isinstance(self.action_space, spaces.Box):
@@ -548,22 +550,21 @@ class FastRecurrentPPO(RecurrentPPO):
                 return False  # as stock: the interrupted step is not recorded (_last_obs / _last_lstm_states before it)
             self._update_info_buffer(infos, dones)
 
-            # Timeouts bootstrap with the critic's value of the terminal observation (stock: one row at a time).
+            # Timeouts bootstrap with the critic's value of the terminal observation, one row at a
+            # time as stock does (a batched call would round differently; it runs once per episode).
             if dones.any():
-                rows = [
-                    i
-                    for i in np.flatnonzero(dones)
-                    if infos[i].get("terminal_observation") is not None and infos[i].get("TimeLimit.truncated", False)
-                ]
-                if rows:
-                    index = th.as_tensor(rows)
-                    with th.no_grad():
-                        terminal_values = lean.values(
-                            th.as_tensor(np.stack([infos[i]["terminal_observation"] for i in rows])),
-                            (lstm_states.vf[0][:, index], lstm_states.vf[1][:, index]),
-                            th.zeros(len(rows)),
+                for idx in np.flatnonzero(dones):
+                    info = infos[idx]
+                    if info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
+                        terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
+                        assert isinstance(terminal_obs, th.Tensor)
+                        terminal_state = (
+                            lstm_states.vf[0][:, idx : idx + 1, :].contiguous(),
+                            lstm_states.vf[1][:, idx : idx + 1, :].contiguous(),
                         )
-                    rewards[rows] += self.gamma * terminal_values.flatten().numpy()
+                        with th.no_grad():
+                            terminal_value = lean.values(terminal_obs, terminal_state, th.zeros(1))[0]
+                        rewards[idx] += self.gamma * terminal_value
 
             # rollout_buffer.add(...), written in place; the LSTM states stored are those before the step.
             buf.observations[n_steps] = self._last_obs
@@ -594,9 +595,9 @@ class FastRecurrentPPO(RecurrentPPO):
     def train(self) -> None:
         """Stock ``train`` (same minibatches, loss, logs and early stop), with a foreach gradient clip.
 
-        The only change is ``clip_grad_norm_(..., foreach=True)``: one fused norm over all
-        gradients instead of one per parameter (the same norm up to float summation order).
-        The optimizer is fused Adam when the policy uses plain Adam (see :meth:`_setup_model`).
+        The only change is ``clip_grad_norm_(..., foreach=True)``: the gradient norm in one
+        foreach call instead of a Python loop over the parameters (the same per-parameter norms,
+        combined the same way: the same bits in our runs).
         """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
