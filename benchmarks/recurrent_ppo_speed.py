@@ -21,9 +21,9 @@ path (env / rollout policy / minibatch sampling / forward / backward / optimizer
 Usage::
 
     python benchmarks/recurrent_ppo_speed.py                 # default config, 8 rounds
-    python benchmarks/recurrent_ppo_speed.py --rounds 12 --override env=lr_mixture
+    python benchmarks/recurrent_ppo_speed.py --override env=lr_mixture --name recurrent_ppo_speed_lr_mixture
 
-Writes ``benchmarks/results/recurrent_ppo_speed.{json,md}``.
+Writes ``benchmarks/results/<name>.{json,md}`` (default name ``recurrent_ppo_speed``).
 """
 
 from __future__ import annotations
@@ -491,11 +491,11 @@ def to_markdown(payload: dict[str, Any]) -> str:
     for algo, r in res.items():
         lines.append(
             f"| {algo} | {r['median_round_s']:.3f} | {r['median_rollout_s']:.3f} | {r['median_train_s']:.3f} | "
-            f"{r['steps_per_s']:,.0f} | {ratios.get(f'{algo}/stock', float('nan')):.2f}x |"
+            f"{r['steps_per_s']:,.0f} | {ratios.get(f'{algo}/stock', 1.0 if algo == 'stock' else float('nan')):.2f}x |"
         )
     lines += [""]
     for key, value in ratios.items():
-        lines.append(f"- {key.replace('/', ' speedup over ')}: **{value:.2f}x** (ratio of median round times)")
+        lines.append(f"- {key.replace('/', ' speedup over ')}: **{value:.2f}x** (ratio of the medians)")
     if split:
         total = split["round"]
         lines += [
@@ -524,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the metaopt-train config")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="recurrent_ppo_speed", help="stem of the .json / .md written")
     args = parser.parse_args(argv)
 
     import subprocess
@@ -586,9 +587,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
     payload = {"meta": meta, "results": results, "ratios": ratios, "fast_time_split": split}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "recurrent_ppo_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     md = to_markdown(payload)
-    (args.out_dir / "recurrent_ppo_speed.md").write_text(md)
+    (args.out_dir / f"{args.name}.md").write_text(md)
     print(md)
 
 
