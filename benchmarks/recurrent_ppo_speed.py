@@ -54,6 +54,7 @@ from agents.evaluation.report import git_commit  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 ALGOS = ("stock", "fast", "torch-only")
+BEFORE: dict[str, Path] = {}  # "fast-before": a previous fast_recurrent.py (``--before``), timed beside the others
 
 
 # ---------------------------------------------------------------------------
@@ -250,6 +251,8 @@ class Contender:
     rounds: list[float] = field(default_factory=list)
     rollout: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
+    core_calls: list[float] = field(default_factory=list)  # seconds of each outermost env-core call
+    core: list[float] = field(default_factory=list)  # seconds in the env core per round
 
 
 def _rng_state() -> tuple[Any, Any, Any]:
@@ -273,6 +276,31 @@ def _timed_into(fn: Callable[..., Any], bucket: list[float]) -> Callable[..., An
             bucket.append(time.perf_counter() - t0)
 
     return wrapper
+
+
+def time_core(core: Any, bucket: list[float]) -> None:
+    """Time the env core's ``step`` / ``reset_rows`` / ``observe`` (outermost calls only) into ``bucket``.
+
+    Why: the learners' env work is not identical (torch-only draws other noise, so its inner runs
+    diverge and reset at other times); the time outside the core is the agent's own cost.
+    """
+    depth = [0]
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    bucket.append(time.perf_counter() - t0)
+
+        return wrapper
+
+    for name in ("step", "reset_rows", "observe"):
+        setattr(core, name, wrap(getattr(core, name)))
 
 
 def matmul_peak_gflops(n: int = 512, repeats: int = 20) -> float:
@@ -320,7 +348,15 @@ def build_sb3(algo: str, cfg: Any) -> Any:
     env = make_env(cfg)
     hyperparameters = config_dict(cfg.agent.hyperparameters)
     hyperparameters["n_steps"] = n_steps(cfg, env)
-    cls = FastRecurrentPPO if algo == "fast" else RecurrentPPO
+    cls: Any = FastRecurrentPPO if algo == "fast" else RecurrentPPO
+    if algo == "fast-before":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("fast_recurrent_before", BEFORE[algo])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cls = module.FastRecurrentPPO
     return cls(
         cfg.agent.policy,
         env,
@@ -361,6 +397,7 @@ def sb3_contender(algo: str, cfg: Any) -> tuple[Contender, Any]:
     c = Contender(algo, lambda: None, _rng_state())
     model.collect_rollouts = _timed_into(model.collect_rollouts, c.rollout)  # type: ignore[method-assign]
     model.train = _timed_into(model.train, c.train)  # type: ignore[method-assign]
+    time_core(model.get_env().unwrapped.core, c.core_calls)  # VecMonitor -> CoreSB3VecEnv -> core
     first = [True]
 
     def learn_one() -> None:
@@ -376,6 +413,7 @@ def torch_only_contender(cfg: Any) -> tuple[Contender, TorchPPOLSTM]:
     c = Contender("torch-only", lambda: None, None)
     agent.collect = _timed_into(agent.collect, c.rollout)  # type: ignore[method-assign]
     agent.update = _timed_into(agent.update, c.train)  # type: ignore[method-assign]
+    time_core(agent.core, c.core_calls)
     c.learn_one = agent.learn_one
     return c, agent
 
@@ -457,6 +495,7 @@ def run(cfg: Any, algos: list[str], rounds: int) -> dict[str, Contender]:
         for c in order:
             if c.rng is not None:
                 _set_rng_state(c.rng)
+            c.core_calls.clear()
             t0 = time.perf_counter()
             c.learn_one()
             elapsed = time.perf_counter() - t0
@@ -467,6 +506,7 @@ def run(cfg: Any, algos: list[str], rounds: int) -> dict[str, Contender]:
                 c.train.clear()
             else:
                 c.rounds.append(elapsed)
+                c.core.append(sum(c.core_calls))
     return {c.algo: c for c in contenders}
 
 
@@ -485,12 +525,14 @@ def to_markdown(payload: dict[str, Any]) -> str:
         f"One round = one rollout ({meta['rollout_steps']} env steps) + one update per learner; "
         f"{meta['rounds']} timed rounds after one warm-up, learners interleaved (order alternating).",
         "",
-        "| learner | median s / round | rollout s | update s | env steps/s | speedup vs stock |",
-        "|---|---|---|---|---|---|",
+        "| learner | median s / round | rollout s | update s | in env core s | agent s (round - env core) "
+        "| env steps/s | speedup vs stock |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for algo, r in res.items():
         lines.append(
             f"| {algo} | {r['median_round_s']:.3f} | {r['median_rollout_s']:.3f} | {r['median_train_s']:.3f} | "
+            f"{r['median_core_s']:.3f} | {r['median_agent_s']:.3f} | "
             f"{r['steps_per_s']:,.0f} | {ratios.get(f'{algo}/stock', 1.0 if algo == 'stock' else float('nan')):.2f}x |"
         )
     lines += [""]
@@ -521,11 +563,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="timed rollout+update rounds per learner")
     parser.add_argument("--split-rounds", type=int, default=4, help="rounds of the fast path's time split (0: skip)")
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=[*ALGOS, "fast-before"])
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a previous agents/rl2/fast_recurrent.py (e.g. from `git show <commit>:agents/rl2/fast_recurrent.py`), "
+        "timed as 'fast-before' in the same run",
+    )
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the metaopt-train config")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="recurrent_ppo_speed", help="stem of the .json / .md written")
     args = parser.parse_args(argv)
+    if args.before is not None:
+        BEFORE["fast-before"] = args.before
+        if "fast-before" not in args.algos:
+            args.algos.append("fast-before")
 
     import subprocess
 
@@ -571,14 +624,27 @@ def main(argv: list[str] | None = None) -> None:
             "median_round_s": median,
             "median_rollout_s": float(np.median(c.rollout)),
             "median_train_s": float(np.median(c.train)),
+            "median_core_s": float(np.median(c.core)),
+            "median_agent_s": float(np.median(np.asarray(c.rounds) - np.asarray(c.core))),
             "steps_per_s": rollout_steps / median,
             "round_s": [round(x, 4) for x in c.rounds],
         }
     meta["rollout_steps"] = rollout_steps
     ratios: dict[str, float] = {}
-    for num, den in (("fast", "stock"), ("torch-only", "stock"), ("fast", "torch-only")):
+    for num, den in (
+        ("fast", "stock"),
+        ("torch-only", "stock"),
+        ("fast", "torch-only"),
+        ("fast-before", "stock"),
+        ("fast", "fast-before"),
+    ):
         if num in results and den in results:
             ratios[f"{num}/{den}"] = results[den]["median_round_s"] / results[num]["median_round_s"]
+    for num, den in (("fast", "stock"), ("fast", "torch-only")):
+        if num in results and den in results:
+            ratios[f"{num}/{den} (agent: round - env core)"] = (
+                results[den]["median_agent_s"] / results[num]["median_agent_s"]
+            )
     for num in ("fast", "torch-only"):
         for phase in ("rollout", "train"):
             if num in results and "stock" in results:
