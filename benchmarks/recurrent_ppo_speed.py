@@ -523,7 +523,8 @@ def to_markdown(payload: dict[str, Any]) -> str:
         "",
         f"Configuration: `metaopt-train {' '.join(meta['overrides'])}`".rstrip() + f" -- {meta['config_summary']}. "
         f"One round = one rollout ({meta['rollout_steps']} env steps) + one update per learner; "
-        f"{meta['rounds']} timed rounds after one warm-up, learners interleaved (order alternating).",
+        f"{meta['rounds']} timed rounds after one warm-up, learners interleaved (order alternating)."
+        + (f" fast-before: `{meta['before']}`." if meta.get("before") else ""),
         "",
         "| learner | median s / round | rollout s | update s | in env core s | agent s (round - env core) "
         "| env steps/s | speedup vs stock |",
@@ -606,6 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         "overrides": args.override,
         "config_summary": summary(cfg).removeprefix("training "),
         "rounds": args.rounds,
+        "before": str(args.before) if args.before is not None else None,
         "loadavg_before": os.getloadavg()[0],
     }
     contenders = run(cfg, args.algos, args.rounds)
