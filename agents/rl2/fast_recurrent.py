@@ -523,7 +523,8 @@ class FastRecurrentPPO(RecurrentPPO):
 
         buf = rollout_buffer
         # np.clip in torch (the same values; np.clip costs ~10x more on a small array)
-        low, high = th.as_tensor(self.action_space.low), th.as_tensor(self.action_space.high)
+        low = th.as_tensor(self.action_space.low, device=self.device)
+        high = th.as_tensor(self.action_space.high, device=self.device)
         # Zero-copy torch views of the buffer's arrays (``reset`` allocated them just now).
         values_all, log_probs_all = th.from_numpy(buf.values), th.from_numpy(buf.log_probs)
         state_buffers = [
@@ -540,8 +541,8 @@ class FastRecurrentPPO(RecurrentPPO):
                 obs_tensor = th.as_tensor(self._last_obs, device=self.device)
                 episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
                 actions_t, values, log_probs, lstm_states = lean.step(obs_tensor, lstm_states, episode_starts)
-            actions = actions_t.numpy()
-            clipped_actions = th.clamp(actions_t, low, high).numpy()
+            actions = actions_t.cpu().numpy()
+            clipped_actions = th.clamp(actions_t, low, high).cpu().numpy()
             new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
             self.num_timesteps += env.num_envs
 
@@ -563,7 +564,9 @@ class FastRecurrentPPO(RecurrentPPO):
                             lstm_states.vf[1][:, idx : idx + 1, :].contiguous(),
                         )
                         with th.no_grad():
-                            terminal_value = lean.values(terminal_obs, terminal_state, th.zeros(1))[0]
+                            terminal_value = lean.values(terminal_obs, terminal_state, th.zeros(1, device=self.device))[
+                                0
+                            ]
                         rewards[idx] += self.gamma * terminal_value
 
             # rollout_buffer.add(...), written in place; the LSTM states stored are those before the step.
@@ -586,7 +589,9 @@ class FastRecurrentPPO(RecurrentPPO):
         with th.no_grad():
             # Value of the last observation, for the bootstrap
             values = lean.values(
-                th.as_tensor(new_obs, device=self.device), lstm_states.vf, th.as_tensor(dones, dtype=th.float32)
+                th.as_tensor(new_obs, device=self.device),
+                lstm_states.vf,
+                th.as_tensor(dones, dtype=th.float32, device=self.device),
             )
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         callback.on_rollout_end()
