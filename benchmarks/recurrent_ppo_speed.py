@@ -348,7 +348,10 @@ def build_sb3(algo: str, cfg: Any) -> Any:
     env = make_env(cfg)
     hyperparameters = config_dict(cfg.agent.hyperparameters)
     hyperparameters["n_steps"] = n_steps(cfg, env)
-    cls: Any = FastRecurrentPPO if algo == "fast" else RecurrentPPO
+    cls: Any = FastRecurrentPPO if algo in ("fast", "fast-fused-adam") else RecurrentPPO
+    policy_kwargs = config_dict(cfg.agent.policy_kwargs)
+    if algo == "fast-fused-adam":  # the opt-in: fused Adam with the eps SB3 gives Adam by default
+        policy_kwargs["optimizer_kwargs"] = {"fused": True, "eps": 1e-5}
     if algo == "fast-before":
         import importlib.util
 
@@ -362,7 +365,7 @@ def build_sb3(algo: str, cfg: Any) -> Any:
         env,
         seed=cfg.seed,
         device="cpu",
-        policy_kwargs=config_dict(cfg.agent.policy_kwargs),
+        policy_kwargs=policy_kwargs,
         **hyperparameters,
     )
 
@@ -564,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="timed rollout+update rounds per learner")
     parser.add_argument("--split-rounds", type=int, default=4, help="rounds of the fast path's time split (0: skip)")
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=[*ALGOS, "fast-before"])
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=[*ALGOS, "fast-before", "fast-fused-adam"])
     parser.add_argument(
         "--before",
         type=Path,
@@ -639,6 +642,8 @@ def main(argv: list[str] | None = None) -> None:
         ("fast", "torch-only"),
         ("fast-before", "stock"),
         ("fast", "fast-before"),
+        ("fast-fused-adam", "stock"),
+        ("fast-fused-adam", "torch-only"),
     ):
         if num in results and den in results:
             ratios[f"{num}/{den}"] = results[den]["median_round_s"] / results[num]["median_round_s"]
