@@ -1,248 +1,258 @@
-"""Throughput of stock sb3-contrib ``RecurrentPPO`` vs ``FastRecurrentPPO``.
+"""RL² learner speed on the default ``metaopt-train`` configuration: stock vs fast vs torch-only.
 
-Why: stock RecurrentPPO runs its LSTM in a Python loop over time steps in
-every training minibatch that contains an episode start; with short episodes
-that is nearly every minibatch.  ``agents.rl2.fast_recurrent`` replaces the
-loop with one LSTM call, and its ``FastRecurrentRolloutBuffer`` builds the
-padded training minibatches with vectorised index arithmetic instead of one
-tensor per sequence (both exact, see that module).  This script measures what
-that buys end to end, on an environment that costs (almost) nothing so that
-only the agent's cost is measured.
+Why: the RL² agent is sb3-contrib's ``RecurrentPPO``; ``agents.rl2.fast_recurrent.FastRecurrentPPO``
+is our drop-in fast path (same hyperparameters, same losses and minibatches, outputs allclose to
+stock).  This script measures, in ONE process, on the configuration ``metaopt-train`` trains by
+default (``configs/train.yaml``: ``env``, ``agent=rl2``; override with ``--override``):
 
-Both algorithms are trained in the same process, side by side (alternating one
-rollout + update each, see :func:`run_config`), with the same seed and the same
-hyper-parameters, for each configuration:
+* ``stock``: ``sb3_contrib.RecurrentPPO``, the hyperparameters of ``configs/agent/rl2.yaml``;
+* ``fast``: ``FastRecurrentPPO`` with the same hyperparameters and seed;
+* ``torch-only``: :class:`TorchPPOLSTM`, a minimal PPO-LSTM written directly on the batched core
+  (``metaopt_envs.make_core``; torch tensors end to end, no SB3): the same networks, rollout
+  length, epochs, minibatch size and losses.  It is the floor an SB3-based agent is held to.
 
-* ``stock-defaults``: RecurrentPPO defaults (n_steps 128, batch 128,
-  n_epochs 10, LSTM 256) with 8 envs and torch's default thread count.
-* ``stock-defaults-1thread``: the same with 1 torch thread, to separate the
-  thread-count effect from the hyper-parameter effect.
-* ``useful-fast``: chosen for wall-clock time to learn on CPU (1 torch thread,
-  LSTM 64, 32 envs x 64 steps per rollout, 10 epochs of batch 512, lr 1e-3);
-  it solves the benchmark task (see the config's note).
-* ``max-throughput``: 32 envs x 128 steps, 4 epochs of batch 1024: more env
-  steps/s, but it does not learn the task -- throughput alone is not the goal.
-
-Reported per run: env steps/s end to end (``learn`` wall time), seconds in
-``collect_rollouts`` vs ``train``, and fast/stock speedup per configuration,
-plus the cross-config ratios "fast on useful-fast" / "stock on stock-defaults"
-(and on ``stock-defaults-1thread``).
+The three train interleaved, one rollout + update each per round, the order alternating between
+rounds, so bursts of load from other processes hit all of them (reported: medians of the
+per-round wall times, and their ratios).  Each SB3 model keeps its own copy of the global RNG
+states.  Also recorded: the commit, the CPU model, a single-thread fp32 matmul peak measured in
+the same run, torch's thread count, the load average before/after, and the time split of the fast
+path (env / rollout policy / minibatch sampling / forward / backward / optimizer).
 
 Usage::
 
-    python benchmarks/recurrent_ppo_speed.py --timesteps 16384
-    python benchmarks/recurrent_ppo_speed.py --threads 1 --configs useful-fast
+    python benchmarks/recurrent_ppo_speed.py                 # default config, 8 rounds
+    python benchmarks/recurrent_ppo_speed.py --override env=lr_mixture --name recurrent_ppo_speed_lr_mixture
 
-Writes ``benchmarks/results/recurrent_ppo_speed.{json,md}``.
+Writes ``benchmarks/results/<name>.{json,md}`` (default name ``recurrent_ppo_speed``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
-from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/recurrent_ppo_speed.py`
     sys.path.insert(0, str(REPO_ROOT))
 
 from agents.evaluation.report import git_commit  # noqa: E402
-from agents.rl2.fast_recurrent import FastRecurrentPPO  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+ALGOS = ("stock", "fast", "torch-only")
+BEFORE: dict[str, Path] = {}  # "fast-before": a previous fast_recurrent.py (``--before``), timed beside the others
 
 
-class CueVecEnv(VecEnv):
-    """Numpy-vectorised "recall the cue" task, near-free to step.
+# ---------------------------------------------------------------------------
+# the torch-only reference
+# ---------------------------------------------------------------------------
 
-    Each episode lasts ``episode_len`` steps.  Step 0 shows a cue of +-1 in
-    ``obs[0]``; later steps show 0 there.  ``obs[1]`` is the normalised time.
-    The last action is rewarded +1 if it matches the cue's sign (action 1 for
-    +1, action 0 for -1), else 0.  Envs start at staggered phases, so episode
-    starts land at every position inside training minibatches -- the case
-    where stock RecurrentPPO falls back to its per-time-step Python loop.
+
+class TorchPPOLSTM:
+    """Minimal PPO with separate actor and critic LSTMs, directly on a batched core (no SB3).
+
+    Same networks as sb3-contrib's ``MlpLstmPolicy`` with ``net_arch`` / ``lstm_hidden_size``
+    (LSTM -> tanh MLP -> linear head, state-independent Gaussian log-std), the same PPO losses
+    (clipped surrogate, unclipped value loss, normalized advantages, GAE, timeout bootstrap,
+    clip 0.2, vf_coef 0.5, max_grad_norm 0.5) and the same amount of work per update
+    (``n_epochs`` passes of minibatches of about ``batch_size`` steps, sequences cut at episode
+    starts and padded, one LSTM call per minibatch).  Not bit-compatible with SB3 (its own
+    minibatch order and initialization); it is a speed reference only.
     """
 
-    def __init__(self, num_envs: int, episode_len: int = 20, seed: int = 0) -> None:
-        self.episode_len = episode_len
-        self.rng = np.random.default_rng(seed)
-        observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        super().__init__(num_envs, observation_space, spaces.Discrete(2))
-        self._t = np.zeros(num_envs, dtype=np.int64)
-        self._cue = np.ones(num_envs, dtype=np.float32)
-        self._actions = np.zeros(num_envs, dtype=np.int64)
-        self._ep_return = np.zeros(num_envs, dtype=np.float32)
+    def __init__(self, core: Any, hp: dict[str, Any], hidden: int, net_arch: list[int], seed: int) -> None:
+        from metaopt_envs.core import seeds_to_keys
 
-    def _obs(self) -> np.ndarray:
-        obs = np.zeros((self.num_envs, 2), dtype=np.float32)
-        obs[:, 0] = np.where(self._t == 0, self._cue, 0.0)
-        obs[:, 1] = self._t / self.episode_len
-        return obs
+        th.manual_seed(seed)
+        self.core = core
+        self.gen = th.Generator().manual_seed(seed)
+        self.n_steps, self.batch_size, self.n_epochs = int(hp["n_steps"]), int(hp["batch_size"]), int(hp["n_epochs"])
+        self.gamma, self.gae_lambda = float(hp.get("gamma", 0.99)), float(hp.get("gae_lambda", 0.95))
+        self.ent_coef = float(hp.get("ent_coef", 0.0))
+        obs_dim = core.single_observation_space.shape[0]
+        self.act_dim = core.single_action_space.shape[0]
+        self.low = th.as_tensor(core.single_action_space.low)
+        self.high = th.as_tensor(core.single_action_space.high)
+        self.lstm_pi, self.lstm_vf = nn.LSTM(obs_dim, hidden), nn.LSTM(obs_dim, hidden)
 
-    def reset(self) -> VecEnvObs:
-        self._t = np.arange(self.num_envs) % self.episode_len  # staggered phases
-        self._cue = self.rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=self.num_envs)
-        self._ep_return[:] = 0.0
-        return self._obs()
+        def mlp() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            last = hidden
+            for width in net_arch:
+                layers += [nn.Linear(last, width), nn.Tanh()]
+                last = width
+            return nn.Sequential(*layers)
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(self.num_envs)
+        self.pi_net, self.vf_net = mlp(), mlp()
+        last = net_arch[-1] if net_arch else hidden
+        self.action_net, self.value_net = nn.Linear(last, self.act_dim), nn.Linear(last, 1)
+        self.log_std = nn.Parameter(th.zeros(self.act_dim))
+        modules = [self.lstm_pi, self.lstm_vf, self.pi_net, self.vf_net, self.action_net, self.value_net]
+        self.params = [p for m in modules for p in m.parameters()] + [self.log_std]
+        self.opt = th.optim.Adam(self.params, lr=float(hp["learning_rate"]), eps=1e-5, fused=True)
+        b = core.num_envs
+        core.reset_rows(th.ones(b, dtype=th.bool), keys=seeds_to_keys(seed, b, core.device))
+        self.obs = core.observe()
+        self.starts = th.ones(b)
+        self.state = [th.zeros(1, b, hidden) for _ in range(4)]  # h_pi, c_pi, h_vf, c_vf
+        self.num_timesteps = 0
 
-    def step_wait(self) -> VecEnvStepReturn:
-        last = self._t == self.episode_len - 1
-        correct = (self._actions == 1) == (self._cue > 0)
-        rewards = (last & correct).astype(np.float32)
-        self._ep_return += rewards
-        self._t += 1
-        dones = self._t >= self.episode_len
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if dones.any():
-            terminal = self._obs()
-            for i in np.flatnonzero(dones):
-                infos[i] = {
-                    "terminal_observation": terminal[i],
-                    "episode": {"r": float(self._ep_return[i]), "l": self.episode_len, "t": 0.0},
-                }
-            self._t[dones] = 0
-            self._cue[dones] = self.rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=int(dones.sum()))
-            self._ep_return[dones] = 0.0
-        return self._obs(), rewards, dones, infos
+    def copy_weights(self, policy: Any) -> None:
+        """Start from the weights of an sb3-contrib ``MlpLstmPolicy`` (same init, so the env sees the same behaviour)."""
+        with th.no_grad():
+            self.lstm_pi.load_state_dict(policy.lstm_actor.state_dict())
+            self.lstm_vf.load_state_dict(policy.lstm_critic.state_dict())
+            self.pi_net.load_state_dict(policy.mlp_extractor.policy_net.state_dict())
+            self.vf_net.load_state_dict(policy.mlp_extractor.value_net.state_dict())
+            self.action_net.load_state_dict(policy.action_net.state_dict())
+            self.value_net.load_state_dict(policy.value_net.state_dict())
+            self.log_std.copy_(policy.log_std)
 
-    def close(self) -> None:
-        pass
+    def _step(
+        self, obs: th.Tensor, starts: th.Tensor, state: list[th.Tensor]
+    ) -> tuple[th.Tensor, th.Tensor, list[th.Tensor]]:
+        keep = (1.0 - starts).view(1, -1, 1)
+        out_pi, (h_pi, c_pi) = self.lstm_pi(obs[None], (keep * state[0], keep * state[1]))
+        out_vf, (h_vf, c_vf) = self.lstm_vf(obs[None], (keep * state[2], keep * state[3]))
+        mean = self.action_net(self.pi_net(out_pi[0]))
+        value = self.value_net(self.vf_net(out_vf[0]))[:, 0]
+        return mean, value, [h_pi, c_pi, h_vf, c_vf]
 
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        if attr_name == "render_mode":
-            return [None for _ in self._get_indices(indices)]
-        raise AttributeError(attr_name)
+    def collect(self) -> None:
+        """One rollout of ``n_steps`` per row, then GAE (all in torch)."""
+        from metaopt_envs.core.vector_env import finish_step
 
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise AttributeError(attr_name)
+        t_len, b = self.n_steps, self.core.num_envs
+        self.buf_obs = th.empty(t_len, b, self.obs.shape[1])
+        self.buf_act = th.empty(t_len, b, self.act_dim)
+        self.buf_logp, self.buf_val, self.buf_rew, self.buf_start = (th.empty(t_len, b) for _ in range(4))
+        self.buf_state = [th.empty(t_len, b, s.shape[-1]) for s in self.state]
+        std = self.log_std.detach().exp()
+        with th.inference_mode():
+            for t in range(t_len):
+                self.buf_obs[t] = self.obs
+                self.buf_start[t] = self.starts
+                for store, s in zip(self.buf_state, self.state, strict=True):
+                    store[t] = s[0]
+                mean, value, self.state = self._step(self.obs, self.starts, self.state)
+                action = mean + th.randn(mean.shape, generator=self.gen) * std
+                self.buf_act[t] = action
+                self.buf_logp[t] = (
+                    -((action - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)
+                ).sum(1)
+                self.buf_val[t] = value
+                result = self.core.step(th.minimum(th.maximum(action, self.low), self.high))
+                obs, final_obs, done = finish_step(self.core, result)
+                reward = result.reward.clone()
+                timeout = result.truncated & ~result.terminated
+                if bool(timeout.any()):
+                    _, final_value, _ = self._step(final_obs, th.zeros(b), self.state)
+                    reward += self.gamma * final_value * timeout
+                self.buf_rew[t] = reward
+                self.obs, self.starts = obs, done.float()
+            _, last_value, _ = self._step(self.obs, self.starts, self.state)
+            adv = th.empty(t_len, b)
+            last_gae = th.zeros(b)
+            for t in reversed(range(t_len)):
+                if t == t_len - 1:
+                    non_terminal, next_value = 1.0 - self.starts, last_value
+                else:
+                    non_terminal, next_value = 1.0 - self.buf_start[t + 1], self.buf_val[t + 1]
+                delta = self.buf_rew[t] + self.gamma * next_value * non_terminal - self.buf_val[t]
+                last_gae = delta + self.gamma * self.gae_lambda * non_terminal * last_gae
+                adv[t] = last_gae
+            self.buf_adv, self.buf_ret = adv, adv + self.buf_val
+        self.num_timesteps += t_len * b
 
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
-    ) -> list[Any]:
-        raise AttributeError(method_name)
+    def update(self) -> None:
+        """``n_epochs`` passes over the rollout's sequences (cut at starts, padded), in minibatches."""
+        t_len, b = self.n_steps, self.core.num_envs
+        # env-major (b, t): a sequence starts at every episode start and at each env's first step
+        starts = self.buf_start.T.contiguous().clone()
+        starts[:, 0] = 1.0
+        flat_start = starts.reshape(-1).bool()
+        seq_id = th.cumsum(flat_start.long(), 0) - 1
+        n_seq = int(seq_id[-1]) + 1
+        start_index = th.nonzero(flat_start).flatten()
+        position = th.arange(t_len * b) - start_index[seq_id]
+        max_len = int(position.max()) + 1
+        dest = seq_id * max_len + position
 
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        def pad(x: th.Tensor) -> th.Tensor:  # (t, b, ...) -> (n_seq, max_len, ...)
+            flat = x.transpose(0, 1).reshape(t_len * b, *x.shape[2:])
+            out = th.zeros(n_seq * max_len, *x.shape[2:])
+            out[dest] = flat
+            return out.reshape(n_seq, max_len, *x.shape[2:])
+
+        obs, act = pad(self.buf_obs), pad(self.buf_act)
+        old_logp, adv_all, ret_all = pad(self.buf_logp), pad(self.buf_adv), pad(self.buf_ret)
+        mask_all = pad(th.ones(t_len, b)) > 0.5
+        head_start = pad(self.buf_start)[:, 0]
+        init = [s.transpose(0, 1).reshape(t_len * b, -1)[start_index] for s in self.buf_state]
+        n_minibatches = max(1, round(t_len * b / self.batch_size))
+        per = -(-n_seq // n_minibatches)
+        for _ in range(self.n_epochs):
+            order = th.randperm(n_seq, generator=self.gen)
+            for i in range(0, n_seq, per):
+                idx = order[i : i + per]
+                keep = (1.0 - head_start[idx]).view(1, -1, 1)
+                x = obs[idx].transpose(0, 1)
+                states = [keep * s[idx][None] for s in init]
+                out_pi, _ = self.lstm_pi(x, (states[0], states[1]))
+                out_vf, _ = self.lstm_vf(x, (states[2], states[3]))
+                mean = self.action_net(self.pi_net(out_pi)).transpose(0, 1)
+                value = self.value_net(self.vf_net(out_vf))[..., 0].transpose(0, 1)
+                std = self.log_std.exp()
+                logp = (-((act[idx] - mean) ** 2) / (2 * std**2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+                mask = mask_all[idx]
+                adv = adv_all[idx][mask]
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                ratio = th.exp(logp[mask] - old_logp[idx][mask])
+                policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 0.8, 1.2)).mean()
+                value_loss = ((ret_all[idx][mask] - value[mask]) ** 2).mean()
+                entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum()
+                loss = policy_loss - self.ent_coef * entropy + 0.5 * value_loss
+                self.opt.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.params, 0.5, foreach=True)
+                self.opt.step()
+
+    def learn_one(self) -> None:
+        self.collect()
+        self.update()
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    """One hyper-parameter setting, run with both algorithms."""
-
-    name: str
-    n_envs: int
-    n_steps: int
-    batch_size: int
-    n_epochs: int
-    lstm_hidden_size: int
-    threads: int | None  # None: torch's default
-    learning_rate: float = 3e-4
-    note: str = ""
-
-    def ppo_kwargs(self) -> dict[str, Any]:
-        return {
-            "n_steps": self.n_steps,
-            "batch_size": self.batch_size,
-            "n_epochs": self.n_epochs,
-            "learning_rate": self.learning_rate,
-            "policy_kwargs": {"lstm_hidden_size": self.lstm_hidden_size},
-        }
-
-
-CONFIGS: dict[str, BenchConfig] = {
-    "stock-defaults": BenchConfig(
-        "stock-defaults", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=None
-    ),
-    "stock-defaults-1thread": BenchConfig(
-        "stock-defaults-1thread", n_envs=8, n_steps=128, batch_size=128, n_epochs=10, lstm_hidden_size=256, threads=1
-    ),
-    "useful-fast": BenchConfig(
-        "useful-fast",
-        n_envs=32,
-        n_steps=64,
-        batch_size=512,
-        n_epochs=10,
-        lstm_hidden_size=64,
-        threads=1,
-        learning_rate=1e-3,
-        note="fast and sample-efficient: FastRecurrentPPO solved CueVecEnv (mean reward >= 0.9) after 39k / 115k / 80k steps "
-        "(12 / 33 / 22 s) for seeds 0 / 1 / 2 in a separate run",
-    ),
-    "max-throughput": BenchConfig(
-        "max-throughput",
-        n_envs=32,
-        n_steps=128,
-        batch_size=1024,
-        n_epochs=4,
-        lstm_hidden_size=64,
-        threads=1,
-        note="highest env steps/s found, but too few gradient steps per sample: did not solve CueVecEnv in 400k steps",
-    ),
-}
+# ---------------------------------------------------------------------------
+# timing harness
+# ---------------------------------------------------------------------------
 
 
 @dataclass
-class RunResult:
-    """Timings of one algorithm on one configuration (wall_s: sum of its learn() calls)."""
-
-    config: str
-    algo: str
-    threads: int
-    timesteps: int
-    wall_s: float
-    rollout_s: float
-    train_s: float
-    steps_per_s: float
-    # chunk size / median wall time of one rollout+update: robust to bursts of
-    # load from other processes, which only inflate some chunks
-    median_steps_per_s: float
-    chunk_wall_s: list[float]
-    final_mean_ep_reward: float | None
-    loadavg_before: float  # 1-min load average: other processes skew timings on a small machine
-    loadavg_after: float
-
-
-def _timed(fn: Any, bucket: list[float]) -> Any:
-    """Wrap a bound method so that its wall time accumulates into ``bucket[0]``."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            bucket[0] += time.perf_counter() - t0
-
-    return wrapper
-
-
-@dataclass
-class _Contender:
-    """One model being timed, with its own copy of the global RNG states."""
+class Contender:
+    """One learner being timed: one rollout + update per round."""
 
     algo: str
-    model: RecurrentPPO
-    rng: tuple[Any, Any, Any]
-    wall: list[float]
-    rollout: list[float]
-    train: list[float]
-    chunks: list[float] = field(default_factory=list)
+    learn_one: Callable[[], None]
+    rng: tuple[Any, Any, Any] | None
+    rounds: list[float] = field(default_factory=list)
+    rollout: list[float] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    core_calls: list[float] = field(default_factory=list)  # seconds of each outermost env-core call
+    core: list[float] = field(default_factory=list)  # seconds in the env core per round
 
 
 def _rng_state() -> tuple[Any, Any, Any]:
@@ -255,185 +265,404 @@ def _set_rng_state(state: tuple[Any, Any, Any]) -> None:
     random.setstate(state[2])
 
 
-def run_config(cfg: BenchConfig, algos: list[str], timesteps: int, seed: int, default_threads: int) -> list[RunResult]:
-    """Train every algorithm on ``cfg``, interleaved one rollout+update at a time.
+def _timed_into(fn: Callable[..., Any], bucket: list[float]) -> Callable[..., Any]:
+    """``fn`` whose wall time of each call is appended to ``bucket``."""
 
-    Why interleaved: on a small shared machine, load from other processes comes
-    and goes; alternating short chunks exposes stock and fast to the same load,
-    so their ratio stays meaningful.  Each model keeps its own copy of the
-    global torch/numpy/random RNG states (swapped in around its chunk), so it
-    trains exactly as if it ran alone -- stock and fast see the same data.
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            bucket.append(time.perf_counter() - t0)
+
+    return wrapper
+
+
+def time_core(core: Any, bucket: list[float]) -> None:
+    """Time the env core's ``step`` / ``reset_rows`` / ``observe`` (outermost calls only) into ``bucket``.
+
+    Why: the learners' env work is not identical (torch-only draws other noise, so its inner runs
+    diverge and reset at other times); the time outside the core is the agent's own cost.
     """
-    threads = cfg.threads if cfg.threads is not None else default_threads
-    th.set_num_threads(threads)
-    contenders: list[_Contender] = []
-    for algo in algos:
-        cls = FastRecurrentPPO if algo == "fast" else RecurrentPPO
-        model = cls(
-            "MlpLstmPolicy", CueVecEnv(cfg.n_envs, seed=seed), seed=seed, device="cpu", verbose=0, **cfg.ppo_kwargs()
-        )
-        c = _Contender(algo, model, _rng_state(), [0.0], [0.0], [0.0])
-        model.collect_rollouts = _timed(model.collect_rollouts, c.rollout)  # type: ignore[method-assign]
-        model.train = _timed(model.train, c.train)  # type: ignore[method-assign]
-        contenders.append(c)
+    depth = [0]
 
-    chunk = cfg.n_envs * cfg.n_steps  # one rollout + one update per learn() call
-    load_before = os.getloadavg()[0]
-    first = True
-    round_index = 0
-    while any(c.model.num_timesteps < timesteps for c in contenders):
-        # Alternate who goes first, so warm-up and caching effects do not favour one algorithm.
-        order = contenders if round_index % 2 == 0 else contenders[::-1]
-        round_index += 1
-        for c in order:
-            if c.model.num_timesteps >= timesteps:
-                continue
-            _set_rng_state(c.rng)
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
             t0 = time.perf_counter()
-            c.model.learn(total_timesteps=chunk, reset_num_timesteps=first)
-            c.chunks.append(time.perf_counter() - t0)
-            c.wall[0] += c.chunks[-1]
-            c.rng = _rng_state()
-        first = False
-    load_after = os.getloadavg()[0]
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    bucket.append(time.perf_counter() - t0)
 
-    results = []
-    for c in contenders:
-        rewards = [ep["r"] for ep in c.model.ep_info_buffer]
-        results.append(
-            RunResult(
-                config=cfg.name,
-                algo=c.algo,
-                threads=th.get_num_threads(),
-                timesteps=c.model.num_timesteps,
-                wall_s=c.wall[0],
-                rollout_s=c.rollout[0],
-                train_s=c.train[0],
-                steps_per_s=c.model.num_timesteps / c.wall[0],
-                median_steps_per_s=chunk / float(np.median(c.chunks)),
-                chunk_wall_s=[round(x, 4) for x in c.chunks],
-                final_mean_ep_reward=float(np.mean(rewards)) if rewards else None,
-                loadavg_before=load_before,
-                loadavg_after=load_after,
-            )
-        )
-    return results
+        return wrapper
+
+    for name in ("step", "reset_rows", "observe"):
+        setattr(core, name, wrap(getattr(core, name)))
 
 
-def to_markdown(meta: dict[str, Any], results: list[RunResult], speedups: dict[str, float]) -> str:
-    """Render the results as a markdown table."""
+def matmul_peak_gflops(n: int = 512, repeats: int = 20) -> float:
+    """Single-thread fp32 matmul throughput (best of ``repeats``), GFLOP/s: the machine's yardstick."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    a, b = th.randn(n, n), th.randn(n, n)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    th.set_num_threads(threads)
+    return 2 * n**3 / best / 1e9
+
+
+def cpu_model() -> str:
+    """``model name`` of /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """The ``metaopt-train`` config (``configs/train.yaml``) with ``overrides``, as Hydra composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from agents.rl2.training import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=["out_dir=/tmp/recurrent_ppo_speed", *overrides])
+
+
+def build_sb3(algo: str, cfg: Any) -> Any:
+    """``RecurrentPPO`` or ``FastRecurrentPPO`` exactly as ``metaopt-train`` builds it (no logging)."""
+    from sb3_contrib import RecurrentPPO
+
+    from agents.rl2.fast_recurrent import FastRecurrentPPO
+    from agents.rl2.training import config_dict, make_env, n_steps
+
+    env = make_env(cfg)
+    hyperparameters = config_dict(cfg.agent.hyperparameters)
+    hyperparameters["n_steps"] = n_steps(cfg, env)
+    cls: Any = FastRecurrentPPO if algo in ("fast", "fast-fused-adam") else RecurrentPPO
+    policy_kwargs = config_dict(cfg.agent.policy_kwargs)
+    if algo == "fast-fused-adam":  # the opt-in: fused Adam with the eps SB3 gives Adam by default
+        policy_kwargs["optimizer_kwargs"] = {"fused": True, "eps": 1e-5}
+    if algo == "fast-before":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("fast_recurrent_before", BEFORE[algo])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cls = module.FastRecurrentPPO
+    return cls(
+        cfg.agent.policy,
+        env,
+        seed=cfg.seed,
+        device="cpu",
+        policy_kwargs=policy_kwargs,
+        **hyperparameters,
+    )
+
+
+def build_torch_only(cfg: Any) -> TorchPPOLSTM:
+    import metaopt_envs
+    from agents.rl2.training import config_dict
+
+    core = metaopt_envs.make_core(
+        cfg.env.id, cfg.env.num_envs, cfg.env.get("episodes_per_trial"), **config_dict(cfg.env.kwargs)
+    )
+    hp = config_dict(cfg.agent.hyperparameters)
+    if hp.get("n_steps") is None:
+        hp["n_steps"] = int(cfg.env.get("episodes_per_trial") or 1) * int(core.num_decisions)
+    policy_kwargs = config_dict(cfg.agent.policy_kwargs)
+    agent = TorchPPOLSTM(
+        core,
+        hp,
+        int(policy_kwargs.get("lstm_hidden_size", 256)),
+        list(policy_kwargs.get("net_arch", [64, 64])),
+        cfg.seed,
+    )
+    # SB3's initialization (orthogonal, small action head): the same behaviour at the start, so the
+    # env does the same work (diverging inner runs reset, which costs the core more)
+    agent.copy_weights(build_sb3("stock", cfg).policy)
+    return agent
+
+
+def sb3_contender(algo: str, cfg: Any) -> tuple[Contender, Any]:
+    model = build_sb3(algo, cfg)
+    rollout = int(model.n_steps) * int(model.n_envs)
+    c = Contender(algo, lambda: None, _rng_state())
+    model.collect_rollouts = _timed_into(model.collect_rollouts, c.rollout)  # type: ignore[method-assign]
+    model.train = _timed_into(model.train, c.train)  # type: ignore[method-assign]
+    time_core(model.get_env().unwrapped.core, c.core_calls)  # VecMonitor -> CoreSB3VecEnv -> core
+    first = [True]
+
+    def learn_one() -> None:
+        model.learn(total_timesteps=rollout, reset_num_timesteps=first[0])
+        first[0] = False
+
+    c.learn_one = learn_one
+    return c, model
+
+
+def torch_only_contender(cfg: Any) -> tuple[Contender, TorchPPOLSTM]:
+    agent = build_torch_only(cfg)
+    c = Contender("torch-only", lambda: None, None)
+    agent.collect = _timed_into(agent.collect, c.rollout)  # type: ignore[method-assign]
+    agent.update = _timed_into(agent.update, c.train)  # type: ignore[method-assign]
+    time_core(agent.core, c.core_calls)
+    c.learn_one = agent.learn_one
+    return c, agent
+
+
+@contextmanager
+def _patched(owner: Any, name: str, bucket: list[float]) -> Iterator[None]:
+    original = getattr(owner, name)
+    setattr(owner, name, _timed_into(original, bucket))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def fast_time_split(cfg: Any, rounds: int) -> dict[str, float]:
+    """Median seconds per rollout + update of ``FastRecurrentPPO``, split by phase (a separate instrumented run)."""
+    c, model = sb3_contender("fast", cfg)
+    venv = model.get_env()
+    buckets: dict[str, list[float]] = {
+        k: [] for k in ("env", "sampling", "forward", "backward", "optimizer", "round", "rollout", "train")
+    }
+    per_round: dict[str, list[float]] = {k: [] for k in buckets}
+    policy = model.policy
+    # the first round builds the optimizer state and warms caches: not timed
+    c.learn_one()
+    with (
+        _patched(venv, "step", buckets["env"]),
+        _patched(th.Tensor, "backward", buckets["backward"]),
+        _patched(th.nn.utils, "clip_grad_norm_", buckets["optimizer"]),
+        _patched(policy.optimizer, "step", buckets["optimizer"]),
+        _patched(policy.optimizer, "zero_grad", buckets["optimizer"]),
+        _patched(policy, "evaluate_actions", buckets["forward"]),
+    ):
+        original_get = model.rollout_buffer.get
+
+        def timed_get(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            iterator = original_get(*args, **kwargs)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    buckets["sampling"].append(time.perf_counter() - t0)
+                    return
+                buckets["sampling"].append(time.perf_counter() - t0)
+                yield item
+
+        model.rollout_buffer.get = timed_get  # type: ignore[method-assign]
+        for _ in range(rounds):
+            for b in buckets.values():
+                b.clear()
+            c.rollout.clear()
+            c.train.clear()
+            t0 = time.perf_counter()
+            c.learn_one()
+            buckets["round"].append(time.perf_counter() - t0)
+            buckets["rollout"] += c.rollout
+            buckets["train"] += c.train
+            for k, b in buckets.items():
+                per_round[k].append(sum(b))
+    med = {k: float(np.median(v)) for k, v in per_round.items()}
+    # forward = the loss computation of train (all of train but sampling, backward and optimizer)
+    med["forward"] = med["train"] - med["sampling"] - med["backward"] - med["optimizer"]
+    med["rollout_policy"] = med["rollout"] - med["env"]
+    med["other"] = med["round"] - med["rollout"] - med["train"]
+    return med
+
+
+def run(cfg: Any, algos: list[str], rounds: int) -> dict[str, Contender]:
+    """Each learner does ``rounds`` (+1 warm-up) rollout + update chunks, interleaved, order alternating."""
+    contenders: list[Contender] = []
+    for algo in algos:
+        if algo == "torch-only":
+            contenders.append(torch_only_contender(cfg)[0])
+        else:
+            contenders.append(sb3_contender(algo, cfg)[0])
+    for round_index in range(rounds + 1):
+        order = contenders if round_index % 2 == 0 else contenders[::-1]
+        for c in order:
+            if c.rng is not None:
+                _set_rng_state(c.rng)
+            c.core_calls.clear()
+            t0 = time.perf_counter()
+            c.learn_one()
+            elapsed = time.perf_counter() - t0
+            if c.rng is not None:
+                c.rng = _rng_state()
+            if round_index == 0:  # warm-up: first allocations, optimizer state
+                c.rollout.clear()
+                c.train.clear()
+            else:
+                c.rounds.append(elapsed)
+                c.core.append(sum(c.core_calls))
+    return {c.algo: c for c in contenders}
+
+
+def to_markdown(payload: dict[str, Any]) -> str:
+    meta, res, ratios, split = payload["meta"], payload["results"], payload["ratios"], payload["fast_time_split"]
     lines = [
-        "# RecurrentPPO speed: stock vs fast path",
+        "# RL² learner speed: stock RecurrentPPO vs FastRecurrentPPO vs a torch-only PPO-LSTM",
         "",
-        f"commit `{meta['git_commit']}`, torch {meta['torch_version']}, sb3-contrib {meta['sb3_contrib_version']}, "
-        f"{meta['cpu_count']} CPUs, default torch threads {meta['default_torch_threads']}, "
-        f"{meta['timesteps']} timesteps per run, env: CueVecEnv (episodes of 20 steps), stock and fast interleaved "
-        "one rollout+update at a time.",
+        f"commit `{meta['git_commit']}`{' (+ uncommitted changes)' if meta['dirty'] else ''}, "
+        f"CPU `{meta['cpu_model']}` ({meta['cpu_count']} logical CPUs), single-thread fp32 matmul peak "
+        f"{meta['matmul_gflops']:.0f} GFLOP/s (measured in this run), torch {meta['torch_version']}, "
+        f"sb3-contrib {meta['sb3_contrib_version']}, torch threads {meta['torch_threads']}, "
+        f"load average {meta['loadavg_before']:.2f} before / {meta['loadavg_after']:.2f} after.",
         "",
-        "fast = `FastRecurrentPPO`: single-call LSTM policy + vectorised `FastRecurrentRolloutBuffer` "
-        "minibatch padding (the commit above may not include uncommitted changes).",
+        f"Configuration: `metaopt-train {' '.join(meta['overrides'])}`".rstrip() + f" -- {meta['config_summary']}. "
+        f"One round = one rollout ({meta['rollout_steps']} env steps) + one update per learner; "
+        f"{meta['rounds']} timed rounds after one warm-up, learners interleaved (order alternating)."
+        + (f" fast-before: `{meta['before']}`." if meta.get("before") else ""),
         "",
-        "| config | algo | threads | n_envs x n_steps | batch | epochs | lstm | lr | wall s | rollout s | train s "
-        "| env steps/s | median-chunk steps/s | speedup vs stock, same config (total / median) | final mean ep reward "
-        "| load avg before/after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| learner | median s / round | rollout s | update s | in env core s | agent s (round - env core) "
+        "| env steps/s | speedup vs stock |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        cfg = CONFIGS[r.config]
-        sp = speedups.get(r.config) if r.algo == "fast" else None
-        spm = speedups.get(f"{r.config}:median") if r.algo == "fast" else None
-        reward = f"{r.final_mean_ep_reward:.2f}" if r.final_mean_ep_reward is not None else ""
+    for algo, r in res.items():
         lines.append(
-            f"| {r.config} | {r.algo} | {r.threads} | {cfg.n_envs} x {cfg.n_steps} | {cfg.batch_size} | {cfg.n_epochs} | "
-            f"{cfg.lstm_hidden_size} | {cfg.learning_rate:g} | {r.wall_s:.1f} | {r.rollout_s:.1f} | {r.train_s:.1f} | "
-            f"{r.steps_per_s:,.0f} | {r.median_steps_per_s:,.0f} | "
-            f"{f'{sp:.1f}x / {spm:.1f}x' if sp is not None and spm is not None else ''} | {reward} | "
-            f"{r.loadavg_before:.2f} / {r.loadavg_after:.2f} |"
+            f"| {algo} | {r['median_round_s']:.3f} | {r['median_rollout_s']:.3f} | {r['median_train_s']:.3f} | "
+            f"{r['median_core_s']:.3f} | {r['median_agent_s']:.3f} | "
+            f"{r['steps_per_s']:,.0f} | {ratios.get(f'{algo}/stock', 1.0 if algo == 'stock' else float('nan')):.2f}x |"
         )
-    for key, baseline in (("headline", "stock-defaults"), ("headline-1thread", "stock-defaults-1thread")):
-        if key in speedups:
-            lines += [
-                "",
-                f"FastRecurrentPPO on `useful-fast` vs stock RecurrentPPO on `{baseline}`: "
-                f"**{speedups[key]:.1f}x** env steps/s ({speedups[f'{key}:median']:.1f}x on median-chunk throughput).",
-            ]
-    lines += [
-        "",
-        "The per-config speedup column is what the fast path alone buys; the rest of a cross-config ratio comes "
-        "from the hyper-parameters and thread count. Equal final rewards for stock and fast are expected in short "
-        "runs: with the same seed they train on the same data up to float rounding (in long runs such last-bit "
-        "differences can eventually flip one sampled action and the runs drift apart, as stock does against "
-        "itself with another thread count).",
-        "'median-chunk' = env steps of one rollout+update / median wall time of those chunks; it discounts "
-        "bursts of load from other processes, which only slow some chunks (see the load averages).",
-    ]
-    notes = [f"- `{name}`: {CONFIGS[name].note}" for name in meta["configs"] if CONFIGS[name].note]
-    if notes:
-        lines += ["", "Notes:", *notes]
+    lines += [""]
+    for key, value in ratios.items():
+        lines.append(f"- {key.replace('/', ' speedup over ')}: **{value:.2f}x** (ratio of the medians)")
+    if split:
+        total = split["round"]
+        lines += [
+            "",
+            "Time split of the fast path (median seconds per round, a separate instrumented run):",
+            "",
+            "| phase | s | share |",
+            "|---|---|---|",
+        ]
+        for key in ("env", "rollout_policy", "sampling", "forward", "backward", "optimizer", "other"):
+            lines.append(f"| {key} | {split[key]:.3f} | {100 * split[key] / total:.0f}% |")
+        lines.append(f"| total | {total:.3f} | 100% |")
+        lines += [
+            "",
+            "env: the SB3 VecEnv's step (core + adapter); rollout_policy: the rest of collect_rollouts (policy "
+            "step, buffer writes, GAE); sampling: building the padded minibatches; forward: the loss "
+            "computation; optimizer: gradient clip + Adam step + zero_grad; other: SB3's learn() around them.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--timesteps", type=int, default=16384, help="env steps per run (per algo and config)")
-    parser.add_argument("--threads", type=int, default=None, help="override torch threads for every config")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--algos", nargs="+", default=["stock", "fast"], choices=["stock", "fast"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=8, help="timed rollout+update rounds per learner")
+    parser.add_argument("--split-rounds", type=int, default=4, help="rounds of the fast path's time split (0: skip)")
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=[*ALGOS, "fast-before", "fast-fused-adam"])
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a previous agents/rl2/fast_recurrent.py (e.g. from `git show <commit>:agents/rl2/fast_recurrent.py`), "
+        "timed as 'fast-before' in the same run",
+    )
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the metaopt-train config")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="recurrent_ppo_speed", help="stem of the .json / .md written")
     args = parser.parse_args(argv)
+    if args.before is not None:
+        BEFORE["fast-before"] = args.before
+        if "fast-before" not in args.algos:
+            args.algos.append("fast-before")
 
-    default_threads = th.get_num_threads()
-    if args.threads is not None:
-        for name, cfg in list(CONFIGS.items()):
-            CONFIGS[name] = BenchConfig(**{**asdict(cfg), "threads": args.threads})
+    import subprocess
 
     import sb3_contrib
 
+    cfg = compose_config(args.override)
+    th.set_num_threads(int(cfg.agent.torch_threads))
+    from agents.rl2.training import summary
+
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    )
     meta: dict[str, Any] = {
         "git_commit": git_commit(),
+        "dirty": dirty,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "matmul_gflops": matmul_peak_gflops(),
         "torch_version": th.__version__,
         "sb3_contrib_version": sb3_contrib.__version__,
         "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "default_torch_threads": default_threads,
-        "timesteps": args.timesteps,
-        "seed": args.seed,
-        "configs": {name: asdict(CONFIGS[name]) for name in args.configs},
+        "torch_threads": th.get_num_threads(),
+        "overrides": args.override,
+        "config_summary": summary(cfg).removeprefix("training "),
+        "rounds": args.rounds,
+        "before": str(args.before) if args.before is not None else None,
+        "loadavg_before": os.getloadavg()[0],
     }
+    contenders = run(cfg, args.algos, args.rounds)
+    split = fast_time_split(cfg, args.split_rounds) if args.split_rounds and "fast" in args.algos else {}
+    meta["loadavg_after"] = os.getloadavg()[0]
+    rollout_steps = None
+    results: dict[str, Any] = {}
+    for algo, c in contenders.items():
+        median = float(np.median(c.rounds))
+        if rollout_steps is None:
+            from agents.rl2.training import make_env, n_steps
 
-    results: list[RunResult] = []
-    for name in args.configs:
-        for r in run_config(CONFIGS[name], args.algos, args.timesteps, args.seed, default_threads):
-            results.append(r)
-            print(
-                f"{r.config:15s} {r.algo:5s} threads={r.threads} wall={r.wall_s:7.1f}s rollout={r.rollout_s:6.1f}s "
-                f"train={r.train_s:7.1f}s steps/s={r.steps_per_s:9,.0f} median={r.median_steps_per_s:9,.0f} mean_ep_reward={r.final_mean_ep_reward} "
-                f"load={r.loadavg_before:.2f}/{r.loadavg_after:.2f}",
-                flush=True,
+            env = make_env(cfg)
+            rollout_steps = n_steps(cfg, env) * env.num_envs
+        results[algo] = {
+            "median_round_s": median,
+            "median_rollout_s": float(np.median(c.rollout)),
+            "median_train_s": float(np.median(c.train)),
+            "median_core_s": float(np.median(c.core)),
+            "median_agent_s": float(np.median(np.asarray(c.rounds) - np.asarray(c.core))),
+            "steps_per_s": rollout_steps / median,
+            "round_s": [round(x, 4) for x in c.rounds],
+        }
+    meta["rollout_steps"] = rollout_steps
+    ratios: dict[str, float] = {}
+    for num, den in (
+        ("fast", "stock"),
+        ("torch-only", "stock"),
+        ("fast", "torch-only"),
+        ("fast-before", "stock"),
+        ("fast", "fast-before"),
+        ("fast-fused-adam", "stock"),
+        ("fast-fused-adam", "torch-only"),
+    ):
+        if num in results and den in results:
+            ratios[f"{num}/{den}"] = results[den]["median_round_s"] / results[num]["median_round_s"]
+    for num, den in (("fast", "stock"), ("fast", "torch-only")):
+        if num in results and den in results:
+            ratios[f"{num}/{den} (agent: round - env core)"] = (
+                results[den]["median_agent_s"] / results[num]["median_agent_s"]
             )
-
-    by_key = {(r.config, r.algo): r for r in results}
-    speedups: dict[str, float] = {}
-    for name in args.configs:
-        if (name, "fast") in by_key and (name, "stock") in by_key:
-            speedups[name] = by_key[(name, "fast")].steps_per_s / by_key[(name, "stock")].steps_per_s
-            speedups[f"{name}:median"] = (
-                by_key[(name, "fast")].median_steps_per_s / by_key[(name, "stock")].median_steps_per_s
-            )
-    for key, baseline in (("headline", "stock-defaults"), ("headline-1thread", "stock-defaults-1thread")):
-        if ("useful-fast", "fast") in by_key and (baseline, "stock") in by_key:
-            fast, stock = by_key[("useful-fast", "fast")], by_key[(baseline, "stock")]
-            speedups[key] = fast.steps_per_s / stock.steps_per_s
-            speedups[f"{key}:median"] = fast.median_steps_per_s / stock.median_steps_per_s
-
+    for num in ("fast", "torch-only"):
+        for phase in ("rollout", "train"):
+            if num in results and "stock" in results:
+                ratios[f"{num}/stock ({phase})"] = (
+                    results["stock"][f"median_{phase}_s"] / results[num][f"median_{phase}_s"]
+                )
+    payload = {"meta": meta, "results": results, "ratios": ratios, "fast_time_split": split}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "results": [asdict(r) for r in results], "speedups": speedups}
-    (args.out_dir / "recurrent_ppo_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
-    md = to_markdown(meta, results, speedups)
-    (args.out_dir / "recurrent_ppo_speed.md").write_text(md)
-    print()
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    md = to_markdown(payload)
+    (args.out_dir / f"{args.name}.md").write_text(md)
     print(md)
 
 

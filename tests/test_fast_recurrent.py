@@ -84,8 +84,30 @@ class CueEnv(gym.Env[np.ndarray, int]):
         return self._obs(), reward, last, False, {}
 
 
-def make_vec_env(n_envs: int, length: int) -> DummyVecEnv:
-    return DummyVecEnv([lambda: CueEnv(length) for _ in range(n_envs)])
+class ContinuousCueEnv(CueEnv):
+    """``CueEnv`` with a Box action in [-1, 1] (the sign is the answer), cut by a time limit.
+
+    The episode ends as ``truncated`` (not ``terminated``), so SB3 bootstraps the last reward
+    with the critic's value of the terminal observation: the timeout path of the rollout.
+    Actions are clipped into the space by the learner before they reach the env.
+    """
+
+    def __init__(self, length: int = 4) -> None:
+        super().__init__(length)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)  # type: ignore[assignment]
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:  # type: ignore[override]
+        a = float(np.asarray(action).reshape(-1)[0])
+        assert -1.0 <= a <= 1.0, "actions must be clipped into the space"
+        last = self._t == self.length - 1
+        reward = float(a * self._cue) if last else 0.01 * a
+        self._t += 1
+        return self._obs(), reward, False, last, {}
+
+
+def make_vec_env(n_envs: int, length: int, continuous: bool = False) -> DummyVecEnv:
+    cls = ContinuousCueEnv if continuous else CueEnv
+    return DummyVecEnv([lambda: cls(length) for _ in range(n_envs)])
 
 
 # ---------------------------------------------------------------------------
@@ -274,12 +296,22 @@ class _IgnoresStartsPolicy(RecurrentActorCriticPolicy):
         return fast_recurrent.process_sequence_fast(features, lstm_states, th.zeros_like(episode_starts), lstm)
 
 
-def _train(algo_cls: type[RecurrentPPO], policy: Any = "MlpLstmPolicy") -> dict[str, th.Tensor]:
+def _train_model(algo_cls: type[RecurrentPPO], policy: Any = "MlpLstmPolicy", continuous: bool = False) -> RecurrentPPO:
     # 3 envs, episodes of 5 steps: starts at many positions inside each minibatch
-    model = algo_cls(policy, make_vec_env(3, length=5), **TRAIN_KWARGS)
+    model = algo_cls(policy, make_vec_env(3, length=5, continuous=continuous), **TRAIN_KWARGS)
     model.learn(total_timesteps=2 * 3 * TRAIN_KWARGS["n_steps"])  # two rollouts, two updates
     assert model.num_timesteps == 2 * 3 * TRAIN_KWARGS["n_steps"]
+    return model
+
+
+def _params(model: RecurrentPPO) -> dict[str, th.Tensor]:
     return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+def _train(
+    algo_cls: type[RecurrentPPO], policy: Any = "MlpLstmPolicy", continuous: bool = False
+) -> dict[str, th.Tensor]:
+    return _params(_train_model(algo_cls, policy, continuous))
 
 
 def _max_abs_diff(a: dict[str, th.Tensor], b: dict[str, th.Tensor]) -> float:
@@ -287,23 +319,146 @@ def _max_abs_diff(a: dict[str, th.Tensor], b: dict[str, th.Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_training_matches_stock(monkeypatch: pytest.MonkeyPatch) -> None:
-    stock = _train(RecurrentPPO)
+class _CountLeanSteps:
+    """Counts the lean rollout steps (``RolloutStep.step``) taken by ``FastRecurrentPPO.collect_rollouts``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        step = fast_recurrent.RolloutStep.step
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return step(*args, **kwargs)
+
+        monkeypatch.setattr(fast_recurrent.RolloutStep, "step", counting)
+
+
+@pytest.mark.parametrize("continuous", [False, True], ids=["discrete-stock-rollout", "box-lean-rollout"])
+def test_training_matches_stock(continuous: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    stock_model = _train_model(RecurrentPPO, continuous=continuous)
+    stock = _params(stock_model)
     counter = _CountStockCalls(monkeypatch)
-    fast = _train(FastRecurrentPPO)
+    lean = _CountLeanSteps(monkeypatch)
+    fast_model = _train_model(FastRecurrentPPO, continuous=continuous)
+    fast = _params(fast_model)
     # The stock RecurrentRolloutBuffer starts a new sequence at every episode
     # start, so the fallback loop is never needed during training.
     assert counter.calls == 0
-    wrong = _train(RecurrentPPO, _IgnoresStartsPolicy)
-    initial = {
-        k: v.detach().clone()
-        for k, v in FastRecurrentPPO("MlpLstmPolicy", make_vec_env(3, 5), **TRAIN_KWARGS).policy.state_dict().items()
-    }
+    # Box actions take the lean rollout step (every step of both rollouts); Discrete ones the stock loop.
+    assert lean.calls == (2 * TRAIN_KWARGS["n_steps"] if continuous else 0)
+    # The first rollout (the same initial weights) is bit-identical to stock's, lean step or not.
+    first = []
+    for cls in (RecurrentPPO, FastRecurrentPPO):  # built and run one after the other: seeding is global
+        model = cls("MlpLstmPolicy", make_vec_env(3, length=5, continuous=continuous), **TRAIN_KWARGS)
+        model.learn(total_timesteps=3 * TRAIN_KWARGS["n_steps"])
+        first.append(model)
+    for name in ("observations", "actions", "rewards", "values", "log_probs", "hidden_states_pi", "cell_states_vf"):
+        assert np.array_equal(getattr(first[0].rollout_buffer, name), getattr(first[1].rollout_buffer, name)), name
+    # The last rollout's buffer: same data (rewards include the timeout bootstrap of the Box env).
+    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages"):
+        a, b = getattr(stock_model.rollout_buffer, name), getattr(fast_model.rollout_buffer, name)
+        assert a.shape == b.shape and np.allclose(a, b, atol=TRAIN_ATOL), name
+    for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf"):
+        a, b = getattr(stock_model.rollout_buffer, name), getattr(fast_model.rollout_buffer, name)
+        assert a.shape == b.shape and np.allclose(a, b, atol=TRAIN_ATOL), name
+    assert [ep["r"] for ep in stock_model.ep_info_buffer] == pytest.approx(
+        [ep["r"] for ep in fast_model.ep_info_buffer], abs=1e-5
+    )
+    for a, b in zip(
+        [*stock_model._last_lstm_states.pi, *stock_model._last_lstm_states.vf],
+        [*fast_model._last_lstm_states.pi, *fast_model._last_lstm_states.vf],
+        strict=True,
+    ):
+        assert th.allclose(a, b, atol=TRAIN_ATOL)
+    wrong = _train(RecurrentPPO, _IgnoresStartsPolicy, continuous=continuous)
+    initial = _params(FastRecurrentPPO("MlpLstmPolicy", make_vec_env(3, 5, continuous=continuous), **TRAIN_KWARGS))
 
     assert _max_abs_diff(stock, initial) > 1e-3, "training must move the parameters"
     assert _max_abs_diff(stock, fast) <= TRAIN_ATOL
     # The tolerance is far below what a wrong recurrence produces.
     assert _max_abs_diff(stock, wrong) > 100 * TRAIN_ATOL
+
+
+def test_same_seed_same_training() -> None:
+    """Two fast runs with one seed are bit-identical (lean rollout, fused Adam and all)."""
+    a, b = _train_model(FastRecurrentPPO, continuous=True), _train_model(FastRecurrentPPO, continuous=True)
+    for k, v in _params(a).items():
+        assert th.equal(v, _params(b)[k]), k
+    assert np.array_equal(a.rollout_buffer.actions, b.rollout_buffer.actions)
+
+
+def test_callback_stop_matches_stock() -> None:
+    """A callback that stops mid-rollout leaves the fast model where it leaves stock (steps, obs, LSTM state)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopAfter(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.n_calls < 7
+
+    models = []
+    for cls in (RecurrentPPO, FastRecurrentPPO):
+        model = cls("MlpLstmPolicy", make_vec_env(3, length=5, continuous=True), **TRAIN_KWARGS)
+        model.learn(total_timesteps=2 * 3 * TRAIN_KWARGS["n_steps"], callback=StopAfter())
+        models.append(model)
+    stock, fast = models
+    assert stock.num_timesteps == fast.num_timesteps == 7 * 3
+    assert np.allclose(stock._last_obs, fast._last_obs, atol=TRAIN_ATOL)
+    for a, b in zip(
+        [*stock._last_lstm_states.pi, *stock._last_lstm_states.vf],
+        [*fast._last_lstm_states.pi, *fast._last_lstm_states.vf],
+        strict=True,
+    ):
+        assert th.allclose(a, b, atol=TRAIN_ATOL)
+
+
+@pytest.mark.parametrize("policy_kwargs", [{}, {"n_lstm_layers": 2}, {"net_arch": {"pi": [8, 8], "vf": [16]}}])
+def test_rollout_step_matches_stock_forward(policy_kwargs: dict[str, Any]) -> None:
+    """The lean collection step draws the same noise and computes stock ``forward``'s outputs, bit for bit."""
+    obs_space = gym.spaces.Box(-1.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    policy = FastRecurrentActorCriticPolicy(
+        obs_space, action_space, lambda _: 3e-4, lstm_hidden_size=HIDDEN, log_std_init=-0.5, **policy_kwargs
+    )
+    step = fast_recurrent.RolloutStep.build(policy)
+    assert step is not None
+    layers = policy.lstm_actor.num_layers
+    g = th.Generator().manual_seed(5)
+    obs = th.randn(N_SEQ, OBS_DIM, generator=g)
+    starts = th.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    states = RNNStates(
+        *[
+            (th.randn(layers, N_SEQ, HIDDEN, generator=g), th.randn(layers, N_SEQ, HIDDEN, generator=g))
+            for _ in range(2)
+        ]
+    )
+    with th.no_grad():
+        th.manual_seed(11)
+        expected = policy.forward(obs, states, starts)
+        rng_after_stock = th.get_rng_state()
+        th.manual_seed(11)
+        got = step.step(obs, states, starts)
+        assert th.equal(th.get_rng_state(), rng_after_stock), "the same draws from the torch RNG"
+        values = step.values(obs, states.vf, starts)
+        stock_values = policy.predict_values(obs, states.vf, starts)
+    for x, y in zip(expected[:3], got[:3], strict=True):
+        assert x.shape == y.shape and th.equal(x, y)
+    for x, y in zip([*expected[3].pi, *expected[3].vf], [*got[3].pi, *got[3].vf], strict=True):
+        assert th.equal(x, y)
+    assert th.equal(values, stock_values)
+
+
+def test_rollout_step_declines_uncovered_layouts() -> None:
+    """Layouts the lean step does not cover fall back to the stock loop (``build`` returns None)."""
+    obs_space = gym.spaces.Box(-1.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
+    box = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+    for action_space, kwargs in [
+        (gym.spaces.Discrete(3), {}),
+        (box, {"shared_lstm": True, "enable_critic_lstm": False}),
+        (box, {"enable_critic_lstm": False}),
+        (box, {"use_sde": True}),
+    ]:
+        policy = FastRecurrentActorCriticPolicy(obs_space, action_space, lambda _: 3e-4, lstm_hidden_size=4, **kwargs)
+        assert fast_recurrent.RolloutStep.build(policy) is None, kwargs
 
 
 # ---------------------------------------------------------------------------
@@ -527,6 +682,40 @@ def test_save_load_continue(tmp_path: Path) -> None:
     assert loaded.num_timesteps == 64
     after = loaded.policy.state_dict()
     assert any(not th.equal(after[k], before[k]) for k in before), "continued training must update"
+
+
+def test_fast_file_loads_with_stock(tmp_path: Path) -> None:
+    """A FastRecurrentPPO file is a stock RecurrentPPO file: stock ``load`` rebuilds it and trains on."""
+    model = FastRecurrentPPO(
+        "MlpLstmPolicy",
+        make_vec_env(2, 4, continuous=True),
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 8},
+    )
+    model.learn(32)
+    model.save(tmp_path / "fast.zip")
+    stock = RecurrentPPO.load(tmp_path / "fast.zip", env=make_vec_env(2, 4, continuous=True), device="cpu")
+    # (the file names the fast policy class, a RecurrentActorCriticPolicy with the stock state_dict layout)
+    assert type(stock) is RecurrentPPO and isinstance(stock.policy, RecurrentActorCriticPolicy)
+    for k, v in model.policy.state_dict().items():
+        assert th.equal(v, stock.policy.state_dict()[k]), k
+    saved_state = model.policy.optimizer.state_dict()["state"]
+    loaded_state = stock.policy.optimizer.state_dict()["state"]
+    assert saved_state.keys() == loaded_state.keys()
+    for i in saved_state:
+        assert th.equal(saved_state[i]["exp_avg"], loaded_state[i]["exp_avg"])
+    obs = np.array([[1.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    a1, s1 = model.predict(obs, episode_start=np.ones(2, dtype=bool), deterministic=True)
+    a2, s2 = stock.predict(obs, episode_start=np.ones(2, dtype=bool), deterministic=True)
+    assert np.allclose(a1, a2, atol=ATOL) and all(np.allclose(x, y, atol=ATOL) for x, y in zip(s1, s2, strict=True))
+    before = {k: v.clone() for k, v in stock.policy.state_dict().items()}
+    stock.learn(32, reset_num_timesteps=False)
+    assert stock.num_timesteps == 64
+    assert any(not th.equal(stock.policy.state_dict()[k], before[k]) for k in before), "stock continues training"
 
 
 def test_load_stock_checkpoint_gets_fast_policy(tmp_path: Path) -> None:
