@@ -66,9 +66,13 @@ def run_key(task_key: torch.Tensor, inner_episode: torch.Tensor | int) -> torch.
 
 
 def minibatch_keys(run_key: torch.Tensor, inner_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``."""
-    step_key = rng.fold(run_key, inner_step)
-    return rng.fold(step_key, 0), rng.fold(step_key, 1)
+    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``.
+
+    ``fold(step_key, 0)`` and ``fold(step_key, 1)``, hashed together: the two are columns of one
+    ``(B, 2)`` tensor, so a family that stacks them back to draw both minibatches at once copies nothing new.
+    """
+    pair = rng.fold_each(rng.fold(run_key, inner_step), (0, 1))
+    return pair[:, 0], pair[:, 1]
 
 
 # ---------------------------------------------------------------------- measurement

@@ -45,11 +45,17 @@ def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return torch.baddbmm(bias.unsqueeze(1), h, weight)
 
 
-def _weight_grad(below: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Flat ``below^T @ delta`` per row: ``(r, m, in), (r, m, out)`` -> ``(r, in * out)``."""
-    if below.shape[-1] == 1 or delta.shape[-1] == 1:
-        return (below * delta).sum(1)
-    return torch.bmm(below.transpose(1, 2), delta).flatten(1)
+def _weight_grad(below: torch.Tensor, delta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat ``below^T @ delta`` per row: ``(r, m, in), (r, m, out)`` -> ``(r, in * out)``, written into
+    ``out`` (a column slice of the gradient, so that it needs no concatenation) when given."""
+    r, fan_in, fan_out = below.shape[0], below.shape[-1], delta.shape[-1]
+    if fan_in == 1 or fan_out == 1:
+        product = (below * delta).view(r, below.shape[1], fan_in * fan_out)
+        return product.sum(1) if out is None else torch.sum(product, 1, out=out)
+    if out is None:
+        return torch.bmm(below.transpose(1, 2), delta).flatten(1)
+    torch.bmm(below.transpose(1, 2), delta, out=out.view(r, fan_in, fan_out))
+    return out
 
 
 _NARROW = 16  # outputs narrower than this are computed transposed
@@ -145,9 +151,9 @@ class MLPFamily(LRTaskFamily):
         return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks)
 
     def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
-        """``(n, 2m)`` training-row positions: minibatch a, then minibatch b."""
-        m = self.batch_size
-        return torch.cat([rng.randint(keys_a, self.num_train, (m,)), rng.randint(keys_b, self.num_train, (m,))], -1)
+        """``(n, 2m)`` training-row positions: minibatch a, then minibatch b (one draw over ``(n, 2)`` keys)."""
+        keys = torch.stack([keys_a, keys_b], dim=1)
+        return rng.randint(keys, self.num_train, (self.batch_size,)).view(keys.shape[0], 2 * self.batch_size)
 
     def _forward_activations(self, params: torch.Tensor, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Inputs, every hidden activation (after ReLU) and the outputs, each ``(n, rows, width)``."""
@@ -168,19 +174,31 @@ class MLPFamily(LRTaskFamily):
         n, m = params.shape[0], self.batch_size
         layers = self._layers(params)
         delta = self._output_grad(activations[-1], targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
-        grads: list[torch.Tensor] = []
+        # Outside autograd each block is written in place (no concatenation pass); a differentiable
+        # unroll (out= does not record a graph) concatenates the same blocks.
+        in_place = not (torch.is_grad_enabled() and (params.requires_grad or delta.requires_grad))
+        grads = params.new_empty(2 * n, self.param_dim) if in_place else None
+        blocks: list[torch.Tensor] = []
+        end = self.param_dim
         for depth in reversed(range(len(layers))):
             below = activations[depth]
-            pair_below = below.reshape(2 * n, m, below.shape[-1])
-            pair_delta = delta.reshape(2 * n, m, delta.shape[-1])
-            grads.append(pair_delta.sum(1))
-            grads.append(_weight_grad(pair_below, pair_delta))
+            fan_in, fan_out = below.shape[-1], delta.shape[-1]
+            pair_below = below.reshape(2 * n, m, fan_in)
+            pair_delta = delta.reshape(2 * n, m, fan_out)
+            if grads is None:
+                blocks += [pair_delta.sum(1), _weight_grad(pair_below, pair_delta)]
+            else:
+                torch.sum(pair_delta, 1, out=grads[:, end - fan_out : end])
+                _weight_grad(pair_below, pair_delta, grads[:, end - fan_out - fan_in * fan_out : end - fan_out])
+            end -= fan_out + fan_in * fan_out
             if depth > 0:
                 # ReLU's backward in one fused kernel (a masked fill is ~20x slower here).
                 delta = torch.ops.aten.threshold_backward(
                     _affine(delta, layers[depth][0].transpose(1, 2), None), below, 0.0
                 )
-        return torch.cat(grads[::-1], dim=-1).view(n, 2, -1)
+        if grads is None:
+            grads = torch.cat(blocks[::-1], dim=-1)
+        return grads.view(n, 2, -1)
 
     def _layers(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-problem (weight ``(n, in, out)``, bias ``(n, out)``) views of ``params``."""

@@ -101,7 +101,9 @@ class NoisyQuadraticFamily(LRTaskFamily):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         delta = params - tasks["optimum"]
         exact = tasks["curvature"] * delta
-        noise = torch.stack([self._noise(tasks, keys_a), self._noise(tasks, keys_b)], dim=1)
+        # Both minibatches' noise from one draw over (n, 2) keys: the same numbers as two draws.
+        xi = rng.normal(torch.stack([keys_a, keys_b], dim=1), (self.max_dim,))
+        noise = (tasks["noise"].unsqueeze(-1) * tasks["curvature"].sqrt()).unsqueeze(1) * xi
         return 0.5 * (exact * delta).sum(-1), exact.unsqueeze(1) + noise
 
     def expected_final_loss(
