@@ -85,8 +85,13 @@ def fold(key: torch.Tensor, *data: int | torch.Tensor) -> torch.Tensor:
 
 def fold_each(key: torch.Tensor, data: tuple[int, ...]) -> torch.Tensor:
     """``stack([fold(key, d) for d in data], -1)``: (B, len(data)) in one hash."""
-    salts = torch.tensor([_mix_int(_signed(d + _FOLD_SALT)) for d in data], dtype=torch.int64, device=key.device)
-    return mix(key.unsqueeze(-1) ^ salts)
+    return mix(key.unsqueeze(-1) ^ _salts(tuple(data), key.device))
+
+
+@functools.lru_cache(maxsize=256)
+def _salts(data: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The hashed ints of :func:`fold_each` as a tensor on ``device``, made once (no copy per call)."""
+    return torch.tensor([_mix_int(_signed(d + _FOLD_SALT)) for d in data], dtype=torch.int64, device=device)
 
 
 _counters: dict[tuple[int, torch.device], torch.Tensor] = {}

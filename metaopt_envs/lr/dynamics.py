@@ -24,6 +24,7 @@ Keys of a row (see :mod:`metaopt_envs.core.rng`): its task key comes from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -337,7 +338,15 @@ def features(
     obs = torch.stack(columns, dim=-1).to(torch.float32)
     # A diverged row's statistics may be inf or NaN: clip them into the space.
     obs = torch.nan_to_num(obs, nan=0.0, posinf=1e30, neginf=-1e30)
-    spec = feature_spec(observe_validation)
-    obs_low = torch.tensor([lo for _, lo, _ in spec], device=obs.device)
-    obs_high = torch.tensor([hi for _, _, hi in spec], device=obs.device)
+    obs_low, obs_high = _feature_bounds(observe_validation, obs.device)
     return torch.maximum(torch.minimum(obs, obs_high), obs_low)
+
+
+@functools.lru_cache(maxsize=16)
+def _feature_bounds(observe_validation: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features' bounds as tensors on ``device``, made once (a copy to a GPU per step would wait on it)."""
+    spec = feature_spec(observe_validation)
+    return (
+        torch.tensor([lo for _, lo, _ in spec], device=device),
+        torch.tensor([hi for _, _, hi in spec], device=device),
+    )
