@@ -23,7 +23,7 @@ from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, g
 def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``h @ weight + bias`` per problem: ``(n, m, in) @ (n, in, out) + (n, out)``.
 
-    Layouts chosen by measurement on the CPU (benchmarks/throughput.py): a
+    Layouts chosen by measurement on the CPU (benchmarks/env_throughput.py): a
     width-one input is an outer product (``addcmul``, ~25x faster than a
     multiply and a separate add); a narrow output is computed transposed,
     ``(weight^T @ h^T)^T`` with a contiguous ``weight^T``, where batched GEMM
