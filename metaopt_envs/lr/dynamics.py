@@ -66,6 +66,13 @@ def run_key(task_key: torch.Tensor, inner_episode: torch.Tensor | int) -> torch.
     return rng.fold(task_key, 2, inner_episode)
 
 
+def init_and_run_keys(task_key: torch.Tensor, inner_episode: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(init_key(...), run_key(...))`` in three hashes instead of six (the same keys)."""
+    episode = inner_episode.unsqueeze(-1) if isinstance(inner_episode, torch.Tensor) else inner_episode
+    both = rng.fold(rng.fold_each(task_key, (1, 2)), episode)
+    return both[:, 0], both[:, 1]
+
+
 def minibatch_keys(run_key: torch.Tensor, inner_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``.
 

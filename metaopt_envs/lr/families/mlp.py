@@ -247,9 +247,10 @@ class SinusoidMLPFamily(MLPFamily):
         def scaled(key: torch.Tensor, bounds: tuple[float, float], shape: tuple[int, ...] = ()) -> torch.Tensor:
             return bounds[0] + (bounds[1] - bounds[0]) * rng.uniform(key, shape)
 
-        amplitude = scaled(rng.fold(keys, 1), self.amplitude_range)
-        phase = scaled(rng.fold(keys, 2), self.phase_range)
-        x = scaled(rng.fold(keys, 3), self.input_range, (total,))
+        s1, s2, s3 = rng.fold_each(keys, (1, 2, 3)).unbind(1)  # three folds, one hash
+        amplitude = scaled(s1, self.amplitude_range)
+        phase = scaled(s2, self.phase_range)
+        x = scaled(s3, self.input_range, (total,))
         y = amplitude.unsqueeze(-1) * torch.sin(x - phase.unsqueeze(-1))
         tasks = {"inputs": x.unsqueeze(-1), "targets": y.unsqueeze(-1), "amplitude": amplitude, "phase": phase}
         return split_samples(tasks, self.num_train)
@@ -342,9 +343,10 @@ class SklearnMLPFamily(MLPFamily):
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
         check_split(split)
         choices = self.split_datasets[split]
-        dataset = choices[rng.randint(rng.fold(keys, 1), len(choices))]
+        s1, s2 = rng.fold_each(keys, (1, 2)).unbind(1)  # two folds, one hash
+        dataset = choices[rng.randint(s1, len(choices))]
         largest = int(self.sizes.max())
-        u = rng.uniform(rng.fold(keys, 2), (largest,))
+        u = rng.uniform(s2, (largest,))
         u = torch.where(torch.arange(largest, device=keys.device) < self.sizes[dataset].unsqueeze(-1), u, 2.0)
         rows = self.offsets[dataset].unsqueeze(-1) + u.argsort(-1)[:, : self.num_train + self.num_val]
         # Materialized per task: every step reads the training set once (the full loss),
