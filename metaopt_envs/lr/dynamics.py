@@ -102,10 +102,11 @@ def _measure_block(
     run_key: torch.Tensor,
     inner_step: torch.Tensor,
     observe_validation: bool,
+    grad_out: torch.Tensor | None = None,
 ) -> Measurement:
     key_a, key_b = minibatch_keys(run_key, inner_step)
     loss, grads = family.loss_and_paired_grads(params, tasks, key_a, key_b)
-    grad = grads.mean(1)
+    grad = grads.mean(1) if grad_out is None else torch.mean(grads, 1, out=grad_out)
     grad_norm = torch.linalg.vector_norm(grad, dim=-1)
     # norm(g_a - g_b)^2 / norm(g_a + g_b)^2, with g_a + g_b = 2 g.
     noise = torch.linalg.vector_norm(grads[:, 0] - grads[:, 1], dim=-1).square() / (4.0 * grad_norm.square() + TINY)
@@ -131,6 +132,9 @@ def measure(
     count = params.shape[0]
     if chunk_size is None or count <= chunk_size:
         return _measure_block(family, params, tasks, run_key, inner_step, observe_validation)
+    # Outside autograd each block's mean gradient is written into its rows of one (B, P) tensor
+    # (no concatenation pass over it); a differentiable unroll concatenates.
+    grad = None if torch.is_grad_enabled() and params.requires_grad else params.new_empty(params.shape)
     parts = []
     for start in range(0, count, chunk_size):
         block = slice(start, start + chunk_size)  # views: no copy of the task data
@@ -142,9 +146,14 @@ def measure(
                 run_key[block],
                 inner_step[block],
                 observe_validation,
+                None if grad is None else grad[block],
             )
         )
-    return Measurement(*(torch.cat(column) for column in zip(*parts)))
+    columns = [
+        torch.cat(column) if name != "grad" or grad is None else grad
+        for name, column in zip(Measurement._fields, zip(*parts))
+    ]
+    return Measurement(*columns)
 
 
 # ---------------------------------------------------------------------- state and step

@@ -52,10 +52,9 @@ def _weight_grad(below: torch.Tensor, delta: torch.Tensor, out: torch.Tensor | N
     if fan_in == 1 or fan_out == 1:
         product = (below * delta).view(r, below.shape[1], fan_in * fan_out)
         return product.sum(1) if out is None else torch.sum(product, 1, out=out)
-    if out is None:
-        return torch.bmm(below.transpose(1, 2), delta).flatten(1)
-    torch.bmm(below.transpose(1, 2), delta, out=out.view(r, fan_in, fan_out))
-    return out
+    product = torch.bmm(below.transpose(1, 2), delta).flatten(1)
+    # Copied, not bmm(out=...): into a strided column slice bmm would loop over the batch.
+    return product if out is None else out.copy_(product)
 
 
 _NARROW = 16  # outputs narrower than this are computed transposed
