@@ -92,7 +92,7 @@ class MetaOptLREnv(CoreEnv):
     | divergence_threshold | 1e4 | loss above this multiple of the initial loss counts as divergence |
     | divergence_penalty | 10.0 | reward (negated) of a diverging step |
     | loss_floor | 1e-6 | ``eps`` in the features and the reward, bounding the return by ~log(1/eps) |
-    | chunk_size | None | rows evaluated per block (cache blocking: 256 on the CPU, all rows on a GPU; results do not depend on it) |
+    | chunk_size | 1024 | rows evaluated per block (cache blocking on the CPU; results do not depend on it) |
     | initial_params | None | a parameter vector every inner problem starts from instead of the family's random initialization, e.g. a meta-learned one (``agents.meta`` learners' ``initialization()``) |
     | device | "cpu" | "cpu", "cuda" or "auto" |
 

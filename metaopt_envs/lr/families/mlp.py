@@ -88,6 +88,9 @@ class MLPFamily(LRTaskFamily):
     """Shared parts of the MLP families: parameter layout, initialization, forward pass."""
 
     has_validation = True
+    block_rows = 256
+    """Problems per block of the CPU's forward and backward passes (their activations stay in cache:
+    measured 1.2-1.4x faster per step at 1024 problems than one pass; results do not depend on it)."""
 
     def __init__(self, layer_sizes: tuple[int, ...], num_train: int, num_val: int, batch_size: int) -> None:
         if len(layer_sizes) < 2:
@@ -142,12 +145,37 @@ class MLPFamily(LRTaskFamily):
         # The minibatches are rows of the training set at the same parameters: one forward
         # pass over the training set gives the full loss, and the minibatch rows of its
         # activations feed the backward pass. The minibatch forward costs nothing extra.
+        n = params.shape[0]
+        if n <= self.block_rows or (torch.is_grad_enabled() and params.requires_grad) or params.device.type != "cpu":
+            return self._loss_and_paired_grads(params, tasks, keys_a, keys_b)
+        # Blocks of rows on the CPU, so that a block's activations stay in cache (rows are independent
+        # problems: the same numbers as one pass), each block's gradients written into its rows.
+        loss, grads = params.new_empty(n), params.new_empty(n, 2, self.param_dim)
+        for start in range(0, n, self.block_rows):
+            block = slice(start, start + self.block_rows)
+            loss[block], _ = self._loss_and_paired_grads(
+                params[block],
+                {name: value[block] for name, value in tasks.items()},
+                keys_a[block],
+                keys_b[block],
+                grads[block],
+            )
+        return loss, grads
+
+    def _loss_and_paired_grads(
+        self,
+        params: torch.Tensor,
+        tasks: TaskData,
+        keys_a: torch.Tensor,
+        keys_b: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = tasks["inputs"], tasks["targets"]
         activations = self._forward_activations(params, inputs)
         loss = self._criterion(activations[-1], targets, tasks)
         index = self._paired_index(keys_a, keys_b)
         picked = [gather_rows(a, index) for a in activations]
-        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks)
+        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks, out)
 
     def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
         """``(n, 2m)`` training-row positions: minibatch a, then minibatch b (one draw over ``(n, 2)`` keys)."""
@@ -166,17 +194,25 @@ class MLPFamily(LRTaskFamily):
         return activations
 
     def _paired_backward(
-        self, params: torch.Tensor, activations: list[torch.Tensor], targets: torch.Tensor, tasks: TaskData
+        self,
+        params: torch.Tensor,
+        activations: list[torch.Tensor],
+        targets: torch.Tensor,
+        tasks: TaskData,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gradients ``(n, 2, P)`` of the two halves of ``2m`` rows, from their activations; written out so that
-        the weight gradients of both halves come from one bmm over ``2n`` (a free view)."""
+        the weight gradients of both halves come from one bmm over ``2n`` (a free view). Outside autograd they
+        are written into ``out: (n, 2, P)`` (contiguous) when given."""
         n, m = params.shape[0], self.batch_size
         layers = self._layers(params)
         delta = self._output_grad(activations[-1], targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
         # Outside autograd each block is written in place (no concatenation pass); a differentiable
         # unroll (out= does not record a graph) concatenates the same blocks.
         in_place = not (torch.is_grad_enabled() and (params.requires_grad or delta.requires_grad))
-        grads = params.new_empty(2 * n, self.param_dim) if in_place else None
+        grads = None
+        if in_place:
+            grads = params.new_empty(2 * n, self.param_dim) if out is None else out.view(2 * n, self.param_dim)
         blocks: list[torch.Tensor] = []
         end = self.param_dim
         for depth in reversed(range(len(layers))):
