@@ -11,9 +11,11 @@ What is measured, all in one process, one torch thread unless ``--threads`` says
 * **throughput**: for every env, family and number of envs ``B``, the native batched env
   (``gym.make_vec(env_id, num_envs=B, ...)``, autoresets included, random actions drawn beforehand)
   against a ``gymnasium.vector.SyncVectorEnv`` of ``min(B, --sync-envs)`` single envs (a Python loop
-  whose cost per env does not depend on B). The two are timed in interleaved windows and each
-  figure is the median window, so load from other processes hits both alike; the ratio is batched
-  steps/s over SyncVectorEnv steps/s.
+  whose cost per env does not depend on B), and the batched env's core alone ("core steps/s":
+  ``core.step`` with actions already on its device and ``core.reset_rows`` of the ended rows, no
+  numpy boundary). The three are timed in interleaved windows and each figure is the median
+  window, so load from other processes hits all alike; the ratio is batched (env) steps/s over
+  SyncVectorEnv steps/s.
 * **matmul peak**: the best GFLOP/s of square fp32 ``torch.mm`` at the same thread count, measured
   at the start of the run, and for the MLP families (sinusoid, sklearn) a 512 x 512 ``torch.mm``
   timed in the same interleaved windows as their steps. The useful matmul FLOPs of a decision
@@ -154,6 +156,21 @@ def _stepper(envs: Any, num_envs: int) -> Callable[[], Any]:
     return lambda: envs.step(actions[next(counter) % 64])
 
 
+def _core_stepper(envs: Any, num_envs: int, device: str) -> Callable[[], Any]:
+    """One decision of the env's core with actions already on its device, resets of ended rows included:
+    the batched program without the numpy boundary (what an agent on the same device sees)."""
+    core = envs.core
+    generator = torch.Generator().manual_seed(0)
+    actions = (2 * torch.rand((64, num_envs, *envs.single_action_space.shape), generator=generator) - 1).to(device)
+    counter = itertools.count()
+
+    def step() -> None:
+        result = core.step(actions[next(counter) % 64])
+        core.reset_rows(result.terminated | result.truncated)
+
+    return step
+
+
 def _cuda_sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -271,7 +288,11 @@ def throughput_cell(env: str, family: str, num_envs: int, args: argparse.Namespa
     batched = gym.make_vec(env_id, num_envs=num_envs, device=args.device, **kwargs)
     sync_envs = min(num_envs, args.sync_envs)
     sync = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs)] * sync_envs)
-    fns = {"batched": _stepper(batched, num_envs), "sync": _stepper(sync, sync_envs)}
+    fns = {
+        "batched": _stepper(batched, num_envs),
+        "sync": _stepper(sync, sync_envs),
+        "core": _core_stepper(batched, num_envs, args.device),
+    }
     mlp = env == "lr" and family in MLP_FAMILIES
     if mlp and args.device == "cpu":
         # The peak timed in the same windows: on a shared machine a peak from another moment misleads.
@@ -287,6 +308,7 @@ def throughput_cell(env: str, family: str, num_envs: int, args: argparse.Namespa
         sync_envs=sync_envs,
         batched_steps_per_s=num_envs / times["batched"],
         sync_steps_per_s=sync_envs / times["sync"],
+        core_steps_per_s=num_envs / times["core"],
         step_ms=1e3 * times["batched"],
     )
     row["ratio"] = row["batched_steps_per_s"] / row["sync_steps_per_s"]
@@ -382,19 +404,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"min(B, {settings['sync_envs']}) single envs; episodes of 100 decisions (HPO: a budget of 32), autoresets "
         "included.",
         "",
-        "| env | family | B | batched steps/s | SyncVectorEnv steps/s | ratio | % of matmul peak (peak GFLOP/s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| env | family | B | batched steps/s | core steps/s | SyncVectorEnv steps/s | ratio | "
+        "% of matmul peak (peak GFLOP/s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
         name = row["env"].removeprefix("MetaOpt-").removesuffix("-v0")
         if row["status"] != "measured":
-            lines.append(f"| {name} | {row['family']} | {row['num_envs']} | {row['status']} | - | - | - |")
+            lines.append(f"| {name} | {row['family']} | {row['num_envs']} | {row['status']} | - | - | - | - |")
             continue
         fraction = row.get("fraction_of_peak")
         peak = "" if fraction is None else f"{100 * fraction:.1f}% ({row['matmul_peak_gflops']:.0f})"
         lines.append(
             f"| {name} | {row['family']} | {row['num_envs']} | {_rate(row['batched_steps_per_s'])} | "
-            f"{_rate(row['sync_steps_per_s'])} | {row['ratio']:.1f}x | {peak} |"
+            f"{_rate(row['core_steps_per_s'])} | {_rate(row['sync_steps_per_s'])} | {row['ratio']:.1f}x | {peak} |"
         )
     if report.get("reset_cost"):
         lines += ["", "| LR family | B | step ms | reset 3 rows ms | reset / step |", "|---|---:|---:|---:|---:|"]
