@@ -22,3 +22,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
+"""The devices a core test runs on: the CPU always, CUDA where a GPU is present (skipped otherwise)."""
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """``torch.device`` of each of :data:`DEVICES`; a test that takes ``device`` runs once per device."""
+    return torch.device(request.param)

@@ -203,11 +203,14 @@ def _core_actions(num_envs: int, steps: int) -> torch.Tensor:
     return torch.as_tensor(actions, dtype=torch.float32)
 
 
-def _core_rollout(num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: dict, meddle: bool) -> list:
+def _core_rollout(
+    num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: dict, meddle: bool, device: torch.device
+) -> list:
     """Per decision: (obs, reward, terminated, truncated, loss, obs after the autoreset) of the first
     ``min(num_envs, CHECKED_ROWS)`` rows. ``meddle``: also reset other rows by hand, in sub-batches
     of changing sizes, some on the same task."""
-    core = LRCore(num_envs=num_envs, horizon=CORE_HORIZON, **core_kwargs)
+    core = LRCore(num_envs=num_envs, horizon=CORE_HORIZON, device=device, **core_kwargs)
+    actions = actions.to(device)
     core.reset_rows(torch.ones(num_envs, dtype=torch.bool), keys=seeds_to_keys(seed, num_envs, core.device))
     rows = slice(0, min(num_envs, CHECKED_ROWS))
     record = [core.observe()[rows].clone()]
@@ -217,7 +220,7 @@ def _core_rollout(num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: 
         if done.any():
             core.reset_rows(done)
         if meddle and num_envs > CHECKED_ROWS and t % 7 == 3:
-            others = torch.zeros(num_envs, dtype=torch.bool)
+            others = torch.zeros(num_envs, dtype=torch.bool, device=device)
             others[CHECKED_ROWS + t % 5 :: 1 + t % 4] = True
             core.reset_rows(others, same_task=t % 2 == 1)
         record.append(
@@ -234,17 +237,20 @@ def _core_rollout(num_envs: int, seed: int, actions: torch.Tensor, core_kwargs: 
 
 
 @pytest.mark.parametrize(("family", "optimizer", "extra"), CORE_CASES)
-def test_core_rows_are_bit_identical_to_single_rows(family, optimizer, extra):
+def test_core_rows_are_bit_identical_to_single_rows(family, optimizer, extra, device):
     """Row i of batches of 2, 9 and 33 (33 in blocks of ``chunk_size=8``, so a last block of one) equals a
     one-row core seeded alike, bit for bit, over 100 decisions while the other rows diverge, end and are reset."""
     seed, kwargs = 500, {"task_family": family, "inner_optimizer": optimizer, **extra}
     steps = NUM_DECISIONS
     actions = _core_actions(33, steps)
-    single = [_core_rollout(1, seed + i, actions[:, i : i + 1], kwargs, meddle=False) for i in range(CHECKED_ROWS)]
+    single = [
+        _core_rollout(1, seed + i, actions[:, i : i + 1], kwargs, meddle=False, device=device)
+        for i in range(CHECKED_ROWS)
+    ]
     ended = sum(int(step[2].any() or step[3].any()) for step in single[0][1:])
     assert ended >= 3, "the reference row should run through several episodes"
     for num_envs, chunk_size in ((2, 1024), (9, 1024), (33, 8)):
-        batch = _core_rollout(num_envs, seed, actions, dict(kwargs, chunk_size=chunk_size), meddle=True)
+        batch = _core_rollout(num_envs, seed, actions, dict(kwargs, chunk_size=chunk_size), meddle=True, device=device)
         for i in range(min(num_envs, CHECKED_ROWS)):
             assert torch.equal(batch[0][i], single[i][0][0]), f"B={num_envs} row {i}: first observation"
             for t in range(1, steps + 1):
@@ -255,3 +261,23 @@ def test_core_rows_are_bit_identical_to_single_rows(family, optimizer, extra):
                         f"B={num_envs} row {i} decision {t}: {name} differs by "
                         f"{(got[i].double() - want[0].double()).abs().max()}"
                     )
+
+
+@pytest.mark.parametrize("family", ["sinusoid", "sklearn"])
+def test_mlp_rows_in_blocks_equal_single_rows(family, device):
+    """Above ``block_rows`` (256) problems the MLP families run their passes in blocks on the CPU; rows on
+    either side of a block boundary still equal one-row cores seeded alike, bit for bit."""
+    num_envs, rows = 300, (0, 255, 256, 299)
+    batch = LRCore(num_envs=num_envs, task_family=family, horizon=CORE_HORIZON, inner_optimizer="adam", device=device)
+    actions = _core_actions(num_envs, 6).to(device)
+    singles = {}
+    for row in rows:
+        single = LRCore(num_envs=1, task_family=family, horizon=CORE_HORIZON, inner_optimizer="adam", device=device)
+        single.reset_rows(torch.ones(1, dtype=torch.bool, device=device), keys=seeds_to_keys(row, 1, device))
+        singles[row] = single
+    for t in range(actions.shape[0]):
+        result = batch.step(actions[t])
+        for row, single in singles.items():
+            expected = single.step(actions[t, row : row + 1])
+            assert torch.equal(result.observation[row], expected.observation[0]), (row, t)
+            assert torch.equal(result.reward[row], expected.reward[0]), (row, t)

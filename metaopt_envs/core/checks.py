@@ -192,7 +192,9 @@ def actions(
     ``(num_envs, *space.shape)`` when ``batched``, else ``space.shape`` (one env). A flat ``(num_envs,)``
     is accepted when the space is ``(1,)``. Non-finite numbers and wrong shapes or dtypes raise
     ``ValueError``; finite numbers outside the space are clipped in their own precision first, so a
-    float64 ``1e39`` is clipped, not overflowed to inf by a cast.
+    float64 ``1e39`` is clipped, not overflowed to inf by a cast. Arrays and CPU tensors are checked
+    for finiteness on the host; a tensor already on an accelerator is not read back (no host sync on
+    the step path), so a non-finite action there makes its row diverge instead of raising.
     """
     label = "actions" if batched else "action"
     expected = (num_envs, *space.shape) if batched else tuple(space.shape)
@@ -224,21 +226,43 @@ def actions(
     if shape != expected and not flat:
         also = f" or ({num_envs},)" if batched and space.shape == (1,) else ""
         raise ValueError(f"{label} must have shape {expected}{also}, got {shape}")
+    finite: np.ndarray | torch.Tensor | None = None
     if tensor is None:  # float64 (or int64) input is checked and clipped in float64, before any cast
         precision = np.float32 if kind == "f" and array.dtype.itemsize <= 4 else np.float64
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=precision))
-    elif not tensor.is_floating_point():
-        tensor = tensor.to(torch.float64)
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
-        where = (~finite).reshape(shape[0] if batched else 1, -1).any(-1).nonzero().flatten().tolist()
+        array = np.ascontiguousarray(array, dtype=precision)
+        finite = np.isfinite(array)  # on the host, where the numbers are: no device is involved
+        tensor = torch.from_numpy(array)
+    else:
+        if not tensor.is_floating_point():
+            tensor = tensor.to(torch.float64)
+        if tensor.device.type == "cpu":
+            finite = torch.isfinite(tensor)
+        # A tensor on an accelerator is not read back (that would sync the device every step): a NaN
+        # or inf action there reaches the dynamics, and the row diverges (terminated, with the penalty).
+    if finite is not None and not finite.all():
+        where = np.flatnonzero(np.asarray(~finite).reshape(shape[0] if batched else 1, -1).any(-1)).tolist()
         rows = f" in rows {where}" if batched else ""
         raise ValueError(f"{label} must be finite numbers (out-of-range ones are clipped); got NaN or inf{rows}")
-    low = torch.as_tensor(space.low, dtype=tensor.dtype, device=tensor.device)
-    high = torch.as_tensor(space.high, dtype=tensor.dtype, device=tensor.device)
+    low, high = _bounds(space, tensor.dtype, tensor.device)
     clipped = torch.minimum(torch.maximum(tensor.reshape(expected), low), high)
     out = clipped.to(device=device, dtype=torch.float32)
     return out if batched else out.unsqueeze(0)
+
+
+_BOUNDS: dict[tuple[bytes, bytes, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _bounds(space: gym.spaces.Box, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``space``'s low and high as tensors on ``device``, made once (a copy to a GPU on every step would wait on it)."""
+    entry = (space.low.tobytes(), space.high.tobytes(), dtype, device)
+    if entry not in _BOUNDS:
+        if len(_BOUNDS) > 64:
+            _BOUNDS.clear()
+        _BOUNDS[entry] = (
+            torch.as_tensor(space.low, dtype=dtype, device=device),
+            torch.as_tensor(space.high, dtype=dtype, device=device),
+        )
+    return _BOUNDS[entry]
 
 
 __all__ = [

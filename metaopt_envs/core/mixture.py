@@ -135,6 +135,7 @@ class TaskMixture(TaskFamily, Generic[MemberT]):
         return tasks["family"]
 
     def to(self, device: torch.device | str) -> TaskMixture[MemberT]:
+        self.__dict__.pop("_rows_cache", None)
         self.members = [member.to(device) for member in self.members]  # type: ignore[misc]
         self.cumulative = self.cumulative.to(device)
         return self
@@ -169,12 +170,44 @@ class TaskMixture(TaskFamily, Generic[MemberT]):
     def rows_by_member(self, family: torch.Tensor) -> Iterator[tuple[int, MemberT, torch.Tensor]]:
         """``(index, member, rows)`` for each member that some task drew: ``rows`` (long) index its tasks.
 
-        A loop over the (few) members, never over tasks.
+        A loop over the (few) members, never over tasks. Finding the rows (``nonzero``) reads the
+        device (a host sync on a GPU), so the rows of a ``family`` tensor are kept until it changes:
+        a core's step path, which sees the same task tensors from one reset to the next, finds them once.
         """
-        for index, member in enumerate(self.members):
+        for index, rows in self._member_rows(family):
+            yield index, self.members[index], rows
+
+    def _member_rows(self, family: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """The non-empty ``(member index, rows)`` of ``family``, cached by its memory, view and version."""
+        try:
+            version = family._version
+        except RuntimeError:  # an inference-mode tensor has no version counter: no cache
+            return self._find_member_rows(family)
+        key = (family.untyped_storage().data_ptr(), family.storage_offset(), *family.shape, *family.stride())
+        cache: dict[tuple[int, ...], tuple[torch.Tensor, int, list[tuple[int, torch.Tensor]]]]
+        cache = self.__dict__.setdefault("_rows_cache", {})
+        hit = cache.get(key)
+        # The entry holds the tensor itself, so its memory cannot be freed and reused under the same key.
+        if hit is not None and hit[1] == version and hit[0].device == family.device:
+            return hit[2]
+        found = self._find_member_rows(family)
+        if len(cache) >= 32:
+            cache.pop(next(iter(cache)))
+        cache[key] = (family, version, found)
+        return found
+
+    def _find_member_rows(self, family: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        found = []
+        for index in range(len(self.members)):
             rows = (family == index).nonzero().squeeze(-1)
             if rows.numel():
-                yield index, member, rows
+                found.append((index, rows))
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_rows_cache", None)  # tensors of a core's current tasks: not part of the family
+        return state
 
     def member_tasks(self, tasks: TaskData, index: int, rows: torch.Tensor) -> TaskData:
         """Rows ``rows`` of member ``index``'s tasks as that member's own task data (its own fields,

@@ -149,20 +149,21 @@ class LRCore(BatchedCore):
         if self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split]):
             put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
         task_key, inner_episode = self.task_key[index], self.inner_episode[index]
-        self.run_key[index] = dynamics.run_key(task_key, inner_episode)
+        init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
+        self.run_key[index] = run_key
         every = index.numel() == self.num_envs
         tasks = self.tasks if every else take(self.tasks, index)
         if self.initial_params is not None:
             params = self.initial_params.expand(index.numel(), -1).clone()
         else:
-            params = self.family.init_params(tasks, dynamics.init_key(task_key, inner_episode))
+            params = self.family.init_params(tasks, init_key)
         log_lr = torch.full((index.numel(),), self.initial_log_lr, device=self.device)
         fresh = dynamics.start(
             self.family,
             self.optimizer,
             params,
             tasks,
-            self.run_key[index],
+            run_key,
             log_lr,
             self.observe_validation,
             self.chunk_size,

@@ -24,6 +24,7 @@ Keys of a row (see :mod:`metaopt_envs.core.rng`): its task key comes from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -65,10 +66,21 @@ def run_key(task_key: torch.Tensor, inner_episode: torch.Tensor | int) -> torch.
     return rng.fold(task_key, 2, inner_episode)
 
 
+def init_and_run_keys(task_key: torch.Tensor, inner_episode: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(init_key(...), run_key(...))`` in three hashes instead of six (the same keys)."""
+    episode = inner_episode.unsqueeze(-1) if isinstance(inner_episode, torch.Tensor) else inner_episode
+    both = rng.fold(rng.fold_each(task_key, (1, 2)), episode)
+    return both[:, 0], both[:, 1]
+
+
 def minibatch_keys(run_key: torch.Tensor, inner_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``."""
-    step_key = rng.fold(run_key, inner_step)
-    return rng.fold(step_key, 0), rng.fold(step_key, 1)
+    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``.
+
+    ``fold(step_key, 0)`` and ``fold(step_key, 1)``, hashed together: the two are columns of one
+    ``(B, 2)`` tensor, so a family that stacks them back to draw both minibatches at once copies nothing new.
+    """
+    pair = rng.fold_each(rng.fold(run_key, inner_step), (0, 1))
+    return pair[:, 0], pair[:, 1]
 
 
 # ---------------------------------------------------------------------- measurement
@@ -90,10 +102,11 @@ def _measure_block(
     run_key: torch.Tensor,
     inner_step: torch.Tensor,
     observe_validation: bool,
+    grad_out: torch.Tensor | None = None,
 ) -> Measurement:
     key_a, key_b = minibatch_keys(run_key, inner_step)
     loss, grads = family.loss_and_paired_grads(params, tasks, key_a, key_b)
-    grad = grads.mean(1)
+    grad = grads.mean(1) if grad_out is None else torch.mean(grads, 1, out=grad_out)
     grad_norm = torch.linalg.vector_norm(grad, dim=-1)
     # norm(g_a - g_b)^2 / norm(g_a + g_b)^2, with g_a + g_b = 2 g.
     noise = torch.linalg.vector_norm(grads[:, 0] - grads[:, 1], dim=-1).square() / (4.0 * grad_norm.square() + TINY)
@@ -119,6 +132,9 @@ def measure(
     count = params.shape[0]
     if chunk_size is None or count <= chunk_size:
         return _measure_block(family, params, tasks, run_key, inner_step, observe_validation)
+    # Outside autograd each block's mean gradient is written into its rows of one (B, P) tensor
+    # (no concatenation pass over it); a differentiable unroll concatenates.
+    grad = None if torch.is_grad_enabled() and params.requires_grad else params.new_empty(params.shape)
     parts = []
     for start in range(0, count, chunk_size):
         block = slice(start, start + chunk_size)  # views: no copy of the task data
@@ -130,9 +146,14 @@ def measure(
                 run_key[block],
                 inner_step[block],
                 observe_validation,
+                None if grad is None else grad[block],
             )
         )
-    return Measurement(*(torch.cat(column) for column in zip(*parts)))
+    columns = [
+        torch.cat(column) if name != "grad" or grad is None else grad
+        for name, column in zip(Measurement._fields, zip(*parts))
+    ]
+    return Measurement(*columns)
 
 
 # ---------------------------------------------------------------------- state and step
@@ -333,7 +354,15 @@ def features(
     obs = torch.stack(columns, dim=-1).to(torch.float32)
     # A diverged row's statistics may be inf or NaN: clip them into the space.
     obs = torch.nan_to_num(obs, nan=0.0, posinf=1e30, neginf=-1e30)
-    spec = feature_spec(observe_validation)
-    obs_low = torch.tensor([lo for _, lo, _ in spec], device=obs.device)
-    obs_high = torch.tensor([hi for _, _, hi in spec], device=obs.device)
+    obs_low, obs_high = _feature_bounds(observe_validation, obs.device)
     return torch.maximum(torch.minimum(obs, obs_high), obs_low)
+
+
+@functools.lru_cache(maxsize=16)
+def _feature_bounds(observe_validation: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features' bounds as tensors on ``device``, made once (a copy to a GPU per step would wait on it)."""
+    spec = feature_spec(observe_validation)
+    return (
+        torch.tensor([lo for _, lo, _ in spec], device=device),
+        torch.tensor([hi for _, _, hi in spec], device=device),
+    )

@@ -51,15 +51,16 @@ class LogisticRegressionFamily(LRTaskFamily):
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
         check_split(split)
         d, total = self.num_features, self.num_train + self.num_val
-        scale = rng.log_uniform(rng.fold(keys, 1), *self.feature_scale_range, (d,))
-        x = rng.normal(rng.fold(keys, 2), (total, d)) * scale.unsqueeze(1)
-        signal = rng.log_uniform(rng.fold(keys, 3), *self.signal_range)
-        w = rng.normal(rng.fold(keys, 4), (d,)) / scale
+        s1, s2, s3, s4, s5, s6 = rng.fold_each(keys, (1, 2, 3, 4, 5, 6)).unbind(1)  # six folds, one hash
+        scale = rng.log_uniform(s1, *self.feature_scale_range, (d,))
+        x = rng.normal(s2, (total, d)) * scale.unsqueeze(1)
+        signal = rng.log_uniform(s3, *self.signal_range)
+        w = rng.normal(s4, (d,)) / scale
         w = w * (signal / w.norm(dim=-1)).unsqueeze(-1)
-        b = rng.normal(rng.fold(keys, 5))
+        b = rng.normal(s5)
         # A row vector times a transposed matrix, as in _logits: the same bits for one task as for many.
         logits = (w.unsqueeze(1) @ x.transpose(1, 2)).squeeze(1) + b.unsqueeze(-1)
-        y = (rng.uniform(rng.fold(keys, 6), (total,)) < torch.sigmoid(logits)).float()
+        y = (rng.uniform(s6, (total,)) < torch.sigmoid(logits)).float()
         inputs = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)  # the bias as a constant feature
         return split_samples({"inputs": inputs, "targets": y}, self.num_train)
 

@@ -56,20 +56,22 @@ class NoisyQuadraticFamily(LRTaskFamily):
     def sample(self, keys: torch.Tensor, split: str) -> TaskData:
         check_split(split)
         n, dmax = keys.shape[0], self.max_dim
-        dim = self.min_dim + rng.randint(rng.fold(keys, 1), self.max_dim - self.min_dim + 1)
-        top = rng.log_uniform(rng.fold(keys, 2), *self.curvature_range)
-        condition = rng.log_uniform(rng.fold(keys, 3), *self.condition_range)
+        # Streams 1..6 of each key, hashed in one call (the same keys as six folds).
+        s1, s2, s3, s4, s5, s6 = rng.fold_each(keys, (1, 2, 3, 4, 5, 6)).unbind(1)
+        dim = self.min_dim + rng.randint(s1, self.max_dim - self.min_dim + 1)
+        top = rng.log_uniform(s2, *self.curvature_range)
+        condition = rng.log_uniform(s3, *self.condition_range)
         # Exponents in [0, 1]: the first coordinate holds the largest curvature, the
         # last active one the smallest, so every task has exactly its condition number.
-        u = rng.uniform(rng.fold(keys, 4), (dmax,))
+        u = rng.uniform(s4, (dmax,))
         coord = torch.arange(dmax, device=keys.device).expand(n, dmax)
         active = coord < dim.unsqueeze(-1)
         u = torch.where(coord == 0, 0.0, u)
         u = torch.where(coord == (dim - 1).unsqueeze(-1), 1.0, u)
         curvature = top.unsqueeze(-1) * condition.unsqueeze(-1) ** (-u)
         curvature = torch.where(active, curvature, 0.0)
-        optimum = torch.where(active, rng.normal(rng.fold(keys, 5), (dmax,)), 0.0)
-        noise = rng.log_uniform(rng.fold(keys, 6), *self.noise_range)
+        optimum = torch.where(active, rng.normal(s5, (dmax,)), 0.0)
+        noise = rng.log_uniform(s6, *self.noise_range)
         return {"curvature": curvature, "optimum": optimum, "noise": noise, "dimension": dim}
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,9 @@ class NoisyQuadraticFamily(LRTaskFamily):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         delta = params - tasks["optimum"]
         exact = tasks["curvature"] * delta
-        noise = torch.stack([self._noise(tasks, keys_a), self._noise(tasks, keys_b)], dim=1)
+        # Both minibatches' noise from one draw over (n, 2) keys: the same numbers as two draws.
+        xi = rng.normal(torch.stack([keys_a, keys_b], dim=1), (self.max_dim,))
+        noise = (tasks["noise"].unsqueeze(-1) * tasks["curvature"].sqrt()).unsqueeze(1) * xi
         return 0.5 * (exact * delta).sum(-1), exact.unsqueeze(1) + noise
 
     def expected_final_loss(
