@@ -5,6 +5,8 @@
     python benchmarks/env_throughput.py --envs lr --families sinusoid,sklearn --batch-sizes 64,1024
     python benchmarks/env_throughput.py --device cuda         # GPU mode: the batched side on CUDA
     python benchmarks/env_throughput.py --readme README.md    # also rewrite the README's table
+    python benchmarks/env_throughput.py --envs lr --families sinusoid,sklearn --batch-sizes 64,1024 --compiled \
+        --no-extras --out benchmarks/results/mlp_compiled     # the MLP families' compiled path beside eager
 
 What is measured, all in one process, one torch thread unless ``--threads`` says otherwise:
 
@@ -22,6 +24,9 @@ What is measured, all in one process, one torch thread unless ``--threads`` says
   (counted from the layer sizes: the full training-loss forward, the validation forward if
   observed, the backward of both minibatches) times the batched steps/s, over that interleaved
   peak, is the "% of matmul peak" column.
+* **compiled** (``--compiled``, LR MLP families): the env with ``mlp.set_compiled(True)`` (the
+  ``torch.compile``'d measurement) timed in the same interleaved windows as the eager env, the
+  SyncVectorEnv and the peak; its compile time is paid in the warm-up, outside the windows.
 * **reset cost** (LR): ``core.reset_rows`` of 3 rows with new tasks against one ``core.step`` of
   the same core at ``--reset-batch`` (64), interleaved medians.
 * **vmap** (LR, sklearn): the batched core's step against a ``torch.func.vmap`` + ``functional_call``
@@ -154,6 +159,20 @@ def _stepper(envs: Any, num_envs: int) -> Callable[[], Any]:
     actions = actions.astype(np.float32)
     counter = itertools.count()
     return lambda: envs.step(actions[next(counter) % 64])
+
+
+def _compiled(step: Callable[[], Any]) -> Callable[[], Any]:
+    """``step`` with the MLP families' compiled measurement switched on around it (eager otherwise)."""
+    from metaopt_envs.lr.families import mlp
+
+    def compiled_step() -> Any:
+        mlp.set_compiled(True)
+        try:
+            return step()
+        finally:
+            mlp.set_compiled(False)
+
+    return compiled_step
 
 
 def _core_stepper(envs: Any, num_envs: int, device: str) -> Callable[[], Any]:
@@ -294,6 +313,8 @@ def throughput_cell(env: str, family: str, num_envs: int, args: argparse.Namespa
         "core": _core_stepper(batched, num_envs, args.device),
     }
     mlp = env == "lr" and family in MLP_FAMILIES
+    if mlp and args.compiled:
+        fns["compiled"] = _compiled(_stepper(batched, num_envs))
     if mlp and args.device == "cpu":
         # The peak timed in the same windows: on a shared machine a peak from another moment misleads.
         a, b, c = (
@@ -317,6 +338,13 @@ def throughput_cell(env: str, family: str, num_envs: int, args: argparse.Namespa
         if "peak" in times:
             row["matmul_peak_gflops"] = 2 * PEAK_SIZE**3 / times["peak"] / 1e9
             row["fraction_of_peak"] = row["gflops"] / row["matmul_peak_gflops"]
+        if "compiled" in times:
+            row["compiled_steps_per_s"] = num_envs / times["compiled"]
+            row["compiled_ratio"] = row["compiled_steps_per_s"] / row["sync_steps_per_s"]
+            row["compiled_speedup"] = times["batched"] / times["compiled"]
+            if "matmul_peak_gflops" in row:
+                gflops = useful_flops(batched.core) * row["compiled_steps_per_s"] / 1e9
+                row["compiled_fraction_of_peak"] = gflops / row["matmul_peak_gflops"]
     batched.close()
     sync.close()
     return row
@@ -334,6 +362,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the batched side runs")
     parser.add_argument("--reset-batch", type=int, default=64)
     parser.add_argument("--vmap-batch", type=int, default=256)
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time the LR MLP families with mlp.set_compiled(True)"
+    )
     parser.add_argument("--no-extras", action="store_true", help="skip the reset-cost and vmap measurements")
     parser.add_argument("--quick", action="store_true", help="B = 1, 64; 0.6 s per cell; no extras")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "env_throughput"))
@@ -419,6 +450,25 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {row['family']} | {row['num_envs']} | {_rate(row['batched_steps_per_s'])} | "
             f"{_rate(row['core_steps_per_s'])} | {_rate(row['sync_steps_per_s'])} | {row['ratio']:.1f}x | {peak} |"
         )
+    compiled = [row for row in report["rows"] if "compiled_steps_per_s" in row]
+    if compiled:
+        lines += [
+            "",
+            "| LR family | B | eager steps/s | compiled steps/s | compiled / eager | eager ratio | compiled ratio | "
+            "eager % of peak | compiled % of peak |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in compiled:
+            eager_peak, compiled_peak = row.get("fraction_of_peak"), row.get("compiled_fraction_of_peak")
+            lines.append(
+                f"| {row['family']} | {row['num_envs']} | {_rate(row['batched_steps_per_s'])} | "
+                f"{_rate(row['compiled_steps_per_s'])} | {row['compiled_speedup']:.2f}x | {row['ratio']:.1f}x | "
+                f"{row['compiled_ratio']:.1f}x | "
+                + ("-" if eager_peak is None else f"{100 * eager_peak:.1f}%")
+                + " | "
+                + ("-" if compiled_peak is None else f"{100 * compiled_peak:.1f}%")
+                + " |"
+            )
     if report.get("reset_cost"):
         lines += ["", "| LR family | B | step ms | reset 3 rows ms | reset / step |", "|---|---:|---:|---:|---:|"]
         for row in report["reset_cost"]:

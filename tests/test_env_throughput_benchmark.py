@@ -51,3 +51,14 @@ def test_gpu_rows_without_a_gpu_are_unmeasured(tmp_path):
     assert report["rows"][0]["status"].startswith("unmeasured")
     assert all(row["status"].startswith("unmeasured") for row in report["reset_cost"])
     assert "unmeasured" in (tmp_path / "gpu.md").read_text()
+
+
+def test_compiled_flag_times_the_mlp_families_beside_eager(tmp_path):
+    """``--compiled``: the MLP rows carry the compiled figures and a table of them (B=2 is not a compiled
+    shape, so this runs eager on both sides and compiles nothing)."""
+    bench = _module()
+    argv = ["--envs", "lr", "--families", "sinusoid", "--batch-sizes", "2", "--seconds", "0.05", "--windows", "1"]
+    report = bench.main([*argv, "--sync-envs", "2", "--no-extras", "--compiled", "--out", str(tmp_path / "c")])
+    row = report["rows"][0]
+    assert row["compiled_steps_per_s"] > 0 and row["compiled_ratio"] > 0 and row["compiled_fraction_of_peak"] > 0
+    assert "compiled / eager" in (tmp_path / "c.md").read_text()

@@ -3,13 +3,23 @@
 Every problem has its own weights, held in one flat row of ``params: (n, P)``
 and viewed as per-problem layer matrices, so a forward pass over B problems is
 one ``baddbmm`` per layer.
+
+:func:`set_compiled` switches the env's measurement (full loss, forward and hand-written backward of
+both minibatches, per block of rows) to a ``torch.compile``'d version (``dynamic=False``: one compile
+per block shape, cached by inductor on disk). The eager path is the default and the reference: the
+compiled one fuses element-wise passes, so its results differ from eager in the last bits (tests hold
+it within ``rtol=1e-4, atol=1e-6``). Where ``torch.compile`` is unavailable or fails, a warning says so
+and the eager path is used.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +68,77 @@ def _weight_grad(below: torch.Tensor, delta: torch.Tensor, out: torch.Tensor | N
 
 
 _NARROW = 16  # outputs narrower than this are computed transposed
+
+
+def _concatenated_block(
+    family: MLPFamily, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's loss and paired gradients with no ``out=`` writes (what ``torch.compile`` can trace)."""
+    return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, concatenate=True)
+
+
+_compiled_block: Callable[..., Any] | None = None  # made once, on the first set_compiled(True)
+_use_compiled = False
+
+
+def set_compiled(enabled: bool = True) -> bool:
+    """Measure the MLP families' blocks with a ``torch.compile``'d kernel (``enabled``) or the eager
+    reference (the default); True if compiled now.
+
+    Only outside autograd (the envs, under ``torch.no_grad()``): a differentiable unroll stays eager.
+    The compiled results are close to eager, not equal (see the module docstring). Where
+    ``torch.compile`` is missing or fails, a warning says so and the eager path stays in use.
+    """
+    global _compiled_block, _use_compiled
+    _use_compiled = False
+    if not enabled:
+        return False
+    if not hasattr(torch, "compile"):
+        warnings.warn("torch.compile is unavailable: the MLP families stay eager", RuntimeWarning, stacklevel=2)
+        return False
+    if _compiled_block is None:
+        _compiled_block = torch.compile(_concatenated_block, dynamic=False, fullgraph=True)
+    _use_compiled = True
+    return True
+
+
+def compiled() -> bool:
+    """Whether the MLP families measure with the compiled kernel (see :func:`set_compiled`)."""
+    return _use_compiled
+
+
+def _compiles(rows: int) -> bool:
+    """Whether a block of ``rows`` problems runs compiled: powers of two from 32 (a full block of
+    ``block_rows``, a batch of 64), so that few shapes are ever compiled; the resets of a few rows and
+    a last partial block stay eager."""
+    return rows >= 32 and rows & (rows - 1) == 0
+
+
+def _block_kernel(family: MLPFamily) -> Callable[..., Any] | None:
+    """The compiled block function, guarded: on any failure a warning, and eager for good."""
+    if not _use_compiled or _compiled_block is None:
+        return None
+    kernel = _compiled_block
+
+    def call(
+        params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor, out: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        global _use_compiled
+        if not _compiles(params.shape[0]):
+            return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, out)
+        try:
+            loss, grads = kernel(family, params, tasks, keys_a, keys_b)
+        except Exception as error:  # any compile failure: the eager path is the reference
+            warnings.warn(
+                f"the compiled MLP block failed ({type(error).__name__}: {error}); using eager",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            _use_compiled = False
+            return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, out)
+        return loss, grads if out is None else out.copy_(grads)
+
+    return call
 
 
 def _sizes(num_train: int, num_val: int, batch_size: int) -> tuple[int, int, int]:
@@ -146,14 +227,16 @@ class MLPFamily(LRTaskFamily):
         # pass over the training set gives the full loss, and the minibatch rows of its
         # activations feed the backward pass. The minibatch forward costs nothing extra.
         n = params.shape[0]
-        if n <= self.block_rows or (torch.is_grad_enabled() and params.requires_grad) or params.device.type != "cpu":
-            return self._loss_and_paired_grads(params, tasks, keys_a, keys_b)
+        differentiable = torch.is_grad_enabled() and params.requires_grad
+        block_fn = (None if differentiable else _block_kernel(self)) or self._loss_and_paired_grads
+        if n <= self.block_rows or differentiable or params.device.type != "cpu":
+            return block_fn(params, tasks, keys_a, keys_b, None)
         # Blocks of rows on the CPU, so that a block's activations stay in cache (rows are independent
         # problems: the same numbers as one pass), each block's gradients written into its rows.
         loss, grads = params.new_empty(n), params.new_empty(n, 2, self.param_dim)
         for start in range(0, n, self.block_rows):
             block = slice(start, start + self.block_rows)
-            loss[block], _ = self._loss_and_paired_grads(
+            loss[block], _ = block_fn(
                 params[block],
                 {name: value[block] for name, value in tasks.items()},
                 keys_a[block],
@@ -169,13 +252,14 @@ class MLPFamily(LRTaskFamily):
         keys_a: torch.Tensor,
         keys_b: torch.Tensor,
         out: torch.Tensor | None = None,
+        concatenate: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = tasks["inputs"], tasks["targets"]
         activations = self._forward_activations(params, inputs)
         loss = self._criterion(activations[-1], targets, tasks)
         index = self._paired_index(keys_a, keys_b)
         picked = [gather_rows(a, index) for a in activations]
-        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks, out)
+        return loss, self._paired_backward(params, picked, gather_rows(targets, index), tasks, out, concatenate)
 
     def _paired_index(self, keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:
         """``(n, 2m)`` training-row positions: minibatch a, then minibatch b (one draw over ``(n, 2)`` keys)."""
@@ -200,16 +284,18 @@ class MLPFamily(LRTaskFamily):
         targets: torch.Tensor,
         tasks: TaskData,
         out: torch.Tensor | None = None,
+        concatenate: bool = False,
     ) -> torch.Tensor:
         """Gradients ``(n, 2, P)`` of the two halves of ``2m`` rows, from their activations; written out so that
         the weight gradients of both halves come from one bmm over ``2n`` (a free view). Outside autograd they
-        are written into ``out: (n, 2, P)`` (contiguous) when given."""
+        are written into ``out: (n, 2, P)`` (contiguous) when given; with ``concatenate`` (the compiled path:
+        no ``out=`` writes) they are concatenated, the same numbers."""
         n, m = params.shape[0], self.batch_size
         layers = self._layers(params)
         delta = self._output_grad(activations[-1], targets, tasks)  # (n, 2m, out): d(per-half loss)/d(output)
         # Outside autograd each block is written in place (no concatenation pass); a differentiable
         # unroll (out= does not record a graph) concatenates the same blocks.
-        in_place = not (torch.is_grad_enabled() and (params.requires_grad or delta.requires_grad))
+        in_place = not concatenate and not (torch.is_grad_enabled() and (params.requires_grad or delta.requires_grad))
         grads = None
         if in_place:
             grads = params.new_empty(2 * n, self.param_dim) if out is None else out.view(2 * n, self.param_dim)
