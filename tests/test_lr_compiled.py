@@ -1,8 +1,8 @@
 """The MLP families' opt-in compiled measurement (``mlp.set_compiled``) against the eager reference.
 
 Promise (``metaopt_envs.lr.families.mlp`` docstring): the eager path is the default and the
-reference; the ``torch.compile``'d block is close to it, within ``rtol=1e-4, atol=1e-6`` on the loss
-and the two minibatch gradients of one measurement and within ``rtol=1e-4, atol=1e-5`` on the
+reference; the ``torch.compile``'d blocks are close to it, within ``rtol=1e-4, atol=1e-6`` on the loss,
+the two minibatch gradients and the gradient statistics of one measurement and within ``rtol=1e-4, atol=1e-5`` on the
 observations of a few decisions; rows of a compiled batch equal compiled one-row cores within
 the same tolerance (blocks of other sizes than powers of two from 32 stay eager, bit for bit);
 where compiling fails, a warning and the eager numbers, bit for bit.
@@ -68,6 +68,31 @@ def test_compiled_measurement_is_close_to_eager(name, compiled_mlp):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_compiled_statistics_are_close_to_eager(name, compiled_mlp):
+    """``measure_paired`` (loss, mean gradient, its norm, noise ratio; the statistics fused into the compiled
+    block) of 72 problems in blocks of 32 and a last one of 8, against eager."""
+    family = FAMILIES[name]()
+    family.block_rows = 32
+    keys = seeds_to_keys(5, 72, torch.device("cpu"))
+    tasks = family.sample(keys, "train")
+    params = family.init_params(tasks, keys + 1)
+
+    def measured() -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            return family.measure_paired(params, tasks, keys + 2, keys + 3, params.new_empty(params.shape))
+
+    mlp.set_compiled(False)
+    eager = measured()
+    mlp.set_compiled(True)
+    got = measured()
+    assert mlp.compiled(), "the compiled block fell back to eager"
+    for name_, g, e in zip(("loss", "grad", "grad_norm", "noise_ratio"), got, eager):
+        torch.testing.assert_close(g, e, **MEASURE_TOLERANCE, msg=name_)
+        assert torch.equal(g[64:], e[64:]), f"{name_}: a block of 8 rows should stay eager"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_compiled_rows_equal_single_rows_and_eager(name, compiled_mlp):
     """Rows of a compiled batch of 32 stay within tolerance of one-row cores (eager: one row is not a compiled
     shape) and of the eager batch."""
@@ -102,14 +127,22 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
     family = SinusoidMLPFamily()
     family.block_rows = 32
     expected = _measurement(family, 64)
+    keys = seeds_to_keys(3, 64, torch.device("cpu"))
+    tasks = family.sample(keys, "train")
+    with torch.no_grad():
+        expected_measure = family.measure_paired(family.init_params(tasks, keys + 1), tasks, keys + 2, keys + 3)
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(mlp, "_compiled_block", None)
+    monkeypatch.setattr(mlp, "_kernels", {})
     try:
         assert mlp.set_compiled(True)
         with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
             got = _measurement(family, 64)
         assert not mlp.compiled()
         assert all(torch.equal(g, e) for g, e in zip(got, expected))
+        assert mlp.set_compiled(True)
+        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"), torch.no_grad():
+            got_measure = family.measure_paired(family.init_params(tasks, keys + 1), tasks, keys + 2, keys + 3)
+        assert all(torch.equal(g, e) for g, e in zip(got_measure, expected_measure))
     finally:
         mlp.set_compiled(False)
 

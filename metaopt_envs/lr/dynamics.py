@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 from metaopt_envs.core import rng
-from metaopt_envs.lr.families.base import LRTaskFamily, TaskData
+from metaopt_envs.lr.families.base import TINY, LRTaskFamily, TaskData
 from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
 
 # (name, low, high): each observation feature and the bounds it is clipped to.
@@ -46,8 +46,6 @@ LR_FEATURES: tuple[tuple[str, float, float], ...] = (
     ("update_cosine", -1.0, 1.0),
 )
 VALIDATION_FEATURE = ("log_val_loss_ratio", -15.0, 10.0)
-TINY = 1e-30
-"""Added to denominators and inside logs so that zero norms and losses stay finite."""
 
 
 def feature_spec(observe_validation: bool = False) -> tuple[tuple[str, float, float], ...]:
@@ -105,11 +103,7 @@ def _measure_block(
     grad_out: torch.Tensor | None = None,
 ) -> Measurement:
     key_a, key_b = minibatch_keys(run_key, inner_step)
-    loss, grads = family.loss_and_paired_grads(params, tasks, key_a, key_b)
-    grad = grads.mean(1) if grad_out is None else torch.mean(grads, 1, out=grad_out)
-    grad_norm = torch.linalg.vector_norm(grad, dim=-1)
-    # norm(g_a - g_b)^2 / norm(g_a + g_b)^2, with g_a + g_b = 2 g.
-    noise = torch.linalg.vector_norm(grads[:, 0] - grads[:, 1], dim=-1).square() / (4.0 * grad_norm.square() + TINY)
+    loss, grad, grad_norm, noise = family.measure_paired(params, tasks, key_a, key_b, grad_out)
     val = family.loss(params, tasks, "val") if observe_validation else torch.zeros_like(loss)
     return Measurement(loss, grad, grad_norm, noise, val)
 

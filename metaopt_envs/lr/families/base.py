@@ -22,6 +22,9 @@ method                                    shapes
 ``loss_and_paired_grads(...)``            full loss ``(n,)`` and both
                                           gradients ``(n, 2, P)``: one LR-core
                                           inner step
+``measure_paired(...)``                   that loss, the mean gradient
+                                          ``(n, P)``, its norm and the noise
+                                          ratio ``(n,)`` (what the core keeps)
 ========================================  ====================================
 
 Randomness comes only from the int64 ``keys`` (see :mod:`metaopt_envs.core.rng`),
@@ -56,6 +59,22 @@ def split_samples(tasks: TaskData, num_train: int, fields: tuple[str, ...] = ("i
         data = tasks[name]
         tasks[name], tasks[f"val_{name}"] = data[:, :num_train].contiguous(), data[:, num_train:].contiguous()
     return tasks
+
+
+TINY = 1e-30
+"""Added to denominators and inside logs so that zero norms and losses stay finite."""
+
+
+def paired_statistics(
+    grads: torch.Tensor, grad_out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``grads: (n, 2, P)`` -> their mean ``(n, P)`` (written into ``grad_out`` when given), its norm and
+    the noise ratio ``norm(g_a - g_b)^2 / norm(g_a + g_b)^2`` ``(n,)``."""
+    grad = grads.mean(1) if grad_out is None else torch.mean(grads, 1, out=grad_out)
+    grad_norm = torch.linalg.vector_norm(grad, dim=-1)
+    # With g_a + g_b = 2 g.
+    noise = torch.linalg.vector_norm(grads[:, 0] - grads[:, 1], dim=-1).square() / (4.0 * grad_norm.square() + TINY)
+    return grad, grad_norm, noise
 
 
 class LRTaskFamily(TaskFamily):
@@ -130,6 +149,19 @@ class LRTaskFamily(TaskFamily):
         """
         grad_a, grad_b = self.paired_minibatch_grads(params, tasks, keys_a, keys_b)
         return self.loss(params, tasks, "train"), torch.stack([grad_a, grad_b], dim=1)
+
+    def measure_paired(
+        self,
+        params: torch.Tensor,
+        tasks: TaskData,
+        keys_a: torch.Tensor,
+        keys_b: torch.Tensor,
+        grad_out: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Full training loss, mean minibatch gradient ``(n, P)`` (into ``grad_out`` when given), its norm and
+        the noise ratio: :meth:`loss_and_paired_grads` and :func:`paired_statistics` (a family may fuse them)."""
+        loss, grads = self.loss_and_paired_grads(params, tasks, keys_a, keys_b)
+        return (loss, *paired_statistics(grads, grad_out))
 
     def normalize(self, loss: torch.Tensor, initial_loss: torch.Tensor) -> torch.Tensor:
         """Put losses of different tasks on one scale: the fraction of the initial loss left."""

@@ -5,11 +5,11 @@ and viewed as per-problem layer matrices, so a forward pass over B problems is
 one ``baddbmm`` per layer.
 
 :func:`set_compiled` switches the env's measurement (full loss, forward and hand-written backward of
-both minibatches, per block of rows) to a ``torch.compile``'d version (``dynamic=False``: one compile
-per block shape, cached by inductor on disk). The eager path is the default and the reference: the
-compiled one fuses element-wise passes, so its results differ from eager in the last bits (tests hold
-it within ``rtol=1e-4, atol=1e-6``). Where ``torch.compile`` is unavailable or fails, a warning says so
-and the eager path is used.
+both minibatches, and the gradient statistics, per block of rows) to a ``torch.compile``'d version
+(``dynamic=False``: one compile per block shape, cached by inductor on disk). The eager path is the
+default and the reference: the compiled one fuses element-wise passes, so its results differ from
+eager in the last bits (tests hold it within ``rtol=1e-4, atol=1e-6``). Where ``torch.compile`` is
+unavailable or fails, a warning says so and the eager path is used.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 from metaopt_envs.core import checks, rng
 from metaopt_envs.core.family import check_range
-from metaopt_envs.lr.families.base import LRTaskFamily, TaskData, check_split, gather_rows, split_samples
+from metaopt_envs.lr.families.base import (
+    LRTaskFamily,
+    TaskData,
+    check_split,
+    gather_rows,
+    paired_statistics,
+    split_samples,
+)
 
 
 def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -77,33 +84,42 @@ def _concatenated_block(
     return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, concatenate=True)
 
 
-_compiled_block: Callable[..., Any] | None = None  # made once, on the first set_compiled(True)
+def _measured_block(
+    family: MLPFamily, params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One block's loss, mean gradient, its norm and noise ratio: the statistics fused with the backward."""
+    loss, grads = _concatenated_block(family, params, tasks, keys_a, keys_b)
+    return (loss, *paired_statistics(grads))
+
+
+_EAGER: dict[str, Callable[..., Any]] = {"block": _concatenated_block, "measured": _measured_block}
+_kernels: dict[str, Callable[..., Any]] = {}  # the compiled ones, made on the first set_compiled(True)
 _use_compiled = False
 
 
 def set_compiled(enabled: bool = True) -> bool:
-    """Measure the MLP families' blocks with a ``torch.compile``'d kernel (``enabled``) or the eager
+    """Measure the MLP families' blocks with ``torch.compile``'d kernels (``enabled``) or the eager
     reference (the default); True if compiled now.
 
     Only outside autograd (the envs, under ``torch.no_grad()``): a differentiable unroll stays eager.
     The compiled results are close to eager, not equal (see the module docstring). Where
     ``torch.compile`` is missing or fails, a warning says so and the eager path stays in use.
     """
-    global _compiled_block, _use_compiled
+    global _use_compiled
     _use_compiled = False
     if not enabled:
         return False
     if not hasattr(torch, "compile"):
         warnings.warn("torch.compile is unavailable: the MLP families stay eager", RuntimeWarning, stacklevel=2)
         return False
-    if _compiled_block is None:
-        _compiled_block = torch.compile(_concatenated_block, dynamic=False, fullgraph=True)
+    if not _kernels:
+        _kernels.update({name: torch.compile(fn, dynamic=False, fullgraph=True) for name, fn in _EAGER.items()})
     _use_compiled = True
     return True
 
 
 def compiled() -> bool:
-    """Whether the MLP families measure with the compiled kernel (see :func:`set_compiled`)."""
+    """Whether the MLP families measure with the compiled kernels (see :func:`set_compiled`)."""
     return _use_compiled
 
 
@@ -114,31 +130,22 @@ def _compiles(rows: int) -> bool:
     return rows >= 32 and rows & (rows - 1) == 0
 
 
-def _block_kernel(family: MLPFamily) -> Callable[..., Any] | None:
-    """The compiled block function, guarded: on any failure a warning, and eager for good."""
-    if not _use_compiled or _compiled_block is None:
+def _run_compiled(name: str, family: MLPFamily, params: torch.Tensor, *args: Any) -> Any:
+    """The compiled kernel ``name`` on one block, or None where the caller runs eager: compiling off, a
+    block size that is not compiled, or a kernel that fails (a warning, and eager for good)."""
+    global _use_compiled
+    if not _use_compiled or not _compiles(params.shape[0]):
         return None
-    kernel = _compiled_block
-
-    def call(
-        params: torch.Tensor, tasks: TaskData, keys_a: torch.Tensor, keys_b: torch.Tensor, out: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        global _use_compiled
-        if not _compiles(params.shape[0]):
-            return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, out)
-        try:
-            loss, grads = kernel(family, params, tasks, keys_a, keys_b)
-        except Exception as error:  # any compile failure: the eager path is the reference
-            warnings.warn(
-                f"the compiled MLP block failed ({type(error).__name__}: {error}); using eager",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            _use_compiled = False
-            return family._loss_and_paired_grads(params, tasks, keys_a, keys_b, out)
-        return loss, grads if out is None else out.copy_(grads)
-
-    return call
+    try:
+        return _kernels[name](family, params, *args)
+    except Exception as error:  # any compile failure: the eager path is the reference
+        warnings.warn(
+            f"the compiled MLP kernel {name!r} failed ({type(error).__name__}: {error}); using eager",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _use_compiled = False
+        return None
 
 
 def _sizes(num_train: int, num_val: int, batch_size: int) -> tuple[int, int, int]:
@@ -228,15 +235,14 @@ class MLPFamily(LRTaskFamily):
         # activations feed the backward pass. The minibatch forward costs nothing extra.
         n = params.shape[0]
         differentiable = torch.is_grad_enabled() and params.requires_grad
-        block_fn = (None if differentiable else _block_kernel(self)) or self._loss_and_paired_grads
         if n <= self.block_rows or differentiable or params.device.type != "cpu":
-            return block_fn(params, tasks, keys_a, keys_b, None)
+            return self._block_grads(params, tasks, keys_a, keys_b, None, differentiable)
         # Blocks of rows on the CPU, so that a block's activations stay in cache (rows are independent
         # problems: the same numbers as one pass), each block's gradients written into its rows.
         loss, grads = params.new_empty(n), params.new_empty(n, 2, self.param_dim)
         for start in range(0, n, self.block_rows):
             block = slice(start, start + self.block_rows)
-            loss[block], _ = block_fn(
+            loss[block], _ = self._block_grads(
                 params[block],
                 {name: value[block] for name, value in tasks.items()},
                 keys_a[block],
@@ -244,6 +250,47 @@ class MLPFamily(LRTaskFamily):
                 grads[block],
             )
         return loss, grads
+
+    def measure_paired(
+        self,
+        params: torch.Tensor,
+        tasks: TaskData,
+        keys_a: torch.Tensor,
+        keys_b: torch.Tensor,
+        grad_out: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not _use_compiled or (torch.is_grad_enabled() and params.requires_grad):
+            return super().measure_paired(params, tasks, keys_a, keys_b, grad_out)
+        # Compiled: each block's statistics fused with its backward, written into its rows.
+        n = params.shape[0]
+        rows = self.block_rows if params.device.type == "cpu" else n
+        loss, grad_norm, noise = params.new_empty(n), params.new_empty(n), params.new_empty(n)
+        grad = params.new_empty(n, self.param_dim) if grad_out is None else grad_out
+        for start in range(0, n, rows):
+            block = slice(start, start + rows)
+            args = (params[block], {name: value[block] for name, value in tasks.items()}, keys_a[block], keys_b[block])
+            result = _run_compiled("measured", self, *args)
+            if result is None:
+                block_loss, grads = self._loss_and_paired_grads(*args)
+                result = (block_loss, *paired_statistics(grads))
+            loss[block], grad[block], grad_norm[block], noise[block] = result
+        return loss, grad, grad_norm, noise
+
+    def _block_grads(
+        self,
+        params: torch.Tensor,
+        tasks: TaskData,
+        keys_a: torch.Tensor,
+        keys_b: torch.Tensor,
+        out: torch.Tensor | None,
+        differentiable: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block's loss and paired gradients (into ``out`` when given): compiled where switched on."""
+        result = None if differentiable else _run_compiled("block", self, params, tasks, keys_a, keys_b)
+        if result is None:
+            return self._loss_and_paired_grads(params, tasks, keys_a, keys_b, out)
+        loss, grads = result
+        return loss, grads if out is None else out.copy_(grads)
 
     def _loss_and_paired_grads(
         self,
