@@ -26,7 +26,9 @@ hand-written backward), differentiable in the parameters, so the meta-gradient
 of the LR controller is second order through them. (A user family that only
 defines ``minibatch_loss`` gets its gradients from ``LRTaskFamily``'s autograd
 default, which keeps their graph when the parameters require grad: the
-meta-gradient is second order too.)
+meta-gradient is second order too; so does :class:`~metaopt_envs.lr.families.module.ModuleFamily`,
+the realistic suite's base, through ``torch.func`` and autograd with ``create_graph``.)
+``meta_train`` takes one family or several, cycled over the iterations.
 
 Both unrolls freeze a problem once it diverges (loss above
 ``divergence_threshold`` times its initial loss, or not finite), as the env
@@ -41,7 +43,7 @@ import copy
 import inspect
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,35 @@ def harness_problems(family: LRTaskFamily, num_tasks: int, seed: int, split: str
 
 def _as_family(family: str | LRTaskFamily) -> LRTaskFamily:
     return family if isinstance(family, LRTaskFamily) else make_task_family(family)
+
+
+FamilyOrFamilies = str | LRTaskFamily | Sequence[str | LRTaskFamily]
+"""A training family, or several that meta-training cycles through (iteration ``i`` draws from family ``i % n``)."""
+
+
+def _as_families(family: FamilyOrFamilies) -> list[LRTaskFamily]:
+    if isinstance(family, (str, LRTaskFamily)):
+        return [_as_family(family)]
+    families = [_as_family(member) for member in family]
+    if not families:
+        raise ValueError("meta-training needs at least one task family, got an empty sequence")
+    return families
+
+
+def _validation_sets(
+    families: list[LRTaskFamily], validation: Problems | Sequence[Problems] | None
+) -> list[tuple[LRTaskFamily, Problems]]:
+    """Pairs of (family, its validation problems): one :class:`Problems` goes with the first family,
+    a sequence with the families in order (one each)."""
+    if validation is None:
+        return []
+    sets = [validation] if isinstance(validation, Problems) else list(validation)
+    if len(sets) != (1 if isinstance(validation, Problems) else len(families)):
+        raise ValueError(
+            f"validation must be one Problems (for the first family) or one per training family "
+            f"({len(families)}), got {len(sets)}"
+        )
+    return list(zip(families, sets))
 
 
 # ====================================================================== LR controller
@@ -243,7 +274,7 @@ class LearnedLRController(Controller):
     # ---------------------------------------------------------------- meta-training
     def meta_train(
         self,
-        family: str | LRTaskFamily = "quadratic",
+        family: FamilyOrFamilies = "quadratic",
         iterations: int = 200,
         num_tasks: int = 32,
         horizon: int | None = None,
@@ -254,27 +285,31 @@ class LearnedLRController(Controller):
         seed: int = 0,
         time_budget_s: float | None = None,
         log_every: int = 0,
-        validation: Problems | None = None,
+        validation: Problems | Sequence[Problems] | None = None,
         validate_every: int = 10,
     ) -> list[dict[str, float]]:
         """Adam on the controller through truncated unrolls of SGD on fresh training tasks.
 
+        ``family``: one family, or several (iteration ``i`` draws from family ``i % n``).
         Each iteration draws ``num_tasks`` training-split problems and unrolls
         ``horizon`` steps; every ``truncation`` steps the window's meta-loss is
         backpropagated, the gradient clipped to norm ``clip``, Adam steps, and the
         inner state is detached. ``time_budget_s`` stops early. With ``validation``
-        problems (draw them from the training split), the mean final log loss on them
-        is measured every ``validate_every`` iterations and the best network is kept.
+        problems (draw them from the training split; one :class:`Problems` per family when
+        there are several), the mean final log loss on them is measured every
+        ``validate_every`` iterations and the best network is kept.
         """
         import time
 
-        family = _as_family(family)
+        families = _as_families(family)
+        validation_sets = _validation_sets(families, validation)
         horizon = horizon or self.horizon
         self.horizon = horizon
         optimizer = torch.optim.Adam(self.net.parameters(), lr=meta_lr)
         start, best = time.perf_counter(), None
         for iteration in range(iterations):
             keys = rng.keys_from_seeds(torch.arange(num_tasks) + 1_000_003 * (seed + 1) + iteration * num_tasks)
+            family = families[iteration % len(families)]
             problems = sample_problems(family, keys, "train")
             window_losses: list[float] = []
             update = _window_update(optimizer, list(self.net.parameters()), clip, window_losses)
@@ -283,9 +318,9 @@ class LearnedLRController(Controller):
             final = float(result.log_loss_ratios[-1].detach().mean() / math.log(10.0))
             record = {"iteration": iteration, "meta_loss": float(np.mean(window_losses)), "log10_final": final}
             stop = time_budget_s is not None and time.perf_counter() - start > time_budget_s
-            if validation is not None and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
+            if validation_sets and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
                 record["validation_log10_final"] = score = float(
-                    self.evaluate_unroll(family, validation, horizon).mean()
+                    np.mean([self.evaluate_unroll(f, p, horizon).mean() for f, p in validation_sets])
                 )
                 if best is None or score < best[0]:
                     best = (score, copy.deepcopy(self.net.state_dict()))
@@ -529,7 +564,7 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
 
     def meta_train(
         self,
-        family: str | LRTaskFamily = "quadratic",
+        family: FamilyOrFamilies = "quadratic",
         iterations: int = 200,
         num_tasks: int = 32,
         horizon: int = 50,
@@ -540,21 +575,23 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
         time_budget_s: float | None = None,
         second_order: bool = False,
         log_every: int = 0,
-        validation: Problems | None = None,
+        validation: Problems | Sequence[Problems] | None = None,
         validate_every: int = 10,
     ) -> list[dict[str, float]]:
         """Adam on the LSTM through truncated unrolls on fresh training-split problems (one step per window).
 
-        ``validation`` / ``validate_every``: keep the best weights by mean final log loss, as
-        :meth:`LearnedLRController.meta_train`.
+        ``family`` (one or several, cycled), ``validation`` / ``validate_every``: as
+        :meth:`LearnedLRController.meta_train` (the best weights by mean final log loss are kept).
         """
         import time
 
-        family = _as_family(family)
+        families = _as_families(family)
+        validation_sets = _validation_sets(families, validation)
         optimizer = torch.optim.Adam(self.parameters(), lr=meta_lr)
         start, best = time.perf_counter(), None
         for iteration in range(iterations):
             keys = rng.keys_from_seeds(torch.arange(num_tasks) + 2_000_003 * (seed + 1) + iteration * num_tasks)
+            family = families[iteration % len(families)]
             problems = sample_problems(family, keys, "train")
             window_losses: list[float] = []
             update = _window_update(optimizer, list(self.parameters()), clip, window_losses)
@@ -563,8 +600,10 @@ class CoordinatewiseLSTMOptimizer(nn.Module):
             final = float(np.mean(final_log10(losses[-1], initial, diverged)))
             record = {"iteration": iteration, "meta_loss": float(np.mean(window_losses)), "log10_final": final}
             stop = time_budget_s is not None and time.perf_counter() - start > time_budget_s
-            if validation is not None and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
-                record["validation_log10_final"] = score = float(self.optimize(validation, horizon, family)[1].mean())
+            if validation_sets and (iteration % validate_every == 0 or stop or iteration + 1 == iterations):
+                record["validation_log10_final"] = score = float(
+                    np.mean([self.optimize(p, horizon, f)[1].mean() for f, p in validation_sets])
+                )
                 if best is None or score < best[0]:
                     best = (score, copy.deepcopy(self.state_dict()))
             self.history.append(record)
