@@ -3,6 +3,8 @@ metaopt-train's PPO, and a saved model reloads without unpickling code and evalu
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +103,15 @@ def test_metaopt_train_knows_the_policy_and_a_saved_model_reloads_safely_and_eva
     )
     (summary,) = report["families"]["branin"]["summaries"].values()
     assert np.isfinite(summary["median"]) and result["num_timesteps"] >= 64
+    # PPO's pickled rollout buffer class is rebuilt only when it is SB3's default; another is refused by name.
+    source, custom = tmp_path / "run" / "model.zip", tmp_path / "custom.zip"
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(custom, "w") as out:
+        for name in archive.namelist():
+            content = archive.read(name)
+            if name == "data":
+                data = json.loads(content)
+                data["rollout_buffer_class"]["__init__"] = "<function MyBuffer.__init__ at 0x1>"
+                content = json.dumps(data).encode()
+            out.writestr(name, content)
+    refusal = runs.needs_trust(custom)
+    assert refusal is not None and refusal.entry == "rollout_buffer_class"
