@@ -240,7 +240,8 @@ def safe_custom_objects(path: str | Path, algo: Any, spec: Mapping[str, Any] | N
 
     Spaces come from ``spec`` (else from the JSON-safe fields of ``data``), the policy class from the
     algorithm's aliases, schedules from the hyperparameters (else the constant in ``data``); buffers that
-    training refills are left empty. :class:`NeedsTrustError` (a ValueError) naming the entry for anything else.
+    training refills are left empty, and SB3 chooses PPO's default rollout buffer class again.
+    :class:`NeedsTrustError` (a ValueError) naming the entry for anything else.
     """
     with zipfile.ZipFile(model_path(path)) as archive:
         data = json.loads(archive.read("data"))
@@ -267,6 +268,12 @@ def safe_custom_objects(path: str | Path, algo: Any, spec: Mapping[str, Any] | N
             objects[key] = _schedule(path, entry, key, hyperparameters.get(key))
         elif key in ("ep_info_buffer", "ep_success_buffer"):
             objects[key] = deque(maxlen=window)
+        elif key == "rollout_buffer_class":  # PPO's: None lets SB3 choose its default buffer again
+            if not re.fullmatch(
+                r"<function (Dict)?RolloutBuffer\.__init__ at 0x[0-9a-f]+>", str(entry.get("__init__"))
+            ):
+                raise NeedsTrustError(path, key, "is not SB3's default rollout buffer: it cannot be rebuilt safely")
+            objects[key] = None
         elif key in ("_last_obs", "_last_episode_starts", "_last_original_obs", "_last_lstm_states"):
             objects[key] = None  # the next learn() resets the env
         else:

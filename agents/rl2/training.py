@@ -99,11 +99,12 @@ class TrainResult(TypedDict, total=False):
 def algorithms() -> dict[str, type[BaseAlgorithm]]:
     """``agent.algo`` -> its SB3 class (imported on call: sb3-contrib is slow to import)."""
     from sb3_contrib import RecurrentPPO
-    from stable_baselines3 import PPO
 
+    from agents.rl2.acquisition_policy import AcquisitionPPO
     from agents.rl2.fast_recurrent import FastRecurrentPPO
 
-    return {"fast_recurrent_ppo": FastRecurrentPPO, "recurrent_ppo": RecurrentPPO, "ppo": PPO}
+    # "ppo" is SB3's PPO with one more policy alias: CandidateScorePolicy (MetaOpt-Acquisition-v0).
+    return {"fast_recurrent_ppo": FastRecurrentPPO, "recurrent_ppo": RecurrentPPO, "ppo": AcquisitionPPO}
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
