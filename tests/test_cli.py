@@ -60,7 +60,7 @@ TRAIN_BAD = [
         "agent.algo",
         "must be one of ['fast_recurrent_ppo', 'ppo', 'recurrent_ppo'], got 'nosuch'",
     ),
-    (["agent=nosuch"], "agent=nosuch", "agent must be one of ['ppo', 'rl2']"),
+    (["agent=nosuch"], "agent=nosuch", "agent must be one of ['acquisition_ppo', 'ppo', 'rl2']"),
     (["env=nosuch"], "env=nosuch", "env must be one of"),
     (["agent.policy=NoPolicy"], "agent.policy", "must be one of ['CnnLstmPolicy', 'MlpLstmPolicy'"),
     (["seed=abc"], "seed", "must be an int >= 0, got 'abc'"),
