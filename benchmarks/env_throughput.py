@@ -47,7 +47,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,7 @@ if str(REPO_ROOT) not in sys.path:  # `python benchmarks/env_throughput.py` from
     sys.path.insert(0, str(REPO_ROOT))
 
 import metaopt_envs  # noqa: E402,F401  (registers the ids)
+from agents.evaluation.report import cpu_model  # noqa: E402
 from metaopt_envs import make_core  # noqa: E402
 
 ENVS = {
@@ -88,12 +88,8 @@ def machine_facts(threads: int, device: str) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    model = platform.processor() or platform.machine()
+    model = cpu_model()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
         simd = [f for f in ("avx512f", "avx2", "fma") if f" {f}" in flags]
     except (OSError, StopIteration):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import metaopt_envs  # noqa: E402
 from agents.controllers.lr import AdditiveHypergradientLR, ConstantLR, HypergradientLR  # noqa: E402
 from agents.evaluation.metrics import evaluation_seed  # noqa: E402
-from agents.evaluation.report import git_commit  # noqa: E402
+from agents.evaluation.report import cpu_model, git_commit  # noqa: E402
 from agents.evaluation.stats import bootstrap_ci  # noqa: E402
 from metaopt_envs.core import seeds_to_keys  # noqa: E402
 
@@ -61,16 +60,6 @@ def final_losses(agent, horizon: int, num_tasks: int, seed: int) -> tuple[np.nda
         obs = result.observation.numpy()
         loss, diverged = result.info["loss"].double().numpy(), result.info["diverged"].numpy()
     return loss, initial, diverged
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from agents.controllers.lr import ConstantLR, HypergradientLR, QuadraticOracleLR  # noqa: E402
 from agents.evaluation.lr import evaluate, tune_baseline  # noqa: E402
-from agents.evaluation.report import git_commit  # noqa: E402
+from agents.evaluation.report import cpu_model, git_commit  # noqa: E402
 from agents.evaluation.stats import bootstrap_ci, iqm  # noqa: E402
 from agents.meta.learned_optimizers import (  # noqa: E402
     CoordinatewiseLSTMOptimizer,
@@ -87,16 +87,6 @@ def summary(final: np.ndarray, reference: np.ndarray | None) -> dict:
 
 LSTM_NAME = "LSTM optimizer (Andrychowicz et al. 2016, meta-trained)"
 CONTROLLER_NAME = "learned LR controller (MLP, meta-trained)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def evaluate_family(

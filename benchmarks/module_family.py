@@ -32,7 +32,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from agents.evaluation.report import cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"inputs": 64, "hidden": 32, "classes": 10, "num_train": 128, "num_val": 48, "batch_size": 32}
@@ -54,17 +55,6 @@ def _git(*args: str) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), reps: int = 5) -> float:
@@ -249,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _git("rev-parse", "HEAD"),
             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "peak_gflops": peak,

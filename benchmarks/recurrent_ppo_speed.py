@@ -50,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/recurrent_ppo_speed.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from agents.evaluation.report import git_commit  # noqa: E402
+from agents.evaluation.report import cpu_model, git_commit  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 ALGOS = ("stock", "fast", "torch-only")
@@ -315,17 +315,6 @@ def matmul_peak_gflops(n: int = 512, repeats: int = 20) -> float:
         best = min(best, time.perf_counter() - t0)
     th.set_num_threads(threads)
     return 2 * n**3 / best / 1e9
-
-
-def cpu_model() -> str:
-    """``model name`` of /proc/cpuinfo (or the platform's processor string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def compose_config(overrides: list[str]) -> Any:
