@@ -52,7 +52,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from agents.rl2.training import CONFIG_DIR, algorithms, final_line, train
 
 PROG = "metaopt-train"
-FREE_FORM = ("env.kwargs", "agent.hyperparameters", "agent.policy_kwargs")
+FREE_FORM = ("env.kwargs", "agent.hyperparameters", "agent.policy_kwargs", "agent.reward_scale")
 """Mappings whose keys are checked against the env or the algorithm, not against the shipped configs."""
 SET_BY_TRAINING = {"self", "policy", "env", "seed", "device", "tensorboard_log", "policy_kwargs", "_init_setup_model"}
 """Constructor arguments of the algorithm that :func:`agents.rl2.training.build_model` sets itself."""
@@ -294,6 +294,12 @@ def check_config(cfg: DictConfig, reference: DictConfig | None = None) -> int:
         )
     except (ValueError, TypeError) as error:
         raise ValueError(f"env.kwargs {kwargs} of {env_id}: {error}") from None
+    reward_scale = _mapping(cfg, "agent.reward_scale")
+    if reward_scale:
+        from agents.controllers.base import core_of
+        from agents.rl2.reward_scale import family_scales
+
+        family_scales(tuple(core_of(core).family.families()), reward_scale)
     decisions = int(core.num_decisions)
     if hyperparameters.get("n_steps") is None:
         n_steps = int(_get(cfg, "env.episodes_per_trial") or 1) * decisions

@@ -79,7 +79,7 @@ LOG = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG.propagate = False
 
-AGENT_KEYS = ("algo", "policy", "torch_threads", "policy_kwargs", "hyperparameters")
+AGENT_KEYS = ("algo", "policy", "torch_threads", "policy_kwargs", "hyperparameters", "reward_scale")
 BUDGET_KEYS = ("total_timesteps", "checkpoint_every")
 
 
@@ -124,8 +124,11 @@ def config_dict(node: Any) -> dict[str, Any]:
 
 
 def make_env(cfg: DictConfig) -> VecEnv:
-    """The batched SB3 VecEnv of ``cfg.env`` (RL² trials if ``episodes_per_trial``), monitored."""
+    """The batched SB3 VecEnv of ``cfg.env`` (RL² trials if ``episodes_per_trial``), monitored;
+    with ``agent.reward_scale`` the learner sees each family's rewards scaled (:mod:`agents.rl2.reward_scale`)."""
     from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.rl2.reward_scale import FamilyRewardScale
 
     env = metaopt_envs.make_sb3_vec_env(
         cfg.env.id,
@@ -134,7 +137,9 @@ def make_env(cfg: DictConfig) -> VecEnv:
         episodes_per_trial=cfg.env.get("episodes_per_trial"),
         **config_dict(cfg.env.kwargs),
     )
-    return VecMonitor(env)
+    monitored = VecMonitor(env)
+    reward_scale = cfg.agent.get("reward_scale")
+    return FamilyRewardScale(monitored, config_dict(reward_scale)) if reward_scale else monitored
 
 
 def n_steps(cfg: DictConfig, env: VecEnv) -> int:
@@ -278,6 +283,7 @@ def summary(cfg: DictConfig) -> str:
         f"{config_dict(cfg.env.kwargs)} with {cfg.env.num_envs} envs, episodes_per_trial "
         f"{cfg.env.get('episodes_per_trial')}, seed {cfg.seed}; budget {cfg.budget.total_timesteps} steps, "
         f"a checkpoint every {cfg.budget.checkpoint_every}; hyperparameters: {hyper}"
+        + (f"; reward scales {config_dict(cfg.agent.reward_scale)}" if cfg.agent.get("reward_scale") else "")
     )
 
 
