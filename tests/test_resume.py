@@ -231,3 +231,34 @@ def test_rows_caught_mid_episode_move_on_to_their_next_task(tmp_path):
     assert not (family.task_key[mid] == saved["task_key"][mid]).any()
     assert (family.inner_episode == 0).all() and (core.episodes_done == 0).all()
     assert model._last_episode_starts.all() and model._last_obs.shape == (8, core.single_observation_space.shape[0])
+
+
+def test_a_checkpoint_carries_the_run_spec_and_benchmarks_like_the_model(tmp_path, capsys):
+    """A mid-run checkpoint evaluates on the trials it was trained with; a copy without its spec is refused
+    in one line before any tuning, naming the flags it needs."""
+    import zipfile
+
+    from agents.cli import bench
+    from agents.evaluation.specs import load_model
+    from agents.rl2.runs import SPEC_ENTRY
+
+    train(_config(tmp_path / "run", "budget.total_timesteps=320"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "model_160_steps.zip"
+    loaded = load_model(str(checkpoint))
+    assert loaded.episodes_per_trial == 2 and loaded.spec["budget"]["num_timesteps"] == 160
+    assert loaded.spec["env"]["kwargs"]["horizon"] == 10
+    args = ["--families", "quadratic", "--num-tasks", "2", "--seeds", "0", "--out-dir", str(tmp_path / "bench")]
+    report = bench.main(["--agents", str(checkpoint), *args])
+    assert report["families"]["quadratic"]["summaries"][str(checkpoint)]["num_runs"] == 2
+
+    bare = tmp_path / "bare.zip"  # the same weights without the spec entry (as a plain SB3 save has)
+    with zipfile.ZipFile(checkpoint) as source, zipfile.ZipFile(bare, "w") as target:
+        for item in source.infolist():
+            if item.filename != SPEC_ENTRY:
+                target.writestr(item, source.read(item.filename))
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--agents", str(bare), *args])
+    assert exited.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the model observes shape (11,), but MetaOpt-LR-v0 with episodes_per_trial=None gives (8,)" in message
+    assert "--episodes-per-trial" in message

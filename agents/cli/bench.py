@@ -148,12 +148,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any], trust_model: bool = False) -> None:
+def check_agents(
+    suite: Suite,
+    specs: Sequence[str],
+    env_kwargs: dict[str, Any],
+    trust_model: bool = False,
+    episodes_per_trial: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> None:
     """ValueError, starting with ``--agents``, unless every spec names an agent that can be built:
     the form (:mod:`agents.evaluation.specs`), the baseline and its arguments, the model file, the class;
-    without ``trust_model``, a model whose pickled entries cannot be rebuilt safely (naming the entry)."""
+    without ``trust_model``, a model whose pickled entries cannot be rebuilt safely (naming the entry);
+    a model without a run spec whose observations do not have the shape the env gives it with
+    ``episodes_per_trial`` and ``model_kwargs`` (a model with a spec runs with the settings it records)."""
     from agents.evaluation.specs import parse_agent_spec
-    from agents.rl2.runs import needs_trust
+    from agents.rl2.runs import needs_trust, read_spec
 
     if not specs:
         raise ValueError("--agents: no agent given; give baselines, baseline:NAME, path/to/model.zip or module:Class")
@@ -177,10 +186,40 @@ def check_agents(suite: Suite, specs: Sequence[str], env_kwargs: dict[str, Any],
                         f"agent spec {spec!r}: the model's data entry {refusal.entry!r} {refusal.problem}; "
                         "pass --trust-model to unpickle it (only for a model you made yourself)"
                     )
+                if read_spec(parsed.path) is None:
+                    _check_model_shape(
+                        suite, spec, str(parsed.path), env_kwargs, trust_model, episodes_per_trial, model_kwargs or {}
+                    )
             else:  # a baseline with its arguments, or a user's class: cheap to build here, before any tuning
                 suite.load_agent(spec, env_kwargs)
         except (ValueError, TypeError) as error:
             raise ValueError(f"--agents: {error}") from None
+
+
+def _check_model_shape(
+    suite: Suite,
+    spec: str,
+    path: str,
+    env_kwargs: dict[str, Any],
+    trust_model: bool,
+    episodes_per_trial: int | None,
+    model_kwargs: dict[str, Any],
+) -> None:
+    """ValueError unless the model ``spec`` (saved without a run spec) observes the shape the env gives it."""
+    import metaopt_envs
+    from agents.evaluation.specs import load_model
+
+    model = load_model(path, trust_model=trust_model)
+    shape = tuple(model.observation_space.shape)
+    kwargs = {"split": "test", **env_kwargs, **model_kwargs}
+    core = metaopt_envs.make_core(suite.env_id, num_envs=1, episodes_per_trial=episodes_per_trial, **kwargs)
+    given = tuple(core.single_observation_space.shape)
+    if shape != given:
+        raise ValueError(
+            f"agent spec {spec!r}: the model observes shape {shape}, but {suite.env_id} with episodes_per_trial="
+            f"{episodes_per_trial} gives {given}; it has no run spec, so give the trial length and env arguments "
+            "it was trained with (--episodes-per-trial, --model-env-kwargs)"
+        )
 
 
 def check_env(
@@ -245,7 +284,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         families = [given] if isinstance(given, str) else list(suite.default_families)
     try:
         check_env(suite, families, args.env_kwargs, args.model_env_kwargs, args.episodes_per_trial)
-        check_agents(suite, args.agents, {**args.env_kwargs, suite.family_argument: families[0]}, args.trust_model)
+        check_agents(
+            suite,
+            args.agents,
+            {**args.env_kwargs, suite.family_argument: families[0]},
+            args.trust_model,
+            args.episodes_per_trial,
+            args.model_env_kwargs,
+        )
     except ValueError as error:
         p.error(str(error))
 

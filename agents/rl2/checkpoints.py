@@ -1,8 +1,10 @@
 """Checkpoints of a training run that resume exactly: the model, the env's task stream and the RNGs.
 
 A checkpoint is a pair in ``<out_dir>/checkpoints``: ``model_<steps>_steps.zip`` (SB3's save: the
-policy, its optimizer, ``num_timesteps``) and ``model_<steps>_steps.state.pt`` (tensors and
-numbers only, loaded with ``weights_only=True``): the env's per-row key and episode counters
+policy, its optimizer, ``num_timesteps``; with the run spec, like ``model.zip``, so that
+``metaopt-bench --agents <out_dir>/checkpoints/model_<steps>_steps.zip`` evaluates it) and
+``model_<steps>_steps.state.pt`` (tensors and numbers only, loaded with ``weights_only=True``): the
+env's per-row key and episode counters
 (``row_key``, ``episode_index``, ``inner_episode``, ``task_key`` of the family core, the RL² trial's
 ``episodes_done``), the rows whose episode had just started, and the torch, numpy and Python RNG
 states. Both files are written to a temporary file in the same directory and moved into place with
@@ -19,13 +21,15 @@ has seen.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import random
 import re
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +106,27 @@ def capture_state(model: BaseAlgorithm) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(model: BaseAlgorithm, directory: Path) -> Path:
-    """Write ``model_<num_timesteps>_steps.zip`` and its state file atomically; the zip's path."""
+def save_checkpoint(model: BaseAlgorithm, directory: Path, spec: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model_<num_timesteps>_steps.zip`` and its state file atomically; the zip's path.
+
+    With ``spec`` (the run spec, :func:`agents.rl2.runs.run_spec`) the zip carries it as a saved model
+    does, so ``metaopt-bench`` evaluates a checkpoint on the env settings and trials it was trained with."""
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, int(model.num_timesteps))
     state = capture_state(model)
     atomic_write(state_path(path), lambda file: torch.save(state, file))
-    atomic_write(path, model.save)
+
+    def write(file: Any) -> None:
+        buffer = io.BytesIO()
+        model.save(buffer)
+        if spec is not None:
+            from agents.rl2.runs import SPEC_ENTRY
+
+            with zipfile.ZipFile(buffer, "a") as archive:
+                archive.writestr(SPEC_ENTRY, json.dumps(spec, indent=1))
+        file.write(buffer.getvalue())
+
+    atomic_write(path, write)
     return path
 
 
@@ -207,11 +225,14 @@ def restore_env(model: BaseAlgorithm, state: dict[str, Any]) -> int:
 
 
 class RolloutCheckpoint(BaseCallback):
-    """A checkpoint when a rollout starts at least ``every`` steps after the last one, and at the end."""
+    """A checkpoint when a rollout starts at least ``every`` steps after the last one, and at the end;
+    ``spec(model)``, if given, is the run spec each checkpoint carries."""
 
-    def __init__(self, directory: Path, every: int) -> None:
+    def __init__(
+        self, directory: Path, every: int, spec: Callable[[BaseAlgorithm], Mapping[str, Any]] | None = None
+    ) -> None:
         super().__init__()
-        self.directory, self.every = directory, int(every)
+        self.directory, self.every, self.spec = directory, int(every), spec
         self.last_saved: int | None = None
         self.saved: list[Path] = []
 
@@ -231,7 +252,8 @@ class RolloutCheckpoint(BaseCallback):
         return True
 
     def _save(self) -> None:
-        self.saved.append(save_checkpoint(self.model, self.directory))
+        spec = self.spec(self.model) if self.spec is not None else None
+        self.saved.append(save_checkpoint(self.model, self.directory, spec))
         self.last_saved = int(self.model.num_timesteps)
 
 

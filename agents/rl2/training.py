@@ -380,7 +380,7 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
         )
     else:
         LOG.info(f"budget: {total} steps, {total // rollout} rollouts of {rollout}")
-    checkpointer = RolloutCheckpoint(checkpoints, int(cfg.budget.checkpoint_every))
+    checkpointer = RolloutCheckpoint(checkpoints, int(cfg.budget.checkpoint_every), lambda m: run_spec(cfg, m))
     callbacks: list[BaseCallback] = [checkpointer, _CheckpointLog(checkpointer)]
     run = None
     if cfg.wandb.mode != "disabled":
