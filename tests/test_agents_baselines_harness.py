@@ -182,6 +182,11 @@ def test_bench_cli_writes_table_json_and_plots(tmp_path):
     )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["commit"] and saved["seeds"] == [0]
+    from agents.evaluation.report import cpu_model
+
+    assert saved["cpu_model"] == cpu_model() and saved["torch_threads"] == 1 and saved["torch"]
+    assert saved["command"].startswith("metaopt-bench --families quadratic")
+    assert saved["command"] in (tmp_path / "results.md").read_text()
     summaries = saved["families"]["quadratic"]["summaries"]
     assert len(summaries) == 2 and "baseline:random" in summaries
     tuning = saved["families"]["quadratic"]["tuning"]["constant"]

@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.threads,
         on_family=lambda family, table: print(f"\n## {family}\n\n{table}", flush=True),
         trust_model=args.trust_model,
+        command=["metaopt-bench", *(sys.argv[1:] if argv is None else argv)],
     )
     print(f"\nresults: {out_dir / 'results.md'} (and results.json, plots in {out_dir}; {report['wall_seconds']:.0f} s)")
     return report

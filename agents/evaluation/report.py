@@ -53,6 +53,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def provenance(torch_threads: int | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where a result was made: the commit, the command line, the CPU model, torch's version and threads.
+
+    Budgets are steps, so a result is bit-identical on one machine; across CPU models (other BLAS
+    kernels) trained agents agree within their CIs only, which is why results files record the CPU."""
+    import shlex
+    import sys
+
+    import torch
+
+    if command is None:
+        command = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    return {
+        "commit": git_commit(),
+        "command": " ".join(shlex.quote(str(arg)) for arg in command),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "torch_threads": int(torch_threads if torch_threads is not None else torch.get_num_threads()),
+    }
+
+
 def progress(message: str) -> None:
     """A stage of a long evaluation, printed (and logged: ``metaopt-train`` writes it to ``train.log``)."""
     print(message, flush=True)
@@ -68,15 +89,29 @@ def write_report(report: dict[str, Any], markdown: list[str], out_dir: Path, sta
 
 
 def header(
-    suite: Suite, commit: str, num_tasks: int, seeds: Sequence[int], env_kwargs: Mapping[str, Any], tune_tasks: int
+    suite: Suite,
+    commit: str,
+    num_tasks: int,
+    seeds: Sequence[int],
+    env_kwargs: Mapping[str, Any],
+    tune_tasks: int,
+    made: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The first lines of ``results.md``: the env, the commit, the budget and what the table reports."""
+    """The first lines of ``results.md``: the env, the commit, the budget and what the table reports;
+    with ``made`` (:func:`provenance`), the command, CPU model and torch threads too."""
     summary = (
         f"commit `{commit}`; {num_tasks} test tasks x seeds {list(seeds)} per family; "
         f"env kwargs `{json.dumps(dict(env_kwargs))}`; baselines with hyperparameters tuned on the train split "
         f"({tune_tasks} tasks per grid point). {suite.description}"
     )
-    return [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
+    lines = [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
+    if made:
+        lines[3:3] = [
+            "",
+            f"Made by `{made['command']}` on {made['cpu_model']}, torch {made['torch']} with "
+            f"{made['torch_threads']} thread(s).",
+        ]
+    return lines
 
 
 def benchmark_family(
@@ -140,11 +175,13 @@ def benchmark(
     torch_threads: int = 1,
     on_family: Callable[[str, str], None] | None = None,
     trust_model: bool = False,
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """:func:`benchmark_family` for each of ``families``; writes ``results.json``, ``results.md`` and the
     plots to ``out_dir`` (created) and returns the report. ``on_family(family, table)`` is called as each
     family finishes (``metaopt-bench`` prints the table). Sets torch's thread count to ``torch_threads``.
-    ``trust_model``: saved models load with SB3's own loader (:func:`benchmark_family`).
+    ``trust_model``: saved models load with SB3's own loader (:func:`benchmark_family`). ``command``: the
+    command line the results files record (default: this process's).
 
     Models saved by ``metaopt-train`` run on the env they were trained on; where all of them agree, their
     problem kwargs (:func:`agents.rl2.runs.problem_kwargs`) and ``episodes_per_trial`` are the defaults of
@@ -163,8 +200,12 @@ def benchmark(
     torch.set_num_threads(torch_threads)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    made = provenance(torch_threads, command)
     report: dict[str, Any] = {
-        "commit": git_commit(),
+        "commit": made["commit"],
+        "command": made["command"],
+        "cpu_model": made["cpu_model"],
+        "torch": made["torch"],
         "env_id": suite.env_id,
         "env_kwargs": dict(env_kwargs),
         "seeds": list(seeds),
@@ -175,7 +216,7 @@ def benchmark(
     }
     if run_specs:
         report["run_specs"] = run_specs  # what each saved model was trained on
-    markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks)
+    markdown = header(suite, report["commit"], num_tasks, seeds, env_kwargs, tune_tasks, made)
     for family in families:
         entry, table = benchmark_family(
             suite,
@@ -232,10 +273,25 @@ def compare_with_baselines(
     result = suite.run(
         agents, env_kwargs, num_tasks, seeds, episodes_per_trial, per_agent, str(out_dir / "curves.png"), "(test split)"
     )
-    (out_dir / "results.md").write_text(result.table + "\n")
-    report = {"summaries": result.summaries, "tuning": tuning}
+    made = provenance()
+    (out_dir / "results.md").write_text(
+        f"Made by `{made['command']}` at commit `{made['commit']}` on {made['cpu_model']}, torch {made['torch']} "
+        f"with {made['torch_threads']} thread(s); {num_tasks} test tasks x seeds {list(seeds)}.\n\n"
+        + result.table
+        + "\n"
+    )
+    report = {**made, "seeds": list(seeds), "num_tasks": num_tasks, "summaries": result.summaries, "tuning": tuning}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     return report, result.table
 
 
-__all__ = ["benchmark", "benchmark_family", "compare_with_baselines", "git_commit", "header", "write_report"]
+__all__ = [
+    "benchmark",
+    "benchmark_family",
+    "compare_with_baselines",
+    "cpu_model",
+    "git_commit",
+    "header",
+    "provenance",
+    "write_report",
+]
