@@ -24,6 +24,8 @@ So a row of a batch and a single env with the same seed are the same run.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -36,7 +38,7 @@ from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  # noqa: F401  (re-exported)
 from metaopt_envs.lr.families import LRTaskFamily
-from metaopt_envs.lr.optimizers import InnerOptimizer
+from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
 
 ACTION_MODES = ("absolute", "relative")
 _LARGE = float(torch.finfo(torch.float32).max)
@@ -168,7 +170,11 @@ class LRCore(BatchedCore):
             self.observe_validation,
             self.chunk_size,
         )
-        self.state = fresh if every else _put_rows(self.state, index, fresh)
+        if every:
+            self.state = fresh
+        else:
+            others = (*self.tasks.values(), *(() if self.initial_params is None else (self.initial_params,)))
+            self.state = _put_rows(self.state, index, fresh, others)
 
     def observe(self) -> torch.Tensor:
         return dynamics.features(
@@ -227,9 +233,36 @@ class LRCore(BatchedCore):
         return self.family.optimal_constant_lr(self.tasks, self.horizon)
 
 
-def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState) -> LRState:
-    """``state`` with rows ``index`` replaced by ``fresh`` (new tensors: fields of a state may share storage)."""
-    return dynamics.map_tensors(lambda old, new: old.index_put((index,), new), state, fresh)
+def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Iterable[torch.Tensor] = ()) -> LRState:
+    """``state`` with rows ``index`` replaced by ``fresh``; only under ``torch.no_grad()`` (the core's reset).
+
+    A field that owns its storage alone is written in place (``index_put_``: no copy of a whole
+    ``(B, P)`` tensor). A field whose storage it shares with another field (one tensor in two
+    fields, views of one buffer: the dynamics make both) or with ``others`` (the tasks, which a
+    family's ``init_params`` may return as they are) gets a new tensor, so that the write changes
+    nothing else. A reference to a state tensor held across a reset sees the new rows: copy it
+    (``core.params.clone()``) to keep it.
+    """
+    leaves = [*others]
+    for value in state:
+        leaves.extend(value if isinstance(value, OptimizerState) else (value,))
+    owners = Counter(_storage(tensor) for tensor in leaves)
+
+    def put(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if owners[_storage(old)] == 1 and _no_internal_overlap(old):
+            return old.index_put_((index,), new)
+        return old.index_put((index,), new)
+
+    return dynamics.map_tensors(put, state, fresh)
+
+
+def _storage(tensor: torch.Tensor) -> tuple[torch.device, int]:
+    return tensor.device, tensor.untyped_storage().data_ptr()
+
+
+def _no_internal_overlap(tensor: torch.Tensor) -> bool:
+    """False for an expanded tensor (a stride 0 over a dimension of size > 1): its rows share memory."""
+    return all(stride != 0 or size == 1 for size, stride in zip(tensor.shape, tensor.stride()))
 
 
 def _state_field(name: str) -> property:
