@@ -148,9 +148,12 @@ class LRCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        if self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split]):
-            put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
-        task_key, inner_episode = self.task_key[index], self.inner_episode[index]
+        new_task = self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
+        task_key = self.task_key[index]
+        if new_task:
+            put(self.tasks, index, self.family.sample(task_key, self.split))
+        # A new task starts at inner episode 0: folded as an int, one hash fewer (the same keys).
+        inner_episode = 0 if new_task else self.inner_episode[index]
         init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
         self.run_key[index] = run_key
         every = index.numel() == self.num_envs
