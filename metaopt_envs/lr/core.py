@@ -252,7 +252,8 @@ def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Itera
     owners = Counter(_storage(tensor) for tensor in leaves)
 
     def put(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        if owners[_storage(old)] == 1 and _no_internal_overlap(old):
+        # A stride 0 (an expanded tensor) lets rows share memory: never written in place.
+        if owners[_storage(old)] == 1 and 0 not in old.stride():
             return old.index_put_((index,), new)
         return old.index_put((index,), new)
 
@@ -261,11 +262,6 @@ def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Itera
 
 def _storage(tensor: torch.Tensor) -> tuple[torch.device, int]:
     return tensor.device, tensor.untyped_storage().data_ptr()
-
-
-def _no_internal_overlap(tensor: torch.Tensor) -> bool:
-    """False for an expanded tensor (a stride 0 over a dimension of size > 1): its rows share memory."""
-    return all(stride != 0 or size == 1 for size, stride in zip(tensor.shape, tensor.stride()))
 
 
 def _state_field(name: str) -> property:
