@@ -3,8 +3,8 @@
 For each LR family: ``core.reset_rows`` of 3 rows with new tasks against one ``core.step`` at
 ``--batch`` (64), and at ``--large-batch`` (1024, sinusoid) one decision with the autoreset of the
 rows that end (1 in 100 rows per decision, as episodes of 100 decisions staggered across the batch).
-The two writes alternate in one process (the old one kept here as a reference, not in the
-library) and are timed with ``time.process_time`` (CPU time: a loaded machine inflates wall time,
+The two resets alternate in one process (the old one, commit c5de1d4's out-of-place write with
+a tensor inner step, kept here as a reference, not in the library) and are timed with ``time.process_time`` (CPU time: a loaded machine inflates wall time,
 not much the CPU time of a one-thread process).
 
     OMP_NUM_THREADS=1 python benchmarks/reset_in_place.py --rounds 20
@@ -20,6 +20,7 @@ import torch
 
 import metaopt_envs.lr.core as lr_core
 from metaopt_envs import make_core
+from metaopt_envs.core.family import SPLIT_IDS, put, take
 from metaopt_envs.lr import dynamics
 
 FAMILIES = ("quadratic", "logistic", "sinusoid", "sklearn", "mixture")
@@ -30,8 +31,44 @@ def put_rows_out_of_place(state, index, fresh, others=()):
     return dynamics.map_tensors(lambda old, new: old.index_put((index,), new), state, fresh)
 
 
-IN_PLACE = lr_core._put_rows
-WRITES = {"in_place": IN_PLACE, "out_of_place": put_rows_out_of_place}
+def start_before(family, optimizer, params, tasks, run_key, log_lr, observe_validation=False, chunk_size=None):
+    """``dynamics.start`` before the int fold: inner step 0 as a tensor of zeros (one hash more)."""
+    inner_step = torch.zeros_like(run_key)
+    m = dynamics.measure(family, params, tasks, run_key, inner_step, observe_validation, chunk_size)
+    zeros = torch.zeros_like(m.loss)
+    return dynamics.LRState(
+        params, optimizer.init(params), inner_step, log_lr, m.loss, m.loss, m.loss, m.val_loss, m.val_loss,
+        m.grad, m.grad_norm, zeros, m.grad_norm, m.noise_ratio, zeros, zeros, zeros,
+        torch.zeros_like(m.loss, dtype=torch.bool),
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def reset_rows_before(self, rows, keys=None, same_task=False):
+    """``LRCore.reset_rows`` before the in-place write (the code of commit c5de1d4)."""
+    index = rows.nonzero().squeeze(-1)
+    if index.numel() == 0:
+        return
+    if self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split]):
+        put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
+    task_key, inner_episode = self.task_key[index], self.inner_episode[index]
+    init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
+    self.run_key[index] = run_key
+    every = index.numel() == self.num_envs
+    tasks = self.tasks if every else take(self.tasks, index)
+    if self.initial_params is not None:
+        params = self.initial_params.expand(index.numel(), -1).clone()
+    else:
+        params = self.family.init_params(tasks, init_key)
+    log_lr = torch.full((index.numel(),), self.initial_log_lr, device=self.device)
+    fresh = start_before(
+        self.family, self.optimizer, params, tasks, run_key, log_lr, self.observe_validation, self.chunk_size
+    )
+    self.state = fresh if every else put_rows_out_of_place(self.state, index, fresh)
+
+
+AFTER = lr_core.LRCore.reset_rows
+RESETS = {"after": AFTER, "before": reset_rows_before}
 
 
 def cpu_seconds(fn: Callable[[], object], reps: int) -> float:
@@ -52,13 +89,13 @@ def timed(fns: dict[str, Callable[[], object]], rounds: int, reps: int) -> dict[
     return {name: seconds / (rounds * reps) for name, seconds in total.items()}
 
 
-def with_write(write: Callable, fn: Callable[[], object]) -> Callable[[], object]:
+def with_reset(reset: Callable, fn: Callable[[], object]) -> Callable[[], object]:
     def run() -> object:
-        lr_core._put_rows = write
+        lr_core.LRCore.reset_rows = reset  # type: ignore[method-assign]
         try:
             return fn()
         finally:
-            lr_core._put_rows = IN_PLACE
+            lr_core.LRCore.reset_rows = AFTER  # type: ignore[method-assign]
 
     return run
 
@@ -69,9 +106,9 @@ def reset_cost(family: str, num_envs: int, rounds: int, reps: int) -> dict[str, 
     rows = torch.zeros(num_envs, dtype=torch.bool)
     rows[:3] = True
     fns = {"step": lambda: core.step(actions)}
-    fns.update({name: with_write(write, lambda: core.reset_rows(rows)) for name, write in WRITES.items()})
+    fns.update({name: with_reset(reset, lambda: core.reset_rows(rows)) for name, reset in RESETS.items()})
     times = timed(fns, rounds, reps)
-    return {name: times[name] / times["step"] for name in WRITES} | {"step_ms": 1e3 * times["step"]}
+    return {name: times[name] / times["step"] for name in RESETS} | {"step_ms": 1e3 * times["step"]}
 
 
 def autoreset_step(family: str, num_envs: int, rounds: int, reps: int, period: int = 100) -> dict[str, float]:
@@ -85,7 +122,7 @@ def autoreset_step(family: str, num_envs: int, rounds: int, reps: int, period: i
         clock[0] += 1
         core.reset_rows(phase == clock[0] % period)
 
-    times = timed({name: with_write(write, decision) for name, write in WRITES.items()}, rounds, reps)
+    times = timed({name: with_reset(reset, decision) for name, reset in RESETS.items()}, rounds, reps)
     return {name: 1e3 * seconds for name, seconds in times.items()}
 
 
@@ -98,19 +135,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10, help="calls per function per round")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| LR family | B | step ms | reset 3 rows / step, out of place | in place |")
+    print("| LR family | B | step ms | reset 3 rows / step, before | after |")
     print("|---|---:|---:|---:|---:|")
     for family in args.families.split(","):
         r = reset_cost(family, args.batch, args.rounds, args.reps)
         print(
-            f"| {family} | {args.batch} | {r['step_ms']:.3f} | {r['out_of_place']:.3f} | {r['in_place']:.3f} |",
+            f"| {family} | {args.batch} | {r['step_ms']:.3f} | {r['before']:.3f} | {r['after']:.3f} |",
             flush=True,
         )
     if args.large_batch:
         r = autoreset_step("sinusoid", args.large_batch, args.rounds, max(1, args.reps // 5))
         print(
-            f"\nsinusoid B={args.large_batch}, one decision + autoreset of 1% of rows: out of place "
-            f"{r['out_of_place']:.2f} ms, in place {r['in_place']:.2f} ms, ratio {r['in_place'] / r['out_of_place']:.3f}"
+            f"\nsinusoid B={args.large_batch}, one decision + autoreset of 1% of rows: before "
+            f"{r['before']:.2f} ms, after {r['after']:.2f} ms, ratio {r['after'] / r['before']:.3f}"
         )
 
 
