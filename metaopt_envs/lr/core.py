@@ -265,7 +265,10 @@ def _storage(tensor: torch.Tensor) -> tuple[torch.device, int]:
 
 
 def _state_field(name: str) -> property:
-    return property(lambda self: getattr(self.state, name), doc=f"``state.{name}`` (read-only; see LRState).")
+    return property(
+        lambda self: getattr(self.state, name),
+        doc=f"``state.{name}`` (read-only; see LRState). Live: a reset of some rows may write into it; clone to keep.",
+    )
 
 
 # The state's fields read as attributes of the core: ``core.params``, ``core.loss``, ...
