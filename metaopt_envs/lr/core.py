@@ -246,22 +246,19 @@ def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Itera
     nothing else. A reference to a state tensor held across a reset sees the new rows: copy it
     (``core.params.clone()``) to keep it.
     """
-    leaves = [*others]
-    for value in state:
-        leaves.extend(value if isinstance(value, OptimizerState) else (value,))
-    owners = Counter(_storage(tensor) for tensor in leaves)
+    leaves = [leaf for value in state for leaf in (value if isinstance(value, OptimizerState) else (value,))]
+    storages = [leaf.untyped_storage().data_ptr() for leaf in leaves]
+    # Addresses of storages (equal addresses on two devices would only make a field go out of place).
+    owners = Counter(storages + [tensor.untyped_storage().data_ptr() for tensor in others])
+    alone = {id(leaf) for leaf, storage in zip(leaves, storages) if owners[storage] == 1}
 
     def put(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         # A stride 0 (an expanded tensor) lets rows share memory: never written in place.
-        if owners[_storage(old)] == 1 and 0 not in old.stride():
+        if id(old) in alone and 0 not in old.stride():
             return old.index_put_((index,), new)
         return old.index_put((index,), new)
 
     return dynamics.map_tensors(put, state, fresh)
-
-
-def _storage(tensor: torch.Tensor) -> tuple[torch.device, int]:
-    return tensor.device, tensor.untyped_storage().data_ptr()
 
 
 def _state_field(name: str) -> property:
