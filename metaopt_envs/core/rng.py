@@ -219,12 +219,21 @@ def randint(key: torch.Tensor, high: torch.Tensor | int, shape: tuple[int, ...] 
     u = uniform(key, shape, torch.float64)
     if isinstance(high, torch.Tensor):
         high = high.reshape(high.shape + (1,) * len(shape)).to(torch.float64)
+    return randint_of(u, high)
+
+
+def randint_of(u: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
+    """:func:`randint` of float64 uniforms ``u`` already drawn (``high`` broadcasts against ``u``)."""
     return torch.floor(u * high).to(torch.int64)
 
 
 def log_uniform(key: torch.Tensor, low: float, high: float, shape: tuple[int, ...] = ()) -> torch.Tensor:
     """Numbers with log-uniform density on [low, high], float32, (B, *shape)."""
-    u = uniform(key, shape, torch.float64)
+    return log_uniform_of(uniform(key, shape, torch.float64), low, high)
+
+
+def log_uniform_of(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """:func:`log_uniform` of float64 uniforms ``u`` already drawn: several draws of one hash, the same numbers."""
     return torch.exp(math.log(low) + u * (math.log(high) - math.log(low))).to(torch.float32)
 
 

@@ -24,6 +24,8 @@ So a row of a batch and a single env with the same seed are the same run.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -36,7 +38,7 @@ from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  # noqa: F401  (re-exported)
 from metaopt_envs.lr.families import LRTaskFamily
-from metaopt_envs.lr.optimizers import InnerOptimizer
+from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
 
 ACTION_MODES = ("absolute", "relative")
 _LARGE = float(torch.finfo(torch.float32).max)
@@ -146,9 +148,12 @@ class LRCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        if self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split]):
-            put(self.tasks, index, self.family.sample(self.task_key[index], self.split))
-        task_key, inner_episode = self.task_key[index], self.inner_episode[index]
+        new_task = self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
+        task_key = self.task_key[index]
+        if new_task:
+            put(self.tasks, index, self.family.sample(task_key, self.split))
+        # A new task starts at inner episode 0: folded as an int, one hash fewer (the same keys).
+        inner_episode = 0 if new_task else self.inner_episode[index]
         init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
         self.run_key[index] = run_key
         every = index.numel() == self.num_envs
@@ -168,7 +173,11 @@ class LRCore(BatchedCore):
             self.observe_validation,
             self.chunk_size,
         )
-        self.state = fresh if every else _put_rows(self.state, index, fresh)
+        if every:
+            self.state = fresh
+        else:
+            others = (*self.tasks.values(), *(() if self.initial_params is None else (self.initial_params,)))
+            self.state = _put_rows(self.state, index, fresh, others)
 
     def observe(self) -> torch.Tensor:
         return dynamics.features(
@@ -227,13 +236,36 @@ class LRCore(BatchedCore):
         return self.family.optimal_constant_lr(self.tasks, self.horizon)
 
 
-def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState) -> LRState:
-    """``state`` with rows ``index`` replaced by ``fresh`` (new tensors: fields of a state may share storage)."""
-    return dynamics.map_tensors(lambda old, new: old.index_put((index,), new), state, fresh)
+def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Iterable[torch.Tensor] = ()) -> LRState:
+    """``state`` with rows ``index`` replaced by ``fresh``; only under ``torch.no_grad()`` (the core's reset).
+
+    A field that owns its storage alone is written in place (``index_put_``: no copy of a whole
+    ``(B, P)`` tensor). A field whose storage it shares with another field (one tensor in two
+    fields, views of one buffer: the dynamics make both) or with ``others`` (the tasks, which a
+    family's ``init_params`` may return as they are) gets a new tensor, so that the write changes
+    nothing else. A reference to a state tensor held across a reset sees the new rows: copy it
+    (``core.params.clone()``) to keep it.
+    """
+    leaves = [leaf for value in state for leaf in (value if isinstance(value, OptimizerState) else (value,))]
+    storages = [leaf.untyped_storage().data_ptr() for leaf in leaves]
+    # Addresses of storages (equal addresses on two devices would only make a field go out of place).
+    owners = Counter(storages + [tensor.untyped_storage().data_ptr() for tensor in others])
+    alone = {id(leaf) for leaf, storage in zip(leaves, storages) if owners[storage] == 1}
+
+    def put(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        # A stride 0 (an expanded tensor) lets rows share memory: never written in place.
+        if id(old) in alone and 0 not in old.stride():
+            return old.index_put_((index,), new)
+        return old.index_put((index,), new)
+
+    return dynamics.map_tensors(put, state, fresh)
 
 
 def _state_field(name: str) -> property:
-    return property(lambda self: getattr(self.state, name), doc=f"``state.{name}`` (read-only; see LRState).")
+    return property(
+        lambda self: getattr(self.state, name),
+        doc=f"``state.{name}`` (read-only; see LRState). Live: a reset of some rows may write into it; clone to keep.",
+    )
 
 
 # The state's fields read as attributes of the core: ``core.params``, ``core.loss``, ...

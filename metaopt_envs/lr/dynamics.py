@@ -71,8 +71,8 @@ def init_and_run_keys(task_key: torch.Tensor, inner_episode: torch.Tensor | int)
     return both[:, 0], both[:, 1]
 
 
-def minibatch_keys(run_key: torch.Tensor, inner_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)``.
+def minibatch_keys(run_key: torch.Tensor, inner_step: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys ``(B,)`` of the two minibatches measured at inner step ``inner_step: (B,)`` (or one int for all).
 
     ``fold(step_key, 0)`` and ``fold(step_key, 1)``, hashed together: the two are columns of one
     ``(B, 2)`` tensor, so a family that stacks them back to draw both minibatches at once copies nothing new.
@@ -98,7 +98,7 @@ def _measure_block(
     params: torch.Tensor,
     tasks: TaskData,
     run_key: torch.Tensor,
-    inner_step: torch.Tensor,
+    inner_step: torch.Tensor | int,
     observe_validation: bool,
     grad_out: torch.Tensor | None = None,
 ) -> Measurement:
@@ -113,15 +113,15 @@ def measure(
     params: torch.Tensor,
     tasks: TaskData,
     run_key: torch.Tensor,
-    inner_step: torch.Tensor,
+    inner_step: torch.Tensor | int,
     observe_validation: bool = False,
     chunk_size: int | None = None,
 ) -> Measurement:
     """Loss, mean minibatch gradient, noise ratio and validation loss at ``params: (B, P)``.
 
-    ``run_key``, ``inner_step``: (B,) select the minibatches. With ``chunk_size``
-    the rows are evaluated in contiguous blocks of that many (large batches stay
-    in cache; a loop over a few blocks, never over problems).
+    ``run_key``, ``inner_step``: (B,) select the minibatches (``inner_step`` may be one int for
+    every row). With ``chunk_size`` the rows are evaluated in contiguous blocks of that many
+    (large batches stay in cache; a loop over a few blocks, never over problems).
     """
     count = params.shape[0]
     if chunk_size is None or count <= chunk_size:
@@ -138,7 +138,7 @@ def measure(
                 params[block],
                 {name: value[block] for name, value in tasks.items()},
                 run_key[block],
-                inner_step[block],
+                inner_step if isinstance(inner_step, int) else inner_step[block],
                 observe_validation,
                 None if grad is None else grad[block],
             )
@@ -192,13 +192,13 @@ def start(
     chunk_size: int | None = None,
 ) -> LRState:
     """The state of a fresh inner run at ``params: (B, P)`` with rate ``exp(log_lr: (B,))`` (inner step 0)."""
-    inner_step = torch.zeros_like(run_key)
-    m = measure(family, params, tasks, run_key, inner_step, observe_validation, chunk_size)
+    # Inner step 0 folded into the minibatch keys as an int: one hash fewer than a tensor of zeros (the same keys).
+    m = measure(family, params, tasks, run_key, 0, observe_validation, chunk_size)
     zeros = torch.zeros_like(m.loss)
     return LRState(
         params=params,
         opt_state=optimizer.init(params),
-        inner_step=inner_step,
+        inner_step=torch.zeros_like(run_key),
         log_lr=log_lr,
         initial_loss=m.loss,
         loss=m.loss,

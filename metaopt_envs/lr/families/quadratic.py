@@ -57,10 +57,14 @@ class NoisyQuadraticFamily(LRTaskFamily):
         check_split(split)
         n, dmax = keys.shape[0], self.max_dim
         # Streams 1..6 of each key, hashed in one call (the same keys as six folds).
-        s1, s2, s3, s4, s5, s6 = rng.fold_each(keys, (1, 2, 3, 4, 5, 6)).unbind(1)
-        dim = self.min_dim + rng.randint(s1, self.max_dim - self.min_dim + 1)
-        top = rng.log_uniform(s2, *self.curvature_range)
-        condition = rng.log_uniform(s3, *self.condition_range)
+        streams = rng.fold_each(keys, (1, 2, 3, 4, 5, 6))
+        _, _, _, s4, s5, _ = streams.unbind(1)
+        # The four scalar draws (streams 1, 2, 3, 6) in one hash over their keys: the numbers of four
+        # draws (each a contiguous (n,) row, as a draw of its own gives).
+        u_dim, u_top, u_condition, u_noise = rng.uniform(streams[:, [0, 1, 2, 5]], (), torch.float64).t().contiguous()
+        dim = self.min_dim + rng.randint_of(u_dim, self.max_dim - self.min_dim + 1)
+        top = rng.log_uniform_of(u_top, *self.curvature_range)
+        condition = rng.log_uniform_of(u_condition, *self.condition_range)
         # Exponents in [0, 1]: the first coordinate holds the largest curvature, the
         # last active one the smallest, so every task has exactly its condition number.
         u = rng.uniform(s4, (dmax,))
@@ -71,7 +75,7 @@ class NoisyQuadraticFamily(LRTaskFamily):
         curvature = top.unsqueeze(-1) * condition.unsqueeze(-1) ** (-u)
         curvature = torch.where(active, curvature, 0.0)
         optimum = torch.where(active, rng.normal(s5, (dmax,)), 0.0)
-        noise = rng.log_uniform(s6, *self.noise_range)
+        noise = rng.log_uniform_of(u_noise, *self.noise_range)
         return {"curvature": curvature, "optimum": optimum, "noise": noise, "dimension": dim}
 
     def init_params(self, tasks: TaskData, keys: torch.Tensor) -> torch.Tensor:
