@@ -52,8 +52,10 @@ def test_the_shown_candidates_are_the_best_ei_points_of_the_pool(monkeypatch):
     everything = torch.cat([pool, refine], 1)
     mean, std = posterior(core.X, z, everything, ls, s2, noise, point_mask=valid)
     log_ei = gp.log_expected_improvement(mean, std, best)
-    top = log_ei.topk(8, dim=-1).indices
+    # the 6 best of the 64 Sobol points, then the 2 best of the local part (16 neighbours + 4 refinements)
+    top = torch.cat([log_ei[:, :64].topk(6, dim=-1).indices, 64 + log_ei[:, 64:].topk(2, dim=-1).indices], 1)
     torch.testing.assert_close(shown, everything.gather(1, top.unsqueeze(-1).expand(-1, -1, 6)), rtol=0, atol=0)
+    assert (log_ei.max(-1).values == log_ei.gather(1, top).max(-1).values).all()  # the pool's best is shown
     # the refinement round perturbs the pool's best points finely (scales <= 0.03, 3 active dims)
     centres = pool.gather(1, log_ei[:, :-4].topk(4, dim=-1).indices.unsqueeze(-1).expand(-1, -1, 6))
     assert (torch.cdist(refine, centres).diagonal(dim1=-2, dim2=-1) < 0.31).all()
@@ -92,7 +94,7 @@ def test_pooled_rows_equal_single_rows_bit_for_bit():
     ("value", "pattern"),
     [
         (-1, r"candidate_pool must be an int >= 0 \(0: no pool, else >= num_candidates\), got -1"),
-        (4, r"candidate_pool must be 0 \(no pool\) or >= num_candidates=8 .*got 4"),
+        (4, r"candidate_pool must be 0 \(no pool\) or >= num_candidates=8 and >= 4 \* num_local=8 .*got 4"),
         (64.0, r"candidate_pool must be an int >= 0 .*got 64.0"),
         (True, r"candidate_pool must be an int >= 0 .*got True"),
     ],
@@ -100,6 +102,8 @@ def test_pooled_rows_equal_single_rows_bit_for_bit():
 def test_bad_candidate_pool_is_rejected_with_its_value(value, pattern):
     with pytest.raises(ValueError, match=pattern):
         metaopt_envs.make_core(ID, num_envs=1, **SMALL, candidate_pool=value)
+    with pytest.raises(ValueError, match=r"candidate_pool must be .* >= 4 \* num_local=12 .*got 10"):
+        metaopt_envs.make_core(ID, num_envs=1, **{**SMALL, "num_local": 3}, candidate_pool=10)
 
 
 def test_expected_improvement_over_the_pool_beats_it_over_the_plain_candidates():

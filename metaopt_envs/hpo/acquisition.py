@@ -84,10 +84,11 @@ class AcquisitionCore(BatchedCore):
         self.candidate_pool = checks.integer(
             "candidate_pool", candidate_pool, minimum=0, note="0: no pool, else >= num_candidates"
         )
-        if 0 < self.candidate_pool < self.num_candidates:
+        if 0 < self.candidate_pool < max(self.num_candidates, 4 * self.num_local):
             raise ValueError(
-                f"candidate_pool must be 0 (no pool) or >= num_candidates={self.num_candidates} (the shown "
-                f"candidates are the pool's best-EI points), got {self.candidate_pool}"
+                f"candidate_pool must be 0 (no pool) or >= num_candidates={self.num_candidates} and >= 4 * "
+                f"num_local={4 * self.num_local} (the shown candidates are the best-EI points of its Sobol "
+                f"and local parts), got {self.candidate_pool}"
             )
         s = self.search
         self.num_envs, self.device, self.family, self.split = s.num_envs, s.device, s.family, s.split
@@ -242,12 +243,13 @@ class AcquisitionCore(BatchedCore):
         incumbent: torch.Tensor,
         hyperparameters: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        """The ``num_candidates`` best-EI points ``(k, num_candidates, D)`` of a row's pool, best first.
+        """The shown candidates ``(k, num_candidates, D)``: the best-EI points of a row's pool.
 
         ``pool (k, P + P // 4, D)``: the shifted Sobol set and the incumbent's neighbours. As GP-EI's
         refinement round, ``P // 16`` perturbations (scales log-uniform in ``REFINE_SCALES``) of the
-        pool's ``REFINE_CENTRES`` best-EI points join it; ties (a row without data, where EI is flat)
-        keep the pool's order (stable sort), so the shown set is the first Sobol points there.
+        pool's ``REFINE_CENTRES`` best-EI points join it. Shown: the ``num_candidates - num_local``
+        best-EI Sobol points, then the ``num_local`` best-EI local points (neighbours and refinement),
+        each best first; ties (a row without data, where EI is flat) keep the pool's order (stable sort).
         """
         ls, s2, noise = hyperparameters
         best = incumbent.unsqueeze(-1)
@@ -272,7 +274,15 @@ class AcquisitionCore(BatchedCore):
             refine = refine * maskd.unsqueeze(1)
             pool = torch.cat([pool, refine], dim=1)
             values = torch.cat([values, log_ei(refine)], dim=1)
-        order = values.sort(dim=-1, descending=True, stable=True).indices[:, : self.num_candidates]
+        # The best of the Sobol part and, apart, the best of the local part (neighbours and refinement):
+        # the pool's best-EI point is shown either way, and the Sobol part keeps the set spread out (the
+        # overall best-EI points are one tight cluster around the best point).
+        sobol, local = self.candidate_pool, self.num_local
+        best_global = (
+            values[:, :sobol].sort(dim=-1, descending=True, stable=True).indices[:, : self.num_candidates - local]
+        )
+        best_local = sobol + values[:, sobol:].sort(dim=-1, descending=True, stable=True).indices[:, :local]
+        order = torch.cat([best_global, best_local], dim=1)
         return pool.gather(1, order.unsqueeze(-1).expand(-1, -1, self.max_dim))
 
     # ------------------------------------------------------------------ a decision

@@ -121,10 +121,13 @@ class MetaOptAcquisitionEnv(CoreEnv):
     domains (its neural AF scores points found by maximizing a standard AF): each decision the row
     draws a pool of ``P`` shifted Sobol points and ``P // 4`` perturbations of the incumbent, adds
     ``P // 16`` finer perturbations (scales in [1e-4, 0.03]) of the pool's 8 best-EI points (GP-EI's
-    refinement round), and shows the ``num_candidates`` points of highest Expected Improvement on the
-    same GP posterior, best first (ties, as before the first evaluation: the pool's order).
-    ``num_local`` is then unused. EI over the shown set is then about GP-EI: with ``P = 1024`` and 32
-    shown, ``acq_ei`` matched ``gp_ei`` on branin, hartmann3 and hartmann6, at about twice the step time.
+    refinement round), computes Expected Improvement on the same GP posterior, and shows the
+    ``num_candidates - num_local`` best-EI Sobol points and the ``num_local`` best-EI local points
+    (neighbours and refinements), each best first (ties, as before the first evaluation: the pool's
+    order). The pool's best-EI point is always shown, so EI over the shown set is EI maximized over
+    the pool, about GP-EI; the Sobol part keeps the set spread out (the overall best-EI points are one
+    tight cluster around the best, among which a choice hardly matters). ``P`` must be at least
+    ``num_candidates`` and ``4 * num_local``.
 
     ## Action Space
     ``Box(-1, 1, (num_candidates,), float32)``: a score per candidate; the argmax is evaluated (ties:
