@@ -7,6 +7,7 @@ at the evaluation's batch (one core of ``--num-envs`` rows, random scores), so a
 full cost per suggestion is its ms plus this step's, comparable with GP-EI's and TPE's ms.
 
     python benchmarks/acquisition_step_time.py --out benchmarks/results/acquisition_rl/step_time
+    python benchmarks/acquisition_step_time.py --candidate-pool 0,1024 --out benchmarks/results/acquisition_pool/step_time
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import metaopt_envs
 
 ACQUISITION = {"budget": 32, "max_dim": 6, "num_candidates": 32, "num_local": 8, "fit_steps": 20}
 """configs/env/acquisition.yaml's kwargs (the trained run's)."""
-SEARCH_ONLY = ("num_candidates", "num_local", "fit_steps")
+SEARCH_ONLY = ("num_candidates", "num_local", "fit_steps", "candidate_pool")
 
 
 def step_seconds_per_row(env_id: str, family: str, num_envs: int, kwargs: dict, repeats: int) -> float:
@@ -45,23 +46,36 @@ def main() -> None:
     parser.add_argument("--families", default="branin,hartmann3,hartmann6")
     parser.add_argument("--num-envs", type=int, default=64, help="rows per core (metaopt-bench's --num-tasks)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--candidate-pool", default="0", help="comma-separated candidate_pool values (0: no pool), one column each"
+    )
     parser.add_argument("--out", default="benchmarks/results/acquisition_rl/step_time")
     args = parser.parse_args()
     torch.set_num_threads(1)
     search = {k: v for k, v in ACQUISITION.items() if k not in SEARCH_ONLY}
+    pools = [int(p) for p in args.candidate_pool.split(",")]
     rows = []
     for family in args.families.split(","):
-        acquisition = step_seconds_per_row("MetaOpt-Acquisition-v0", family, args.num_envs, ACQUISITION, args.repeats)
-        hpo = step_seconds_per_row("MetaOpt-HPO-v0", family, args.num_envs, search, args.repeats)
-        rows.append({"family": family, "acquisition_ms": 1000 * acquisition, "hpo_ms": 1000 * hpo})
+        row: dict = {"family": family}
+        for pool in pools:
+            kwargs = {**ACQUISITION, "candidate_pool": pool}
+            seconds = step_seconds_per_row("MetaOpt-Acquisition-v0", family, args.num_envs, kwargs, args.repeats)
+            row[f"acquisition_ms_pool{pool}" if len(pools) > 1 or pool else "acquisition_ms"] = 1000 * seconds
+        row["hpo_ms"] = 1000 * step_seconds_per_row("MetaOpt-HPO-v0", family, args.num_envs, search, args.repeats)
+        rows.append(row)
         print(rows[-1], flush=True)
+    columns = [key for key in rows[0] if key.startswith("acquisition_ms")]
+    names = [
+        "MetaOpt-Acquisition-v0 step (GP fit + candidates + posterior)" + (f", candidate_pool={p}" if p else "")
+        for p in pools
+    ]
     lines = [
         f"Env step time per row (ms; B = {args.num_envs}, one torch thread, kwargs {ACQUISITION}; median of "
         f"{args.repeats} searches of {ACQUISITION['budget']} steps)",
         "",
-        "| family | MetaOpt-Acquisition-v0 step (GP fit + candidates + posterior) | MetaOpt-HPO-v0 step |",
-        "|---|---:|---:|",
-        *(f"| {r['family']} | {r['acquisition_ms']:.2f} | {r['hpo_ms']:.3f} |" for r in rows),
+        "| family | " + " | ".join(names) + " | MetaOpt-HPO-v0 step |",
+        "|---|" + "---:|" * (len(columns) + 1),
+        *(f"| {r['family']} | " + " | ".join(f"{r[c]:.2f}" for c in columns) + f" | {r['hpo_ms']:.3f} |" for r in rows),
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

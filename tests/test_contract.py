@@ -683,6 +683,7 @@ CONSTRUCTION_ERRORS = [
     ("MetaOpt-Acquisition-v0", {"num_local": 6}, r"num_local must be smaller than num_candidates=6.*got 6"),
     ("MetaOpt-Acquisition-v0", {"num_candidates": 1}, r"num_candidates must be an int >= 2.*got 1"),
     ("MetaOpt-Acquisition-v0", {"y_transform": "exp"}, r"y_transform must be one of 'log', 'none', got 'exp'"),
+    ("MetaOpt-Acquisition-v0", {"candidate_pool": 3}, r"candidate_pool must be 0 .*>= num_candidates=6.*got 3"),
 ]
 
 

@@ -195,7 +195,7 @@ class HPOSuite(Suite):
 HPO_SUITE = HPOSuite()
 
 ACQUISITION_ENV_ID = "MetaOpt-Acquisition-v0"
-ACQUISITION_ONLY = ("num_candidates", "num_local", "fit_steps", "fit_lr", "y_transform")
+ACQUISITION_ONLY = ("num_candidates", "num_local", "fit_steps", "fit_lr", "y_transform", "candidate_pool")
 """MetaOpt-Acquisition-v0's arguments beyond MetaOpt-HPO-v0's (its search runs with the rest)."""
 
 

@@ -3,12 +3,13 @@
 In the style of MetaBO (Volpp et al., 2020): every step, each row fits a Gaussian process to the
 configurations it evaluated so far (the batched GP of :mod:`metaopt_envs.hpo.gp`, the one the
 GP-EI baseline uses), proposes ``num_candidates`` points (a randomly shifted Sobol set plus
-perturbations of the incumbent) and shows, per candidate, the posterior mean and standard
-deviation, the incumbent, the budget used and the point's coordinates. The action scores the
-candidates; the best-scored one is evaluated next. The objectives, their normalization, the
-rewards and the episode are those of :class:`metaopt_envs.hpo.core.HPOCore`, which this core
-drives (same task keys, so the same seeds give the same objectives in both ids). See
-:class:`metaopt_envs.hpo.env.MetaOptAcquisitionEnv` for the documentation.
+perturbations of the incumbent, or with ``candidate_pool`` the best-EI points of a larger pool)
+and shows, per candidate, the posterior mean and standard deviation, the incumbent, the budget
+used and the point's coordinates. The action scores the candidates; the best-scored one is
+evaluated next. The objectives, their normalization, the rewards and the episode are those of
+:class:`metaopt_envs.hpo.core.HPOCore`, which this core drives (same task keys, so the same seeds
+give the same objectives in both ids). See :class:`metaopt_envs.hpo.env.MetaOptAcquisitionEnv`
+for the documentation.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ POSTERIOR_CLIP = 10.0
 """Means and the incumbent are clipped to [-10, 10] and std to [0, 10] (standardized target units)."""
 LOCAL_SCALES = (1e-3, 0.3)
 """Log-uniform range of the perturbation scales of the incumbent's neighbours."""
+REFINE_SCALES = (1e-4, 0.03)
+"""Log-uniform range of the perturbation scales of the pool's refinement round (around its best-EI points)."""
+REFINE_CENTRES = 8
+"""The pool's refinement round perturbs its ``REFINE_CENTRES`` best-EI points (GP-EI's round)."""
 _STREAM = 0x5EA4C8  # the key stream of the candidates, apart from every task stream
 
 
@@ -57,6 +62,7 @@ class AcquisitionCore(BatchedCore):
         fit_steps: int = 30,
         fit_lr: float = 0.1,
         y_transform: str = "log",
+        candidate_pool: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
         self.search = HPOCore(
@@ -75,6 +81,15 @@ class AcquisitionCore(BatchedCore):
         self.fit_lr = checks.finite_float("fit_lr", fit_lr, low=0.0, low_open=True)
         checks.choice("y_transform", y_transform, ("log", "none"))
         self.y_transform = y_transform
+        self.candidate_pool = checks.integer(
+            "candidate_pool", candidate_pool, minimum=0, note="0: no pool, else >= num_candidates"
+        )
+        if 0 < self.candidate_pool < max(self.num_candidates, 4 * self.num_local):
+            raise ValueError(
+                f"candidate_pool must be 0 (no pool) or >= num_candidates={self.num_candidates} and >= 4 * "
+                f"num_local={4 * self.num_local} (the shown candidates are the best-EI points of its Sobol "
+                f"and local parts), got {self.candidate_pool}"
+            )
         s = self.search
         self.num_envs, self.device, self.family, self.split = s.num_envs, s.device, s.family, s.split
         self.budget = self.num_decisions = s.budget
@@ -91,7 +106,8 @@ class AcquisitionCore(BatchedCore):
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         # One scrambled Sobol set on [0, 1)^D; each row and decision shifts it at random (modulo 1).
         engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=0)
-        self.sobol = engine.draw(n - self.num_local, dtype=torch.float64).to(self.device)
+        sobol_size = self.candidate_pool or n - self.num_local
+        self.sobol = engine.draw(sobol_size, dtype=torch.float64).to(self.device)
         b, dev, t = self.num_envs, self.device, self.budget
         self.X = torch.zeros(b, t, d, dtype=torch.float64, device=dev)
         self.Y = torch.zeros(b, t, dtype=torch.float64, device=dev)
@@ -178,11 +194,13 @@ class AcquisitionCore(BatchedCore):
         for stored, value in zip(self.log_params, params):
             stored[index] = value
         ls, s2, noise = (p.exp() for p in params)
-        # Candidates: the Sobol set shifted by a uniform vector, then neighbours of the incumbent.
+        # Candidates: the Sobol set shifted by a uniform vector, then neighbours of the incumbent
+        # (with a pool: the pool, of which the best-EI points are shown).
         key = rng.fold(s.task_key[index], _STREAM, s.inner_episode[index], t)
         shift = rng.uniform(rng.fold(key, 0), (self.max_dim,), torch.float64)
         globals_ = torch.remainder(self.sobol.unsqueeze(0) + shift.unsqueeze(1), 1.0) * 2.0 - 1.0
-        k, m = index.numel(), self.num_local
+        k = index.numel()
+        m = self.candidate_pool // 4 if self.candidate_pool else self.num_local
         has_data = (t > 0).unsqueeze(-1).unsqueeze(-1)
         z_min, best_pos = torch.where(valid, z, torch.full_like(z, math.inf)).min(-1)
         incumbent_x = x.gather(1, best_pos.view(k, 1, 1).expand(k, 1, self.max_dim))
@@ -194,9 +212,11 @@ class AcquisitionCore(BatchedCore):
         uniform = rng.uniform(rng.fold(key, 3), (m, self.max_dim), torch.float64) * 2.0 - 1.0
         local = torch.where(has_data, local, uniform)
         candidates = torch.cat([globals_, local], dim=1) * maskd.unsqueeze(1)
+        incumbent = torch.where(t > 0, z_min, torch.zeros_like(z_min))
+        if self.candidate_pool:
+            candidates = self._best_of_pool(key, candidates, maskd, x, z, valid, incumbent, (ls, s2, noise))
         with torch.no_grad():
             mean, std = gp.gp_posterior(x, z, candidates, ls, s2, noise, point_mask=valid)
-        incumbent = torch.where(t > 0, z_min, torch.zeros_like(z_min))
         clip = POSTERIOR_CLIP
         budget_used = (t.to(torch.float64) / self.budget).unsqueeze(-1).expand(k, self.num_candidates)
         features = torch.cat(
@@ -211,6 +231,59 @@ class AcquisitionCore(BatchedCore):
         )
         self.candidates[index] = candidates
         self.features[index] = torch.nan_to_num(features, nan=0.0).to(torch.float32)
+
+    def _best_of_pool(
+        self,
+        key: torch.Tensor,
+        pool: torch.Tensor,
+        maskd: torch.Tensor,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        valid: torch.Tensor,
+        incumbent: torch.Tensor,
+        hyperparameters: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """The shown candidates ``(k, num_candidates, D)``: the best-EI points of a row's pool.
+
+        ``pool (k, P + P // 4, D)``: the shifted Sobol set and the incumbent's neighbours. As GP-EI's
+        refinement round, ``P // 16`` perturbations (scales log-uniform in ``REFINE_SCALES``) of the
+        pool's ``REFINE_CENTRES`` best-EI points join it. Shown: the ``num_candidates - num_local``
+        best-EI Sobol points, then the ``num_local`` best-EI local points (neighbours and refinement),
+        each best first; ties (a row without data, where EI is flat) keep the pool's order (stable sort).
+        """
+        ls, s2, noise = hyperparameters
+        best = incumbent.unsqueeze(-1)
+
+        def log_ei(points: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                mean, std = gp.gp_posterior(x, z, points, ls, s2, noise, point_mask=valid)
+            return gp.log_expected_improvement(mean, std, best)
+
+        values = log_ei(pool)
+        count = self.candidate_pool // 16
+        if count:
+            k, centres = pool.shape[0], min(REFINE_CENTRES, pool.shape[1])
+            top = values.sort(dim=-1, descending=True, stable=True).indices[:, :centres]
+            centre_x = pool.gather(1, top.unsqueeze(-1).expand(k, centres, self.max_dim))
+            base = centre_x[:, torch.arange(count, device=self.device) % centres]  # round robin
+            low, high = REFINE_SCALES
+            scales = torch.exp(
+                math.log(low) + rng.uniform(rng.fold(key, 4), (count, 1), torch.float64) * math.log(high / low)
+            )
+            refine = (base + scales * rng.normal(rng.fold(key, 5), (count, self.max_dim), torch.float64)).clamp(-1, 1)
+            refine = refine * maskd.unsqueeze(1)
+            pool = torch.cat([pool, refine], dim=1)
+            values = torch.cat([values, log_ei(refine)], dim=1)
+        # The best of the Sobol part and, apart, the best of the local part (neighbours and refinement):
+        # the pool's best-EI point is shown either way, and the Sobol part keeps the set spread out (the
+        # overall best-EI points are one tight cluster around the best point).
+        sobol, local = self.candidate_pool, self.num_local
+        best_global = (
+            values[:, :sobol].sort(dim=-1, descending=True, stable=True).indices[:, : self.num_candidates - local]
+        )
+        best_local = sobol + values[:, sobol:].sort(dim=-1, descending=True, stable=True).indices[:, :local]
+        order = torch.cat([best_global, best_local], dim=1)
+        return pool.gather(1, order.unsqueeze(-1).expand(-1, -1, self.max_dim))
 
     # ------------------------------------------------------------------ a decision
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:

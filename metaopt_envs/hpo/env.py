@@ -117,6 +117,18 @@ class MetaOptAcquisitionEnv(CoreEnv):
     incumbent (scales log-uniform in [1e-3, 0.3]; uniform points before the first evaluation), drawn
     from the row's keys (row ``i`` of a batch is the single env seeded ``i``).
 
+    With ``candidate_pool=P > 0`` the shown points are picked, in the spirit of MetaBO on continuous
+    domains (its neural AF scores points found by maximizing a standard AF): each decision the row
+    draws a pool of ``P`` shifted Sobol points and ``P // 4`` perturbations of the incumbent, adds
+    ``P // 16`` finer perturbations (scales in [1e-4, 0.03]) of the pool's 8 best-EI points (GP-EI's
+    refinement round), computes Expected Improvement on the same GP posterior, and shows the
+    ``num_candidates - num_local`` best-EI Sobol points and the ``num_local`` best-EI local points
+    (neighbours and refinements), each best first (ties, as before the first evaluation: the pool's
+    order). The pool's best-EI point is always shown, so EI over the shown set is EI maximized over
+    the pool, about GP-EI; the Sobol part keeps the set spread out (the overall best-EI points are one
+    tight cluster around the best, among which a choice hardly matters). ``P`` must be at least
+    ``num_candidates`` and ``4 * num_local``.
+
     ## Action Space
     ``Box(-1, 1, (num_candidates,), float32)``: a score per candidate; the argmax is evaluated (ties:
     the first). NaN or inf actions and wrong shapes raise ``ValueError``.
@@ -160,13 +172,14 @@ class MetaOptAcquisitionEnv(CoreEnv):
     | fit_steps | 30 | Adam steps of the GP hyperparameter fit per decision (0: keep the prior) |
     | fit_lr | 0.1 | their step size |
     | y_transform | "log" | "log" or "none" (see above) |
+    | candidate_pool | 0 | 0: the candidates above; ``P >= num_candidates``: show the best-EI points of a pool of ``P`` (see above) |
 
     ## Vectorized environment
     ``gym.make_vec("MetaOpt-Acquisition-v0", num_envs=64)`` fits the 64 GPs in one batched program;
     ``metaopt_envs.make_sb3_vec_env`` gives an SB3 VecEnv. Both take ``episodes_per_trial=K``.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; ``candidate_pool`` added later (default 0: the candidates as released).
     """
 
     core_class = AcquisitionCore
