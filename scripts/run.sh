@@ -38,7 +38,8 @@ lint() {
 
 case "$job" in
   main) metaopt-train "$@" ;;
-  test) lint && python -m pytest -q "$@" ;;
+  # Two pytest-xdist workers (PYTEST_WORKERS=0 runs in this process); worksteal balances the long tests.
+  test) lint && python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist worksteal "$@" ;;
   lint) lint ;;
   *) echo "usage: bash scripts/run.sh [main|test|lint] [args...]" >&2; exit 2 ;;
 esac
