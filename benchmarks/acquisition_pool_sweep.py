@@ -13,7 +13,6 @@ objectives). One line per family and agent: median log10 simple regret after ``b
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from agents.controllers.acquisition import ExpectedImprovementScores
 from agents.controllers.hpo import GPEI
 from agents.evaluation.hpo import ACQUISITION_SUITE
+from agents.evaluation.report import write_benchmark
 
 ACQUISITION = {"budget": 32, "max_dim": 6, "num_candidates": 32, "num_local": 8, "fit_steps": 20}
 """configs/env/acquisition.yaml's kwargs (the trained runs')."""
@@ -63,11 +63,7 @@ def main() -> None:
         "|---|" + "---:|" * len(families),
         *(f"| {a} | " + " | ".join(cell[(f, a)] for f in families) + " |" for a in agents),
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "kwargs": ACQUISITION, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_benchmark(Path(args.out), lines, {"args": vars(args), "kwargs": ACQUISITION, "rows": rows})
 
 
 if __name__ == "__main__":

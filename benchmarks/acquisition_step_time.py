@@ -13,13 +13,13 @@ full cost per suggestion is its ms plus this step's, comparable with GP-EI's and
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
 import metaopt_envs
+from agents.evaluation.report import write_benchmark
 
 ACQUISITION = {"budget": 32, "max_dim": 6, "num_candidates": 32, "num_local": 8, "fit_steps": 20}
 """configs/env/acquisition.yaml's kwargs (the trained run's)."""
@@ -77,11 +77,7 @@ def main() -> None:
         "|---|" + "---:|" * (len(columns) + 1),
         *(f"| {r['family']} | " + " | ".join(f"{r[c]:.2f}" for c in columns) + f" | {r['hpo_ms']:.3f} |" for r in rows),
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "kwargs": ACQUISITION, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_benchmark(Path(args.out), lines, {"args": vars(args), "kwargs": ACQUISITION, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -74,6 +74,20 @@ def provenance(torch_threads: int | None = None, command: Sequence[str] | None =
     }
 
 
+def write_benchmark(out: Path, lines: Sequence[str], payload: Mapping[str, Any]) -> None:
+    """A benchmark script's ``<out>.json`` (``payload`` with :func:`provenance`) and ``<out>.md`` (``lines``
+    and a line saying where it was made); prints the markdown."""
+    made = provenance()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({**made, **payload}, indent=1))
+    footer = (
+        f"Made by `{made['command']}` at commit `{made['commit']}` on {made['cpu_model']}, torch {made['torch']} "
+        f"with {made['torch_threads']} thread(s)."
+    )
+    out.with_suffix(".md").write_text("\n".join([*lines, "", footer]) + "\n")
+    print("\n".join(lines))
+
+
 def progress(message: str) -> None:
     """A stage of a long evaluation, printed (and logged: ``metaopt-train`` writes it to ``train.log``)."""
     print(message, flush=True)
@@ -293,5 +307,6 @@ __all__ = [
     "git_commit",
     "header",
     "provenance",
+    "write_benchmark",
     "write_report",
 ]
