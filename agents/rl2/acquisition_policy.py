@@ -150,8 +150,10 @@ class CandidateScorePolicy(ActorCriticPolicy):
             self.init_weights(self.value_head[-1], gain=1.0)
         if self.ei_prior > 0:
             # The untrained policy is the prior alone: softmax(ei_prior * log EI).
-            nn.init.zeros_(self.scorer[-1].weight)
-            nn.init.zeros_(self.scorer[-1].bias)
+            head = self.scorer[-1]
+            assert isinstance(head, nn.Linear)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
