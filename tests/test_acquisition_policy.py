@@ -15,9 +15,10 @@ from hydra import compose, initialize_config_dir
 
 import metaopt_envs
 from agents.cli import bench
+from agents.controllers.acquisition import ExpectedImprovementScores
 from agents.rl2 import runs
 from agents.rl2.acquisition_policy import POLICY_NAME, AcquisitionPPO, CandidateScorePolicy, candidate_layout
-from agents.rl2.training import CONFIG_DIR, algorithms, train
+from agents.rl2.training import CONFIG_DIR, algorithms, build_model, make_env, train
 
 KWARGS: dict[str, Any] = {
     "task_family": "branin",
@@ -115,3 +116,54 @@ def test_metaopt_train_knows_the_policy_and_a_saved_model_reloads_safely_and_eva
             out.writestr(name, content)
     refusal = runs.needs_trust(custom)
     assert refusal is not None and refusal.entry == "rollout_buffer_class"
+
+
+def test_the_ei_prior_with_its_zero_head_is_acq_ei_and_its_kwarg_survives_a_safe_reload(tmp_path: Path) -> None:
+    policy, obs = _policy(ei_prior=50.0)
+    assert policy.ei_prior == 50.0 and not policy.scorer[-1].weight.any() and not policy.scorer[-1].bias.any()
+    with torch.no_grad():
+        actions, _, _ = policy(obs, deterministic=True)
+        inputs = policy.candidate_inputs(obs)
+        torch.testing.assert_close(policy.logits(inputs), 50.0 * policy.prior_log_ei(inputs))
+    acq_ei = ExpectedImprovementScores(num_candidates=KWARGS["num_candidates"])
+    expected, _ = acq_ei.predict(obs.numpy())
+    assert obs.shape[0] == 10 and (actions.numpy() == expected).all()
+    # Permutation equivariance holds with the prior (on a trained-looking, nonzero head too).
+    torch.nn.init.normal_(policy.scorer[-1].weight)
+    n, f = KWARGS["num_candidates"], policy.num_features
+    permutation = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+    permuted = torch.cat([obs[:, : n * f].reshape(-1, n, f)[:, permutation].reshape(-1, n * f), obs[:, n * f :]], 1)
+    with torch.no_grad():
+        logits = policy.logits(policy.candidate_inputs(obs))
+        torch.testing.assert_close(policy.logits(policy.candidate_inputs(permuted)), logits[:, permutation])
+    # The kwarg is JSON in the constructor parameters, so the safe loader (no trust) rebuilds the same policy.
+    overrides = ["env=acquisition", "agent=acquisition_ppo", "env.num_envs=2", "+agent.policy_kwargs.ei_prior=50"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, *(f"env.kwargs.{key}={value}" for key, value in KWARGS.items())])
+    env = make_env(cfg)
+    model = build_model(cfg, env, tmp_path)
+    assert model.policy.ei_prior == 50.0
+    model.save(tmp_path / "model.zip")
+    env.close()
+    spec = {"agent": {"algo": "ppo", "policy": POLICY_NAME}}
+    assert runs.needs_trust(tmp_path / "model.zip", spec=spec) is None
+    loaded = runs.load_model(tmp_path / "model.zip", spec=spec)  # without trust: nothing unpickled
+    assert isinstance(loaded.policy, CandidateScorePolicy) and loaded.policy.ei_prior == 50.0
+    for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_ei_prior_zero_is_the_plain_scorer_and_a_bad_value_is_refused() -> None:
+    plain, obs = _policy()
+    zero, _ = _policy(ei_prior=0.0)
+    assert (
+        "ei_prior" not in plain._get_constructor_parameters() and "ei_prior" not in zero._get_constructor_parameters()
+    )
+    for a, b in zip(plain.state_dict().values(), zero.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        inputs = plain.candidate_inputs(obs)
+        assert torch.equal(plain.logits(inputs), zero.logits(inputs))
+    for bad in (-1.0, float("nan"), float("inf"), "5", True):
+        with pytest.raises(ValueError, match="ei_prior must be a finite number >= 0"):
+            _policy(ei_prior=bad)

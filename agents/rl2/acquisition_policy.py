@@ -15,7 +15,13 @@ Per candidate the scorer reads the env's features (posterior mean, std, incumben
 coordinates; :data:`metaopt_envs.hpo.acquisition.CANDIDATE_FEATURES`) and, by default, three derived
 ones that a small MLP finds hard to compute: ``z = (incumbent - mean) / std``, ``log std`` and
 ``log EI`` (Expected Improvement, :func:`metaopt_envs.hpo.gp.log_expected_improvement`), each clipped.
-``derived_features=[]`` is MetaBO's input set. RL² trial observations (previous action, reward and
+``derived_features=[]`` is MetaBO's input set.
+
+``ei_prior=s > 0`` makes the scorer a residual acquisition function: ``logit_i = s log EI_i + MLP(x_i)``
+with the unclipped log EI of :func:`~metaopt_envs.hpo.gp.log_expected_improvement` (as the ``acq_ei``
+baseline computes it), and the MLP's last layer starts at zero, so the untrained policy is the softmax
+of EI raised to the power ``s`` (``s -> inf``: EI's argmax, the ``acq_ei`` baseline) and training learns
+what to add to EI. ``ei_prior=0`` (the default) is the plain scorer. RL² trial observations (previous action, reward and
 first-step flag after the candidates) are accepted; those trailing entries are not read (the previous
 step's candidates are not this step's).
 
@@ -50,6 +56,7 @@ DERIVED_FEATURES = ("z", "log_std", "log_ei")
 _MEAN, _STD, _INCUMBENT, _BUDGET = (CANDIDATE_FEATURES.index(n) for n in ("mean", "std", "incumbent", "budget_used"))
 _TRIAL_EXTRAS = 2  # an RL² trial's observation: + previous action (N), previous reward, first-step flag
 _CLIP = 10.0
+_PRIOR_FLOOR = -1e4  # log EI's floor in the prior: float32 log EI can reach -inf far below the incumbent
 
 
 def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
@@ -86,6 +93,8 @@ class CandidateScorePolicy(ActorCriticPolicy):
         embedding, followed by a ``[*, 1]`` head over ``[mean pool, max pool, budget_used]``.
     :param derived_features: which of :data:`DERIVED_FEATURES` the scorer and the value read besides the env's.
     :param activation: ``"tanh"`` or ``"relu"``.
+    :param ei_prior: ``s >= 0``; ``s > 0`` adds ``s * log EI`` to each candidate's logit and zeroes the
+        scorer's last layer at the start (the untrained policy is ``softmax(s log EI)``); 0 is the plain scorer.
     The remaining arguments are :class:`ActorCriticPolicy`'s (``ortho_init``, ``optimizer_kwargs``, ...).
     """
 
@@ -98,8 +107,12 @@ class CandidateScorePolicy(ActorCriticPolicy):
         value_arch: Sequence[int] = (64, 64),
         derived_features: Sequence[str] = DERIVED_FEATURES,
         activation: str = "tanh",
+        ei_prior: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        if isinstance(ei_prior, bool) or not isinstance(ei_prior, int | float) or not 0.0 <= ei_prior < float("inf"):
+            raise ValueError(f"ei_prior must be a finite number >= 0 (0: no EI prior), got {ei_prior!r}")
+        self.ei_prior = float(ei_prior)
         if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
             raise ValueError(f"{POLICY_NAME} needs a Box(-1, 1, (num_candidates,)) action space, got {action_space}")
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
@@ -135,6 +148,12 @@ class CandidateScorePolicy(ActorCriticPolicy):
             # Near-uniform choice at the start (as SB3's 0.01 action head), a unit-scale value head.
             self.init_weights(self.scorer[-1], gain=0.01)
             self.init_weights(self.value_head[-1], gain=1.0)
+        if self.ei_prior > 0:
+            # The untrained policy is the prior alone: softmax(ei_prior * log EI).
+            head = self.scorer[-1]
+            assert isinstance(head, nn.Linear)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -146,6 +165,7 @@ class CandidateScorePolicy(ActorCriticPolicy):
             "value_arch": self.value_arch,
             "derived_features": self.derived_features,
             "activation": self.activation,
+            **({"ei_prior": self.ei_prior} if self.ei_prior > 0 else {}),
         }
 
     # ------------------------------------------------------------------ features
@@ -165,9 +185,18 @@ class CandidateScorePolicy(ActorCriticPolicy):
         extra = [derived[name]() for name in self.derived_features]
         return torch.cat([candidates, torch.stack(extra, dim=-1)], dim=-1)
 
+    def prior_log_ei(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Unclipped ``log EI (B, N)`` of :meth:`candidate_inputs` (as ``acq_ei`` computes it), floored at -1e4."""
+        mean, std, incumbent = inputs[..., _MEAN], inputs[..., _STD].clamp_min(1e-12), inputs[..., _INCUMBENT]
+        log_ei = log_expected_improvement(mean, std, incumbent)
+        return torch.nan_to_num(log_ei, nan=_PRIOR_FLOOR, neginf=_PRIOR_FLOOR).clamp_min(_PRIOR_FLOOR)
+
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Per-candidate logits ``(B, N)`` from :meth:`candidate_inputs`."""
-        return self.scorer(inputs).squeeze(-1)
+        """Per-candidate logits ``(B, N)`` from :meth:`candidate_inputs` (plus ``ei_prior * log EI`` when set)."""
+        logits = self.scorer(inputs).squeeze(-1)
+        if self.ei_prior > 0:
+            logits = logits + self.ei_prior * self.prior_log_ei(inputs)
+        return logits
 
     def values(self, inputs: torch.Tensor) -> torch.Tensor:
         """State values ``(B, 1)`` from :meth:`candidate_inputs` (pooled, so invariant to the candidates' order)."""
