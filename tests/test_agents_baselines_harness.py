@@ -194,3 +194,15 @@ def test_bench_cli_writes_table_json_and_plots(tmp_path):
     assert (tmp_path / "curves_quadratic.png").stat().st_size > 10_000
     assert "| agent |" in (tmp_path / "results.md").read_text()
     assert report["families"].keys() == {"quadratic"}
+
+
+def test_benchmark_scripts_record_where_they_ran(tmp_path, capsys):
+    from agents.evaluation.report import cpu_model, git_commit, write_benchmark
+
+    write_benchmark(tmp_path / "sub" / "bench", ["| a | b |", "|---|---:|", "| x | 1.0 |"], {"rows": [1]})
+    saved = json.loads((tmp_path / "sub" / "bench.json").read_text())
+    assert saved["rows"] == [1] and saved["commit"] == git_commit() and saved["cpu_model"] == cpu_model()
+    assert saved["torch_threads"] == 1 and saved["command"]
+    markdown = (tmp_path / "sub" / "bench.md").read_text()
+    assert markdown.startswith("| a | b |") and f"on {cpu_model()}" in markdown and "1 thread(s)" in markdown
+    assert "| x | 1.0 |" in capsys.readouterr().out
