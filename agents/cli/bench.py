@@ -208,18 +208,11 @@ def _check_model_shape(
     """ValueError unless the model ``spec`` (saved without a run spec) observes the shape the env gives it."""
     import metaopt_envs
     from agents.evaluation.specs import load_model
+    from agents.evaluation.suites import check_observation_shape
 
-    model = load_model(path, trust_model=trust_model)
-    shape = tuple(model.observation_space.shape)
     kwargs = {"split": "test", **env_kwargs, **model_kwargs}
     core = metaopt_envs.make_core(suite.env_id, num_envs=1, episodes_per_trial=episodes_per_trial, **kwargs)
-    given = tuple(core.single_observation_space.shape)
-    if shape != given:
-        raise ValueError(
-            f"agent spec {spec!r}: the model observes shape {shape}, but {suite.env_id} with episodes_per_trial="
-            f"{episodes_per_trial} gives {given}; it has no run spec, so give the trial length and env arguments "
-            "it was trained with (--episodes-per-trial, --model-env-kwargs)"
-        )
+    check_observation_shape(spec, load_model(path, trust_model=trust_model), core, suite.env_id, episodes_per_trial)
 
 
 def check_env(

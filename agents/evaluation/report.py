@@ -74,17 +74,21 @@ def provenance(torch_threads: int | None = None, command: Sequence[str] | None =
     }
 
 
+def made_by(made: Mapping[str, Any]) -> str:
+    """The results files' sentence saying where a result was made, from :func:`provenance`."""
+    return (
+        f"Made by `{made['command']}` at commit `{made['commit']}` on {made['cpu_model']}, torch {made['torch']} "
+        f"with {made['torch_threads']} thread(s)"
+    )
+
+
 def write_benchmark(out: Path, lines: Sequence[str], payload: Mapping[str, Any]) -> None:
     """A benchmark script's ``<out>.json`` (``payload`` with :func:`provenance`) and ``<out>.md`` (``lines``
     and a line saying where it was made); prints the markdown."""
     made = provenance()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({**made, **payload}, indent=1))
-    footer = (
-        f"Made by `{made['command']}` at commit `{made['commit']}` on {made['cpu_model']}, torch {made['torch']} "
-        f"with {made['torch_threads']} thread(s)."
-    )
-    out.with_suffix(".md").write_text("\n".join([*lines, "", footer]) + "\n")
+    out.with_suffix(".md").write_text("\n".join([*lines, "", made_by(made) + "."]) + "\n")
     print("\n".join(lines))
 
 
@@ -120,11 +124,7 @@ def header(
     )
     lines = [f"# metaopt-bench: {suite.env_id}", "", summary, ""]
     if made:
-        lines[3:3] = [
-            "",
-            f"Made by `{made['command']}` on {made['cpu_model']}, torch {made['torch']} with "
-            f"{made['torch_threads']} thread(s).",
-        ]
+        lines[3:3] = ["", made_by(made) + "."]
     return lines
 
 
@@ -289,10 +289,7 @@ def compare_with_baselines(
     )
     made = provenance()
     (out_dir / "results.md").write_text(
-        f"Made by `{made['command']}` at commit `{made['commit']}` on {made['cpu_model']}, torch {made['torch']} "
-        f"with {made['torch_threads']} thread(s); {num_tasks} test tasks x seeds {list(seeds)}.\n\n"
-        + result.table
-        + "\n"
+        f"{made_by(made)}; {num_tasks} test tasks x seeds {list(seeds)}.\n\n{result.table}\n"
     )
     report = {**made, "seeds": list(seeds), "num_tasks": num_tasks, "summaries": result.summaries, "tuning": tuning}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
@@ -306,6 +303,7 @@ __all__ = [
     "cpu_model",
     "git_commit",
     "header",
+    "made_by",
     "provenance",
     "write_benchmark",
     "write_report",

@@ -309,7 +309,7 @@ class Suite:
             if key not in cores:  # tasks are keyed by the seeds: agents with the same arguments share a core
                 cores[key] = metaopt_envs.make_core(env_id, num_envs=num_tasks, episodes_per_trial=trial, **kwargs)
             core = cores[key]
-            _check_observation_shape(name, agent, core, env_id, trial)
+            check_observation_shape(name, agent, core, env_id, trial)
             bar.set_postfix_str(name)
             records[name] = []
             for seed in seeds:
@@ -358,17 +358,17 @@ def find(agents: Mapping[str, Any], prefix: str) -> str | None:
     return next((name for name in agents if name.startswith(prefix)), None)
 
 
-def _check_observation_shape(name: str, agent: Any, core: Any, env_id: str, trial: int | None) -> None:
-    """ValueError unless an agent that declares an observation space (an SB3 model) gets that shape."""
+def check_observation_shape(name: str, agent: Any, core: Any, env_id: str, trial: int | None) -> None:
+    """ValueError unless an agent that declares an observation space (an SB3 model) gets that shape from ``core``."""
     space = getattr(agent, "observation_space", None)
     shape = getattr(space, "shape", None)
     given = tuple(core.single_observation_space.shape)
     if shape is not None and tuple(shape) != given:
         raise ValueError(
-            f"agent {name!r} observes shape {tuple(shape)}, but {env_id} with episodes_per_trial={trial} gives "
-            f"{given}: evaluate it with the trial length and env arguments it was trained with "
-            "(--episodes-per-trial, --model-env-kwargs), or give a model saved by metaopt-train (its spec has them)"
+            f"agent spec {name!r}: the model observes shape {tuple(shape)}, but {env_id} with episodes_per_trial="
+            f"{trial} gives {given}; give the trial length and env arguments it was trained with "
+            "(--episodes-per-trial, --model-env-kwargs), or a model saved by metaopt-train (its run spec has them)"
         )
 
 
-__all__ = ["SUITES", "Suite", "SuiteResult", "agent_trial", "find", "get_suite"]
+__all__ = ["SUITES", "Suite", "SuiteResult", "agent_trial", "check_observation_shape", "find", "get_suite"]

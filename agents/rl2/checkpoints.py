@@ -22,7 +22,6 @@ has seen.
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import re
@@ -117,13 +116,13 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, spec: Mapping[str, An
     atomic_write(state_path(path), lambda file: torch.save(state, file))
 
     def write(file: Any) -> None:
-        buffer = io.BytesIO()
-        model.save(buffer)
-        if spec is not None:
-            from agents.rl2.runs import SPEC_ENTRY
+        from agents.rl2.runs import save_model
 
-            with zipfile.ZipFile(buffer, "a") as archive:
-                archive.writestr(SPEC_ENTRY, json.dumps(spec, indent=1))
+        buffer = io.BytesIO()
+        if spec is None:
+            model.save(buffer)
+        else:
+            save_model(model, buffer, spec)
         file.write(buffer.getvalue())
 
     atomic_write(path, write)

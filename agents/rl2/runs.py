@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import io
 import json
 import re
 import zipfile
@@ -126,13 +127,14 @@ def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
     }
 
 
-def save_model(model: Any, path: str | Path, spec: Mapping[str, Any]) -> Path:
-    """``model.save(path)``, then ``spec`` as the zip's :data:`SPEC_ENTRY`; returns the path."""
-    path = Path(path)
-    model.save(path)
-    with zipfile.ZipFile(path, "a") as archive:
+def save_model(model: Any, path: str | Path | io.BufferedIOBase, spec: Mapping[str, Any]) -> Any:
+    """``model.save(path)``, then ``spec`` as the zip's :data:`SPEC_ENTRY`; returns ``path`` (a file path,
+    or a seekable binary buffer such as ``io.BytesIO``)."""
+    target = Path(path) if isinstance(path, str | Path) else path
+    model.save(target)
+    with zipfile.ZipFile(target, "a") as archive:
         archive.writestr(SPEC_ENTRY, json.dumps(spec, indent=1))
-    return path
+    return target
 
 
 def write_run_spec(run_dir: str | Path, spec: Mapping[str, Any]) -> Path:
