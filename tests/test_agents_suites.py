@@ -25,7 +25,7 @@ from agents.controllers.ensemble import ENSEMBLE_BASELINES
 from agents.controllers.hpo import HPO_BASELINES
 from agents.controllers.lr import BASELINES, ConstantLR, HypergradientLR
 from agents.evaluation import ensemble, hpo, lr
-from agents.evaluation.metrics import TEST_SEED_OFFSET, gap_closed, win_rate
+from agents.evaluation.metrics import SEED_STRIDE, TEST_SEED_OFFSET, gap_closed, win_rate
 from agents.evaluation.stats import bootstrap_ci, iqm
 from agents.evaluation.suites import SUITES, Suite, get_suite
 
@@ -66,8 +66,8 @@ def test_every_family_runs_through_the_shared_rollout(env_id, monkeypatch):
     assert sorted(seed for _, seed in calls) == [
         TEST_SEED_OFFSET,
         TEST_SEED_OFFSET,
-        TEST_SEED_OFFSET + 1,
-        TEST_SEED_OFFSET + 1,
+        TEST_SEED_OFFSET + SEED_STRIDE,
+        TEST_SEED_OFFSET + SEED_STRIDE,
     ]
     assert set(result.summaries) == {"a", "b"} and "| a |" in result.table
 
@@ -79,7 +79,8 @@ def test_lr_suite_returns_equal_a_manual_loop_over_the_core():
     )
     core = metaopt_envs.make_core("MetaOpt-LR-v0", num_envs=5, split="test", **kwargs)
     core.reset_rows(
-        torch.ones(5, dtype=torch.bool), keys=metaopt_envs.core.seeds_to_keys(TEST_SEED_OFFSET + 2, 5, "cpu")
+        torch.ones(5, dtype=torch.bool),
+        keys=metaopt_envs.core.seeds_to_keys(TEST_SEED_OFFSET + 2 * SEED_STRIDE, 5, "cpu"),
     )
     agent, obs = ConstantLR(lr=0.3), core.observe().numpy()
     total, done = np.zeros(5), np.zeros(5, dtype=bool)
@@ -174,3 +175,15 @@ def test_nothing_imports_from_the_clis():
         if "cli" not in path.relative_to(root).parts and pattern.search(path.read_text())
     ]
     assert not offenders, f"import these from agents.rl2.training or agents.evaluation instead: {offenders}"
+
+
+@pytest.mark.parametrize("env_id", ["MetaOpt-LR-v0", "MetaOpt-Ensemble-v0"])
+def test_evaluation_seeds_draw_disjoint_tasks(env_id):
+    """Each evaluation seed adds new tasks: no task of seed 1 is one of seed 0's (they once overlapped by a row)."""
+    suite = get_suite(env_id)
+    name = next(iter(suite.default_baselines({})))
+    _, records = suite.evaluate({"a": suite.load_agent(f"baseline:{name}")}, SMALL[env_id], num_tasks=6, seeds=(0, 1))
+    field = "returns"
+    first, second = (np.asarray(getattr(record, field)) for record in records["a"])
+    assert len(first) == len(second) == 6
+    assert not np.isin(second, first).any()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 TEST_SEED_OFFSET = 10_000
-"""Evaluation seed ``s`` resets the test tasks with ``TEST_SEED_OFFSET + s`` (row ``i``: ``+ i``)."""
+SEED_STRIDE = 2**20
+"""Evaluation seed ``s`` resets the test tasks with ``TEST_SEED_OFFSET + s * SEED_STRIDE`` (row ``i``: ``+ i``),
+so the tasks of different seeds are disjoint for any ``num_tasks`` below 2**20. (Until 2026-12-02 it was
+``TEST_SEED_OFFSET + s``: seed 1's tasks were seed 0's shifted by one row.)"""
 
 TUNE_SEED = 12345
 """The seed of the training-split tasks that baselines are tuned on."""
 
 
 def evaluation_seed(seed: int) -> int:
-    """The reset seed of evaluation seed ``seed``."""
-    return TEST_SEED_OFFSET + int(seed)
+    """The reset seed of evaluation seed ``seed`` (seed 0 is ``TEST_SEED_OFFSET``; each next one ``SEED_STRIDE`` on)."""
+    return TEST_SEED_OFFSET + int(seed) * SEED_STRIDE
 
 
 def win_rate(values: np.ndarray, reference: np.ndarray) -> float:
@@ -41,6 +44,7 @@ def per_family(
 
 
 __all__ = [
+    "SEED_STRIDE",
     "TEST_SEED_OFFSET",
     "TUNE_SEED",
     "diverged_percent",

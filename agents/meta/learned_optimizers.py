@@ -90,8 +90,10 @@ def sample_problems(family: LRTaskFamily, keys: torch.Tensor, split: str = "trai
 
 
 def harness_problems(family: LRTaskFamily, num_tasks: int, seed: int, split: str = "test") -> Problems:
-    """The problems :func:`agents.evaluation.lr.evaluate` runs for ``seed`` (it resets with ``10_000 + seed``)."""
-    return sample_problems(family, seeds_to_keys(10_000 + seed, num_tasks, torch.device("cpu")), split)
+    """The problems :func:`agents.evaluation.lr.evaluate` runs for ``seed`` (reset with ``evaluation_seed(seed)``)."""
+    from agents.evaluation.metrics import evaluation_seed
+
+    return sample_problems(family, seeds_to_keys(evaluation_seed(seed), num_tasks, torch.device("cpu")), split)
 
 
 def _as_family(family: str | LRTaskFamily) -> LRTaskFamily:
