@@ -317,6 +317,7 @@ def test_registry_names_and_hyperparameters():
         "exponentiated_gradient",
         "best_single",
         "regime_oracle",
+        "bayes_filter",
     }
     for name, cls in ENSEMBLE_BASELINES.items():
         agent = cls()

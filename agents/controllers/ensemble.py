@@ -42,6 +42,7 @@ from agents.controllers.base import check_positive as _check_positive
 
 __all__ = [
     "ENSEMBLE_BASELINES",
+    "BayesFilter",
     "BestSingleInHindsight",
     "EnsembleController",
     "ExponentiatedGradient",
@@ -332,7 +333,7 @@ class _HindsightOracle(EnsembleController):
         raise NotImplementedError
 
     def _act(self, observation: Any, episode_start: Any) -> np.ndarray:
-        """One-hot weights ``(n, K)`` float32 on the forecaster each row's plan backs."""
+        """Weights ``(n, K)`` float32 from each row's plan (one-hot on the forecaster it backs)."""
         if self.core is None:
             raise RuntimeError(
                 f"{type(self).__name__} must be bound to the env's core first (bind_core; the harness does this)"
@@ -356,12 +357,15 @@ class _HindsightOracle(EnsembleController):
         if rows.size:
             fresh = self._compute_plan(rows)
             if self._plan is None:
-                self._plan = np.zeros((b,) + fresh.shape[1:], dtype=np.int64)
+                self._plan = np.zeros((b,) + fresh.shape[1:], dtype=fresh.dtype)
             self._plan[rows] = fresh
         assert self._plan is not None, "without a plan every row starts"
-        choice = self._choice(self._plan, np.clip(t, int(self.core.warmup), horizon - 1))
-        weights = np.zeros((n, k), dtype=np.float32)
-        weights[np.arange(n), choice] = 1.0
+        return self._plan_weights(self._plan, np.clip(t, int(self.core.warmup), horizon - 1), k)
+
+    def _plan_weights(self, plan: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
+        """The ``(B, K)`` float32 weights at each row's time ``t``: one-hot on :meth:`_choice`."""
+        weights = np.zeros((plan.shape[0], k), dtype=np.float32)
+        weights[np.arange(plan.shape[0]), self._choice(plan, t)] = 1.0
         return weights
 
 
@@ -415,8 +419,90 @@ class RegimeOracle(_HindsightOracle):
         return plan[np.arange(plan.shape[0]), t]
 
 
+class BayesFilter(_HindsightOracle):
+    """The Bayes-optimal causal forecast of the switching-AR experts setting: a bound, not an agent.
+
+    With a pool of the regimes' true AR(2) models (``forecasters=("expert0", ..., "expert{R-1}")`` on
+    ``task_family="switching_ar"`` with a fixed number ``R`` of regimes), the forecast with the least
+    expected squared error given the past is the posterior-weighted mix of the experts' forecasts. This
+    reference computes that posterior exactly with the forward algorithm of the stream's generative
+    process, which it reads from the family: segments of ``min_segment`` steps plus a geometric number
+    with mean ``mean_segment - min_segment`` (a hidden semi-Markov chain: the state is the regime and the
+    time spent in it, capped at ``min_segment``), each next regime uniform among the ``R - 1`` others,
+    no switch in the last ``min_segment`` steps, Gaussian innovations of the family's ``noise_std``.
+    Its weights at step ``t`` use the values before ``t`` only (the warm-up included); what it knows
+    beyond an agent is the process's law (segment lengths, noise level), not the future. Any causal
+    agent's expected MSE is at least this filter's, so the share of the gap between Fixed-Share and
+    the regime oracle that it closes is the most any agent can close in expectation.
+    """
+
+    name = "bayes_filter"
+
+    @staticmethod
+    def _check_setting(core: Any) -> dict[str, Any]:
+        family: Any = getattr(core, "family", None)
+        names = tuple(getattr(core, "forecaster_names", ()))
+        regimes = list(getattr(core, "expert_regimes", ()))
+        k = len(names)
+        count = tuple(getattr(family, "num_regimes", ()))
+        if getattr(family, "name", None) != "switching_ar" or len(regimes) != k or sorted(regimes) != list(range(k)):
+            raise ValueError(
+                "bayes_filter needs the experts setting: task_family='switching_ar' and forecasters "
+                f"expert0..expert{{R-1}} (each regime's true AR(2) model, once each); got task_family="
+                f"{getattr(family, 'name', family)!r}, forecasters={names!r}"
+            )
+        if count != (k, k):
+            raise ValueError(
+                f"bayes_filter needs a fixed number of regimes equal to the {k} experts: task_family_kwargs "
+                f"num_regimes=[{k}, {k}], got {list(count)}"
+            )
+        return {
+            "min_segment": int(family.min_segment),
+            "p_end": 1.0 / (max(float(family.mean_segment) - family.min_segment, 0.0) + 1.0),
+            "noise_std": float(family.noise_std),
+        }
+
+    def _compute_plan(self, rows: np.ndarray) -> np.ndarray:
+        model = self._check_setting(self.core)
+        values = _take_rows(self.core.values, rows).astype(np.float64)  # (r, T)
+        forecasts = _take_rows(self.core.forecasts, rows).astype(np.float64)  # (r, K, T)
+        r, k, length = forecasts.shape
+        span, p_end = model["min_segment"], model["p_end"]
+        # post[:, j, d]: P(regime j, d + 1 steps into its segment (d = span - 1: at least span) | past).
+        post = np.zeros((r, k, span))
+        post[:, :, 0] = 1.0 / k
+        weights = np.zeros((r, length, k))
+        for t in range(length):
+            weights[:, t] = post.sum(-1)
+            z = (forecasts[:, :, t] - values[:, None, t]) / model["noise_std"]
+            log_lik = -0.5 * z * z
+            post = post * np.exp(log_lik - log_lik.max(-1, keepdims=True))[:, :, None]
+            post /= post.sum(axis=(1, 2), keepdims=True)
+            end = p_end if t + 1 <= length - span else 0.0  # the generator merges a short last segment
+            nxt = np.zeros_like(post)
+            nxt[:, :, 1:] = post[:, :, :-1]
+            nxt[:, :, -1] += post[:, :, -1] * (1.0 - end)
+            leaving = post[:, :, -1] * end
+            nxt[:, :, 0] = (leaving.sum(-1, keepdims=True) - leaving) / (k - 1)
+            post = nxt
+        return weights  # (r, T, K), in the pool's column order (the experts' likelihoods are per column)
+
+    def _plan_weights(self, plan: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
+        return plan[np.arange(plan.shape[0]), t].astype(np.float32)
+
+
 ENSEMBLE_BASELINES: dict[str, type[EnsembleController]] = {
     cls.name: cls
-    for cls in (Uniform, FollowTheLeader, Hedge, FixedShare, ExponentiatedGradient, BestSingleInHindsight, RegimeOracle)
+    for cls in (
+        Uniform,
+        FollowTheLeader,
+        Hedge,
+        FixedShare,
+        ExponentiatedGradient,
+        BestSingleInHindsight,
+        RegimeOracle,
+        BayesFilter,
+    )
 }
-"""Ensemble baselines by name; ``best_single`` and ``regime_oracle`` are oracles (``bind_core``)."""
+"""Ensemble baselines by name; ``best_single``, ``regime_oracle`` and ``bayes_filter`` read the core (``bind_core``);
+``bayes_filter`` only in the switching-AR experts setting."""

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.controllers.ensemble import ENSEMBLE_BASELINES
+import metaopt_envs
+from agents.controllers.ensemble import ENSEMBLE_BASELINES, BayesFilter, EnsembleController
 from agents.evaluation.metrics import TUNE_SEED, gap_closed, per_family, win_rate
 from agents.evaluation.rollout import Step, rollout
 from agents.evaluation.stats import bootstrap_ci, iqm
@@ -271,12 +272,30 @@ class EnsembleSuite(Suite):
         return {"reference": find(agents, "fixed_share"), "oracle": find(agents, "regime_oracle")}
 
     def build_agents(self, specs, env_kwargs, tune_tasks, trust_model=False):
-        # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode.
-        kwargs = {k: v for k, v in env_kwargs.items() if k != "action_mode"}
+        # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode,
+        # on the plain 5K + 4 observation (a model's share_filters features are its own).
+        kwargs = {k: v for k, v in env_kwargs.items() if k not in ("action_mode", "share_filters")}
         return super().build_agents(specs, kwargs, tune_tasks, trust_model)
+
+    @staticmethod
+    def core_kwargs(agent, env_kwargs, overrides=None):
+        kwargs = Suite.core_kwargs(agent, env_kwargs, overrides)
+        if isinstance(agent, EnsembleController):  # the controllers read the plain 5K + 4 observation
+            kwargs.pop("share_filters", None)
+        return kwargs
 
     def expands(self, name: str) -> bool:
         return name in ENSEMBLE_BASELINES
+
+    def default_baselines(self, env_kwargs: Mapping[str, Any]) -> list[str]:
+        """Every baseline; ``bayes_filter`` only where it applies (the switching-AR experts setting)."""
+        names = [name for name in ENSEMBLE_BASELINES if name != "bayes_filter"]
+        kwargs = {k: v for k, v in env_kwargs.items() if k not in ("action_mode", "share_filters")}
+        try:
+            BayesFilter._check_setting(metaopt_envs.make_core(ENV_ID, num_envs=1, **kwargs))
+        except ValueError:
+            return names
+        return [*names, "bayes_filter"]
 
     def baseline_entries(self, name, env_kwargs, tune_tasks):
         if name not in TUNING_GRIDS:

@@ -22,7 +22,7 @@ from typing import Any
 from agents.evaluation.rollout import SampledActions
 from agents.evaluation.specs import parse_agent_spec
 from agents.evaluation.suites import Suite
-from agents.rl2.runs import TASK_SELECTION, TrainedModel, read_spec, shared_setting
+from agents.rl2.runs import AGENT_OPTIONS, TASK_SELECTION, TrainedModel, read_spec, shared_setting
 
 SAMPLED = " (sampled actions)"
 
@@ -154,7 +154,7 @@ def benchmark_family(
     models = [spec for spec in specs if spec != "baselines" and parse_agent_spec(spec).kind == "model"]
     for name in models:  # a model with its run spec: explicit model kwargs and trial length override it (printed)
         if isinstance(agents[name], TrainedModel):
-            shared = {k: v for k, v in env_kwargs.items() if k not in (*TASK_SELECTION, "action_mode")}
+            shared = {k: v for k, v in env_kwargs.items() if k not in (*TASK_SELECTION, *AGENT_OPTIONS)}
             agents[name] = agents[name].with_overrides({**shared, **(model_env_kwargs or {})}, episodes_per_trial, name)
     if sample_models:
         agents.update({f"{name}{SAMPLED}": SampledActions(agents[name]) for name in models})

@@ -44,6 +44,9 @@ MODEL_FILE = "model.zip"
 SPEC_FORMAT = 1
 TASK_SELECTION = ("task_family", "task_family_kwargs", "split")
 """Env kwargs that choose the tasks: the evaluation chooses them, not the model."""
+AGENT_OPTIONS = ("action_mode", "share_filters")
+"""Env kwargs that shape what one agent does and sees (its action mode, extra observation features), not the
+tasks: a model runs with its own, and they are never handed to the other agents of a comparison."""
 PACKAGES = ("torch", "stable-baselines3", "sb3-contrib", "gymnasium", "metaopt-envs", "numpy")
 
 
@@ -430,8 +433,8 @@ _MISSING = object()
 
 def problem_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The recorded env kwargs that define the inner problems beside the tasks (horizon, optimizer, budget,
-    padding), for every agent of a comparison: all but the task selection and the agent's ``action_mode``."""
-    return {k: v for k, v in spec["env"]["kwargs"].items() if k not in (*TASK_SELECTION, "action_mode")}
+    padding), for every agent of a comparison: all but the task selection and :data:`AGENT_OPTIONS`."""
+    return {k: v for k, v in spec["env"]["kwargs"].items() if k not in (*TASK_SELECTION, *AGENT_OPTIONS)}
 
 
 def shared_setting(
@@ -488,6 +491,7 @@ __all__ = [
     "read_spec",
     "run_spec",
     "problem_kwargs",
+    "AGENT_OPTIONS",
     "safe_custom_objects",
     "save_model",
     "shared_setting",

@@ -10,6 +10,7 @@ for the documentation of spaces, reward and episode.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -22,18 +23,63 @@ from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast
 from metaopt_envs.ensemble.forecasters import FORECASTER_PATTERNS, check_forecasters
 
-ACTION_MODES = ("logits", "simplex")
+ACTION_MODES = ("logits", "simplex", "residual")
+DEFAULT_SHARE_FILTER = (1.0, 0.01)
+"""The Fixed-Share filter ``(eta, alpha)`` that ``action_mode="residual"`` adds when ``share_filters`` is not given."""
 FAST_RATE, SLOW_RATE = 0.3, 0.03
 """EMA rates of the two error time scales (half-lives of about 2 and 23 steps)."""
 OBS_CLIP = 100.0
 _EPS = 1e-6
 
 
-def feature_names(forecaster_names: tuple[str, ...]) -> tuple[str, ...]:
-    """Names of the observation features for a pool of forecasters (5K + 4 of them)."""
+def feature_names(
+    forecaster_names: tuple[str, ...], share_filters: tuple[tuple[float, float], ...] = ()
+) -> tuple[str, ...]:
+    """Names of the observation features for a pool of forecasters (5K + 4 of them, then K per share filter)."""
     blocks = ("error", "log_sq_error_fast", "log_sq_error_slow", "weight", "forecast_spread")
     per = tuple(f"{block}[{name}]" for block in blocks for name in forecaster_names)
-    return per + ("ensemble_error", "ensemble_log_sq_error_fast", "ensemble_log_sq_error_slow", "progress")
+    filters = tuple(
+        f"share_log_weight[eta={eta:g},alpha={alpha:g}][{name}]"
+        for eta, alpha in share_filters
+        for name in forecaster_names
+    )
+    return per + ("ensemble_error", "ensemble_log_sq_error_fast", "ensemble_log_sq_error_slow", "progress") + filters
+
+
+def check_share_filters(share_filters: Any) -> tuple[tuple[float, float], ...]:
+    """The checked ``share_filters``: a list of ``[eta, alpha]`` pairs, ``eta > 0`` and ``0 < alpha <= 1``."""
+    allowed = (
+        "share_filters must be a list of [eta, alpha] pairs (Fixed-Share filters whose log-weights are observed; "
+        f"eta > 0, 0 < alpha <= 1), e.g. [[1.0, 0.01], [1.0, 0.1]]; got {share_filters!r}"
+    )
+    if share_filters is None:
+        return ()
+    if isinstance(share_filters, (str, bytes)) or not isinstance(share_filters, (tuple, list)):
+        raise ValueError(allowed)
+    out = []
+    for pair in share_filters:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(allowed)
+        try:
+            eta, alpha = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError):
+            raise ValueError(allowed) from None
+        if not (math.isfinite(eta) and eta > 0.0 and math.isfinite(alpha) and 0.0 < alpha <= 1.0):
+            raise ValueError(allowed)
+        out.append((eta, alpha))
+    return tuple(out)
+
+
+def share_filter_update(log_weights: torch.Tensor, losses: torch.Tensor, eta: float, alpha: float) -> torch.Tensor:
+    """One Fixed-Share step on ``(..., K)`` log-weights: ``v = w exp(-eta l)`` normalized, ``(1 - alpha) v + alpha/K``.
+
+    The same rule as ``agents.controllers.ensemble.FixedShare`` (tested), in torch; the result is bounded
+    below by ``log(alpha / K)``, so it is always finite.
+    """
+    k = log_weights.shape[-1]
+    log_v = torch.log_softmax(log_weights - eta * losses, dim=-1)
+    keep = math.log1p(-alpha) if alpha < 1.0 else -math.inf
+    return torch.logaddexp(log_v + keep, torch.full_like(log_v, math.log(alpha / k)))
 
 
 def _ema_closed_form(x: torch.Tensor, rate: float) -> torch.Tensor:
@@ -69,6 +115,7 @@ class EnsembleCore(BatchedCore):
         action_mode: str = "logits",
         logit_scale: float = 4.0,
         loss_clip: float = 25.0,
+        share_filters: list[list[float]] | tuple[tuple[float, float], ...] | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         num_envs = checks.integer("num_envs", num_envs)
@@ -78,6 +125,9 @@ class EnsembleCore(BatchedCore):
         logit_scale = checks.finite_float("logit_scale", logit_scale, low=0.0, high=1e3, low_open=True, high_open=True)
         loss_clip = checks.finite_float("loss_clip", loss_clip, low=0.0, low_open=True)
         forecaster_window = checks.integer("forecaster_window", forecaster_window, minimum=8)
+        self.share_filters = check_share_filters(share_filters)
+        if action_mode == "residual" and not self.share_filters:
+            self.share_filters = (DEFAULT_SHARE_FILTER,)
         if (
             isinstance(forecasters, str)
             or not isinstance(forecasters, (tuple, list))
@@ -120,9 +170,10 @@ class EnsembleCore(BatchedCore):
         self.length = self.warmup + self.horizon
         self.action_mode, self.logit_scale, self.loss_clip = action_mode, float(logit_scale), float(loss_clip)
 
-        self.observation_names = feature_names(forecasters)
-        self.single_observation_space = gym.spaces.Box(-OBS_CLIP, OBS_CLIP, (5 * k + 4,), dtype=np.float32)
-        low = -1.0 if action_mode == "logits" else 0.0
+        self.observation_names = feature_names(forecasters, self.share_filters)
+        width = 5 * k + 4 + k * len(self.share_filters)
+        self.single_observation_space = gym.spaces.Box(-OBS_CLIP, OBS_CLIP, (width,), dtype=np.float32)
+        low = 0.0 if action_mode == "simplex" else -1.0
         self.single_action_space = gym.spaces.Box(low, 1.0, (k,), dtype=np.float32)
 
         b, t, dev = self.num_envs, self.length, self.device
@@ -141,6 +192,7 @@ class EnsembleCore(BatchedCore):
         self.sq_fast, self.sq_slow = torch.zeros(b, k, device=dev), torch.zeros(b, k, device=dev)
         self.ens_error = torch.zeros(b, device=dev)
         self.ens_fast, self.ens_slow = torch.zeros(b, device=dev), torch.zeros(b, device=dev)
+        self.share_log_weights = torch.full((b, len(self.share_filters), k), -math.log(k), device=dev)
         self.reset_rows(torch.ones(b, dtype=torch.bool, device=dev), keys=self.row_key)
 
     # ------------------------------------------------------------------ contract
@@ -180,6 +232,25 @@ class EnsembleCore(BatchedCore):
         self.ens_slow[index] = _ema_closed_form(ens.square(), SLOW_RATE).to(torch.float32)
         self.weights[index] = 1.0 / self.num_forecasters
         self.t[index] = self.warmup
+        if self.share_filters:
+            # The filters run over the same warm-up errors from uniform weights, so the first
+            # observation already carries their posterior (a controller restarts at uniform).
+            sq = errors.clamp(-OBS_CLIP, OBS_CLIP).square()
+            log_w = torch.full(
+                (index.numel(), len(self.share_filters), self.num_forecasters),
+                -math.log(self.num_forecasters),
+                dtype=torch.float64,
+                device=self.device,
+            )
+            for step in range(sq.shape[-1]):
+                log_w = torch.stack(
+                    [
+                        share_filter_update(log_w[:, j], sq[:, :, step], eta, alpha)
+                        for j, (eta, alpha) in enumerate(self.share_filters)
+                    ],
+                    dim=1,
+                )
+            self.share_log_weights[index] = log_w.to(torch.float32)
 
     def _forecast(self, values: torch.Tensor, stream: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(n, K, T)`` forecasts of the pool, with the regime experts (if any) in their places."""
@@ -215,6 +286,7 @@ class EnsembleCore(BatchedCore):
             torch.log(self.ens_fast + _EPS).unsqueeze(-1),
             torch.log(self.ens_slow + _EPS).unsqueeze(-1),
             ((self.t - self.warmup).to(torch.float32) / self.horizon).unsqueeze(-1),
+            self.share_log_weights.flatten(1),
         ]
         obs = torch.cat(columns, dim=-1)
         return torch.nan_to_num(obs, nan=0.0).clamp(-OBS_CLIP, OBS_CLIP)
@@ -225,6 +297,8 @@ class EnsembleCore(BatchedCore):
         k = self.num_forecasters
         if self.action_mode == "logits":
             return torch.softmax(self.logit_scale * actions, dim=-1)
+        if self.action_mode == "residual":  # a correction of the first share filter's log-weights
+            return torch.softmax(self.share_log_weights[:, 0] + self.logit_scale * actions, dim=-1)
         mass = actions
         total = mass.sum(-1, keepdim=True)
         return torch.where(total > 1e-12, mass / total.clamp_min(1e-12), torch.full_like(mass, 1.0 / k))
@@ -248,6 +322,15 @@ class EnsembleCore(BatchedCore):
         self.ens_fast = (1.0 - FAST_RATE) * self.ens_fast + FAST_RATE * ens_sq
         self.ens_slow = (1.0 - SLOW_RATE) * self.ens_slow + SLOW_RATE * ens_sq
         self.weights = weights
+        if self.share_filters:  # on the observed (clipped) errors, as a controller reading them would
+            observed = self.error.clamp(-OBS_CLIP, OBS_CLIP).square()
+            self.share_log_weights = torch.stack(
+                [
+                    share_filter_update(self.share_log_weights[:, j], observed, eta, alpha)
+                    for j, (eta, alpha) in enumerate(self.share_filters)
+                ],
+                dim=1,
+            )
         regime = self.regime.gather(1, now).squeeze(-1)
         decision = self.t - self.warmup
         self.t = self.t + 1

@@ -24,10 +24,15 @@ class MetaOptEnsembleEnv(CoreEnv):
     ``w = softmax(logit_scale * a)`` (``logit_scale`` 4 spans weight ratios up to e^8).
     ``Box(0, 1, (K,), float32)`` in ``action_mode="simplex"``: ``w = a / sum(a)``, uniform when
     ``sum(a) = 0`` (the hand-designed baselines use this mode: their action is the weight vector).
+    ``Box(-1, 1, (K,), float32)`` in ``action_mode="residual"``: a correction of the first share
+    filter's weights (see Observation Space), ``w = softmax(log w_filter + logit_scale * a)``, so
+    ``a = 0`` plays Fixed-Share (started on the warm-up); without ``share_filters`` this mode adds
+    the filter ``[1.0, 0.01]`` (eta, alpha: Fixed-Share as tuned on switching AR).
     Out-of-range actions are clipped; NaN or inf actions and wrong shapes raise ``ValueError``.
 
     ## Observation Space
-    ``Box(-100, 100, (5K + 4,), float32)``. Errors are normalized by ``sigma``, the RMS one-step
+    ``Box(-100, 100, (5K + 4,), float32)``; ``5K + 4 + K * len(share_filters)`` with ``share_filters``.
+    Errors are normalized by ``sigma``, the RMS one-step
     change of the stream over the warm-up (warm-up statistics only: nothing from the future):
     ``e_k = (p_k - y) / sigma``.
 
@@ -41,6 +46,12 @@ class MetaOptEnsembleEnv(CoreEnv):
     | 5K | ensemble_error | last signed normalized error of the weighted forecast |
     | 5K+1, 5K+2 | ensemble_log_sq_error_fast/slow | the ensemble's error EMAs, as above |
     | 5K+3 | progress | decisions taken / horizon |
+    | 5K+4+jK.. | share_log_weight[j][k] | only with ``share_filters``: log-weights of Fixed-Share filter j |
+
+    ``share_filters=[[eta, alpha], ...]`` appends, per pair, the K log-weights of a Fixed-Share filter
+    (``v = w exp(-eta e_k^2)`` normalized, then ``(1 - alpha) v + alpha / K``) run on the observed
+    errors: the warm-up's second half from uniform weights, then every decision. They are functions of
+    the past errors only (bounded below by ``log(alpha / K)``), a summary an agent could compute itself.
 
     The first observation of an episode carries statistics of the warm-up's second half under
     uniform weights. ``env.unwrapped.core.observation_names`` lists the names.
@@ -85,9 +96,10 @@ class MetaOptEnsembleEnv(CoreEnv):
     | forecaster_window | 40 | window of the rolling forecasters (drift, AR fits) |
     | horizon | 300 | decisions per episode |
     | warmup | 50 | steps before the first decision; they set ``sigma`` and the first statistics |
-    | action_mode | "logits" | "logits" or "simplex" (see Action Space) |
+    | action_mode | "logits" | "logits", "simplex" or "residual" (see Action Space) |
     | logit_scale | 4.0 | softmax temperature of the logits mode |
     | loss_clip | 25.0 | the reward's clip of the normalized squared error |
+    | share_filters | None | ``[[eta, alpha], ...]``: observe these Fixed-Share filters' log-weights |
     | device | "cpu" | "cpu", "cuda" or "auto" |
 
     ## Vectorized environment
