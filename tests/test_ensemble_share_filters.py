@@ -113,12 +113,19 @@ class _FollowFilter:
 
 
 def test_an_agent_playing_the_filter_scores_as_fixed_share_after_the_warmup_head_start():
-    """Playing the share filter's weights is Fixed-Share started from the warm-up's posterior: as good or better."""
+    """Playing the share filter's weights is Fixed-Share started from the warm-up's posterior: as good or better.
+
+    ShareFilterAgent (residual mode, action 0) plays the same weights as reading them in simplex mode.
+    """
     kwargs = {**EXPERTS, "share_filters": [[1.0, 0.01]]}
-    summaries, _ = evaluate_ensemble(
-        {"fixed_share": FixedShare(1.0, 0.01), "filter": _FollowFilter()}, kwargs, num_tasks=24, seeds=(0,)
-    )
+    agents = {
+        "fixed_share": FixedShare(1.0, 0.01),
+        "filter": _FollowFilter(),
+        "residual_zero": ENSEMBLE_SUITE.load_agent("agents.controllers.ensemble:ShareFilterAgent"),
+    }
+    summaries, records = evaluate_ensemble(agents, kwargs, num_tasks=24, seeds=(0,))
     assert summaries["filter"].mse_mean <= summaries["fixed_share"].mse_mean
+    np.testing.assert_allclose(records["residual_zero"][0].mse, records["filter"][0].mse, rtol=1e-5)
 
 
 def _bayes_core(num_envs=16, horizon=60):

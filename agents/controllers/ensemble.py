@@ -50,6 +50,7 @@ __all__ = [
     "FollowTheLeader",
     "Hedge",
     "RegimeOracle",
+    "ShareFilterAgent",
     "Uniform",
     "num_forecasters",
 ]
@@ -489,6 +490,33 @@ class BayesFilter(_HindsightOracle):
 
     def _plan_weights(self, plan: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
         return plan[np.arange(plan.shape[0]), t].astype(np.float32)
+
+
+class ShareFilterAgent:
+    """Plays the env's first share filter: ``action_mode="residual"`` with the action 0 (an ablation row).
+
+    That is Fixed-Share with the filter's ``(eta, alpha)``, started from the warm-up's errors rather
+    than from uniform weights: what an RL² policy in the residual mode plays before it has learned
+    any correction. Use it as ``agents.controllers.ensemble:ShareFilterAgent`` (the env adds the
+    filter ``[1.0, 0.01]`` unless ``share_filters`` names one).
+    """
+
+    action_mode = "residual"
+
+    def __init__(self) -> None:
+        self.num_forecasters: int | None = None
+
+    def bind_core(self, core: Any) -> None:
+        """Read ``K`` from the env's core (the harness calls this before running)."""
+        self.num_forecasters = int(core_of(core).num_forecasters)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        if self.num_forecasters is None:
+            raise RuntimeError(
+                "ShareFilterAgent must be bound to the env's core first (bind_core; the harness does this)"
+            )
+        n = np.atleast_2d(_to_numpy(observation)).shape[0]
+        return np.zeros((n, self.num_forecasters), dtype=np.float32), state
 
 
 ENSEMBLE_BASELINES: dict[str, type[EnsembleController]] = {
