@@ -44,7 +44,7 @@ MODEL_FILE = "model.zip"
 SPEC_FORMAT = 1
 TASK_SELECTION = ("task_family", "task_family_kwargs", "split")
 """Env kwargs that choose the tasks: the evaluation chooses them, not the model."""
-AGENT_OPTIONS = ("action_mode", "share_filters")
+AGENT_OPTIONS = ("action_mode", "share_filters", "hypergradient_beta")
 """Env kwargs that shape what one agent does and sees (its action mode, extra observation features), not the
 tasks: a model runs with its own, and they are never handed to the other agents of a comparison."""
 PACKAGES = ("torch", "stable-baselines3", "sb3-contrib", "gymnasium", "metaopt-envs", "numpy")

@@ -40,7 +40,7 @@ from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  #
 from metaopt_envs.lr.families import LRTaskFamily
 from metaopt_envs.lr.optimizers import InnerOptimizer, OptimizerState
 
-ACTION_MODES = ("absolute", "relative")
+ACTION_MODES = ("absolute", "relative", "hypergradient")
 _LARGE = float(torch.finfo(torch.float32).max)
 
 
@@ -64,6 +64,7 @@ class LRCore(BatchedCore):
         lr_range: tuple[float, float] = (1e-4, 10.0),
         initial_lr: float | None = None,
         max_lr_change: float = 2.0,
+        hypergradient_beta: float = 0.1,
         observe_validation: bool = False,
         divergence_threshold: float = 1e4,
         divergence_penalty: float = 10.0,
@@ -83,6 +84,12 @@ class LRCore(BatchedCore):
             initial_lr = checks.finite_float("initial_lr", initial_lr, low=lr_low, high=lr_high, note="inside lr_range")
         max_lr_change = checks.finite_float(
             "max_lr_change", max_lr_change, low=1.0, low_open=True, note="the largest factor per decision"
+        )
+        hypergradient_beta = checks.finite_float(
+            "hypergradient_beta",
+            hypergradient_beta,
+            low=0.0,
+            note="the hypergradient step of action_mode='hypergradient'",
         )
         divergence_threshold = checks.finite_float(
             "divergence_threshold", divergence_threshold, low=1.0, low_open=True, note="a multiple of the initial loss"
@@ -105,6 +112,7 @@ class LRCore(BatchedCore):
             math.log(initial_lr) if initial_lr is not None else 0.5 * (self.log_lr_low + self.log_lr_high)
         )
         self.log_max_change = math.log(max_lr_change)
+        self.hypergradient_beta = float(hypergradient_beta)
         if observe_validation and not self.family.has_validation:
             raise ValueError(
                 f"observe_validation=True needs a family with validation data; {self.family.name!r} has none"
@@ -195,7 +203,10 @@ class LRCore(BatchedCore):
         if self.action_mode == "absolute":
             log_lr = self.log_lr_low + 0.5 * (action + 1.0) * (self.log_lr_high - self.log_lr_low)
         else:
-            log_lr = (self.state.log_lr + action * self.log_max_change).clamp(self.log_lr_low, self.log_lr_high)
+            log_lr = self.state.log_lr + action * self.log_max_change
+            if self.action_mode == "hypergradient":  # a correction of the multiplicative hypergradient rule
+                log_lr = log_lr + self.hypergradient_beta * dynamics.update_cosine(self.state)
+            log_lr = log_lr.clamp(self.log_lr_low, self.log_lr_high)
         start_loss = self.state.loss
         self.state = state = dynamics.step(
             self.state,

@@ -316,6 +316,12 @@ def map_tensors(fn: Callable[..., torch.Tensor], *states: LRState) -> LRState:
 
 
 # ---------------------------------------------------------------------- observation
+def update_cosine(state: LRState) -> torch.Tensor:
+    """``cos(g_t, u_{t-1})`` ``(B,)``: the observation's ``update_cosine``, in [-1, 1] (0 where undefined)."""
+    cosine = state.grad_dot_previous_update / (state.grad_norm * state.previous_update_norm + TINY)
+    return torch.nan_to_num(cosine, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
+
+
 def features(
     state: LRState,
     horizon: int,

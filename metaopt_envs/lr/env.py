@@ -24,6 +24,10 @@ class MetaOptLREnv(CoreEnv):
     - ``action_mode="absolute"`` (default): ``log lr = log lr_low + (a + 1) / 2 * (log lr_high - log lr_low)``.
     - ``action_mode="relative"``: ``lr <- clip(lr * max_lr_change ** a, lr_range)``;
       episodes start at ``initial_lr`` (default: the geometric middle of ``lr_range``).
+    - ``action_mode="hypergradient"``: a correction of hypergradient descent's multiplicative rule,
+      ``lr <- clip(lr * exp(hypergradient_beta * update_cosine) * max_lr_change ** a, lr_range)``
+      (``update_cosine``: observation feature 7); ``a = 0`` is the rule itself (the ``hypergradient``
+      baseline with ``beta = hypergradient_beta``), started at ``initial_lr``.
 
     Actions outside [-1, 1] are clipped; NaN or inf actions and wrong shapes raise ``ValueError``.
 
@@ -84,10 +88,11 @@ class MetaOptLREnv(CoreEnv):
     | optimizer_kwargs | None | ``momentum`` (0.9), ``beta1`` (0.9), ``beta2`` (0.999), ``eps`` (1e-8) |
     | horizon | 100 | inner steps per episode |
     | action_every | 1 | inner steps per decision; must divide ``horizon`` |
-    | action_mode | "absolute" | "absolute" or "relative" (see Action Space) |
+    | action_mode | "absolute" | "absolute", "relative" or "hypergradient" (see Action Space) |
     | lr_range | (1e-4, 10.0) | learning-rate range the action maps to |
     | initial_lr | None | starting rate in relative mode (geometric middle of ``lr_range`` by default) |
     | max_lr_change | 2.0 | largest factor per decision in relative mode |
+    | hypergradient_beta | 0.1 | the rule's step in ``action_mode="hypergradient"`` |
     | observe_validation | False | add the validation-loss feature (families with validation data) |
     | divergence_threshold | 1e4 | loss above this multiple of the initial loss counts as divergence |
     | divergence_penalty | 10.0 | reward (negated) of a diverging step |
