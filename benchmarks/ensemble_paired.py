@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.controllers.ensemble import BayesFilter, FixedShare, RegimeOracle, ShareFilterAgent
 from agents.evaluation.ensemble import ENSEMBLE_SUITE, evaluate_ensemble, tune_ensemble_baseline
+from agents.evaluation.metrics import gap_closed, win_rate
 from agents.evaluation.report import write_benchmark
 from agents.evaluation.stats import bootstrap_ci, iqm
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             "diff_mean_ci": bootstrap_ci(diff, np.mean),
             "diff_median": float(np.median(diff)),
             "diff_median_ci": bootstrap_ci(diff, np.median),
-            "win_rate": float(np.mean(values < ref) + 0.5 * np.mean(values == ref)),
+            "win_rate": win_rate(values, ref),
         }
         line = (
             f"| {name} | {entry['mse_mean']:.4f} | {entry['mse_iqm']:.4f} | {entry['diff_mean']:+.4f} "
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             f"[{entry['diff_median_ci'][0]:+.4f}, {entry['diff_median_ci'][1]:+.4f}] | {100 * entry['win_rate']:.0f}% |"
         )
         if bound is not None:
-            entry["bound_gap_closed_mean"] = float((ref.mean() - values.mean()) / (ref.mean() - bound.mean()))
+            entry["bound_gap_closed_mean"] = gap_closed(values, ref, bound)
             entry["bound_gap_closed_iqm"] = float((iqm(ref) - iqm(values)) / (iqm(ref) - iqm(bound)))
             line += f" {100 * entry['bound_gap_closed_mean']:.0f}%; {100 * entry['bound_gap_closed_iqm']:.0f}% |"
         payload["agents"][name] = entry

@@ -17,7 +17,7 @@ import torch
 
 import metaopt_envs
 from agents.controllers.ensemble import BayesFilter, FixedShare, RegimeOracle
-from agents.evaluation.ensemble import ENSEMBLE_SUITE, evaluate_ensemble
+from agents.evaluation.ensemble import ENSEMBLE_SUITE, evaluate_ensemble, tune_ensemble_baseline
 from agents.rl2.runs import problem_kwargs
 from metaopt_envs.ensemble.core import OBS_CLIP, share_filter_update
 
@@ -99,6 +99,14 @@ def test_controllers_never_get_a_models_share_filters():
         seeds=(0,),
     )
     assert set(summaries) == {"fixed_share", "reads_filters"}
+    # Tuning runs the controllers on the plain layout too.
+    tuned = tune_ensemble_baseline(
+        "fixed_share",
+        {"task_family": "switching_ar", "horizon": 20, "share_filters": [[1.0, 0.01]]},
+        num_tasks=3,
+        grid={"eta": [0.1, 1.0], "alpha": [0.01]},
+    )
+    assert len(tuned.mean_mse) == 2 and np.isfinite(tuned.mean_mse).all()
 
 
 class _FollowFilter:

@@ -272,15 +272,14 @@ class EnsembleSuite(Suite):
         return {"reference": find(agents, "fixed_share"), "oracle": find(agents, "regime_oracle")}
 
     def build_agents(self, specs, env_kwargs, tune_tasks, trust_model=False):
-        # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode,
-        # on the plain 5K + 4 observation (a model's share_filters features are its own).
-        kwargs = {k: v for k, v in env_kwargs.items() if k not in ("action_mode", "share_filters")}
+        # The baselines run in simplex mode (their action is the weight vector) whatever the agent's mode.
+        kwargs = {k: v for k, v in env_kwargs.items() if k != "action_mode"}
         return super().build_agents(specs, kwargs, tune_tasks, trust_model)
 
     @staticmethod
     def core_kwargs(agent, env_kwargs, overrides=None):
         kwargs = Suite.core_kwargs(agent, env_kwargs, overrides)
-        if isinstance(agent, EnsembleController):  # the controllers read the plain 5K + 4 observation
+        if isinstance(agent, EnsembleController):  # the controllers read the plain 5K + 4 observation (tuning too)
             kwargs.pop("share_filters", None)
         return kwargs
 
@@ -290,9 +289,8 @@ class EnsembleSuite(Suite):
     def default_baselines(self, env_kwargs: Mapping[str, Any]) -> list[str]:
         """Every baseline; ``bayes_filter`` only where it applies (the switching-AR experts setting)."""
         names = [name for name in ENSEMBLE_BASELINES if name != "bayes_filter"]
-        kwargs = {k: v for k, v in env_kwargs.items() if k not in ("action_mode", "share_filters")}
         try:
-            BayesFilter._check_setting(metaopt_envs.make_core(ENV_ID, num_envs=1, **kwargs))
+            BayesFilter._check_setting(metaopt_envs.make_core(ENV_ID, num_envs=1, **env_kwargs))
         except ValueError:
             return names
         return [*names, "bayes_filter"]

@@ -346,7 +346,7 @@ def features(
         torch.log(state.noise_ratio + TINY),
         2.0 * (state.log_lr - low) / (high - low) - 1.0,
         state.inner_step.to(torch.float32) / horizon,
-        state.grad_dot_previous_update / (grad_norm * state.previous_update_norm + TINY),
+        update_cosine(state),
     ]
     if observe_validation:
         val_floor = loss_floor * state.initial_val_loss
