@@ -150,3 +150,42 @@ def test_a_failing_compiled_kernel_falls_back_to_eager(monkeypatch):
         assert torch.equal(rng.uniform(keys, (4,)), expected)  # the eager kernel stays
     finally:
         rng.set_compiled(False)
+
+
+@pytest.fixture
+def torch_hash():
+    """The torch-op hash for the duration of a test (the NumPy path is the CPU default)."""
+    previous = rng.set_numpy_hash(False)
+    yield
+    rng.set_numpy_hash(previous)
+
+
+def _draws(keys: torch.Tensor) -> list[torch.Tensor]:
+    """Every kind of draw, from 0-d, 1-d, 2-d and non-contiguous keys (a transposed view)."""
+    wide = torch.stack([keys, rng.fold(keys, 1)], 1)
+    return [
+        rng.mix(keys[0]),
+        rng.mix(wide.t()),
+        rng.fold(keys, 3, keys),
+        rng.fold_each(wide.t()[1], (0, 5)),
+        rng.bits(wide, (3, 2)),
+        rng.uniform(keys, (7,)),
+        rng.uniform(wide.t(), (2,), torch.float64),
+        *rng._draw("normal", keys, (5,)),
+        rng.normal(wide, (4,)),
+        rng.randint(keys, torch.arange(1, keys.numel() + 1), (3,)),
+        rng.keys_from_seeds([0, 1, -1, 2**63 - 1]),
+    ]
+
+
+def test_the_numpy_hash_gives_the_torch_hash_bits(torch_hash):
+    """The CPU's NumPy uint64 path (logical shifts, wrapping products) equals the torch-op path bit for bit."""
+    keys = torch.cat([_keys(), torch.tensor([0, -1, -(2**63), 2**63 - 1], dtype=torch.int64)])
+    reference = _draws(keys)
+    rng.set_numpy_hash(True)
+    fast = _draws(keys)
+    assert rng.set_numpy_hash(False)  # the switch reports the setting it replaced (NumPy, on)
+    for want, got in zip(reference, fast, strict=True):
+        assert want.dtype == got.dtype and want.shape == got.shape
+        assert torch.equal(want.reshape(-1).view(torch.uint8), got.reshape(-1).view(torch.uint8))
+    assert torch.equal(rng.mix(keys), _reference_mix(keys))
