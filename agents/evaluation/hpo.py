@@ -195,7 +195,15 @@ class HPOSuite(Suite):
 HPO_SUITE = HPOSuite()
 
 ACQUISITION_ENV_ID = "MetaOpt-Acquisition-v0"
-ACQUISITION_ONLY = ("num_candidates", "num_local", "fit_steps", "fit_lr", "y_transform", "candidate_pool")
+ACQUISITION_ONLY = (
+    "num_candidates",
+    "num_local",
+    "fit_steps",
+    "fit_lr",
+    "y_transform",
+    "candidate_pool",
+    "num_initial",
+)
 """MetaOpt-Acquisition-v0's arguments beyond MetaOpt-HPO-v0's (its search runs with the rest)."""
 
 

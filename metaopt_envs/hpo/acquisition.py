@@ -37,6 +37,7 @@ REFINE_SCALES = (1e-4, 0.03)
 REFINE_CENTRES = 8
 """The pool's refinement round perturbs its ``REFINE_CENTRES`` best-EI points (GP-EI's round)."""
 _STREAM = 0x5EA4C8  # the key stream of the candidates, apart from every task stream
+_DESIGN_STREAM = 0x5EA4C9  # the key stream of the initial design's shift
 
 
 def candidate_feature_names(max_dim: int) -> tuple[str, ...]:
@@ -63,6 +64,7 @@ class AcquisitionCore(BatchedCore):
         fit_lr: float = 0.1,
         y_transform: str = "log",
         candidate_pool: int = 0,
+        num_initial: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
         self.search = HPOCore(
@@ -91,6 +93,14 @@ class AcquisitionCore(BatchedCore):
                 f"and local parts), got {self.candidate_pool}"
             )
         s = self.search
+        self.num_initial = checks.integer(
+            "num_initial", num_initial, minimum=0, note="initial-design evaluations per search, < budget"
+        )
+        if self.num_initial >= s.budget:
+            raise ValueError(
+                f"num_initial must be smaller than budget={s.budget} (the rest are the policy's choices), "
+                f"got {self.num_initial}"
+            )
         self.num_envs, self.device, self.family, self.split = s.num_envs, s.device, s.family, s.split
         self.budget = self.num_decisions = s.budget
         self.max_dim = d = s.max_dim
@@ -108,6 +118,9 @@ class AcquisitionCore(BatchedCore):
         engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=0)
         sobol_size = self.candidate_pool or n - self.num_local
         self.sobol = engine.draw(sobol_size, dtype=torch.float64).to(self.device)
+        # The initial design: the first num_initial points of another scrambled Sobol set, shifted per row.
+        design_engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=1)
+        self.design = design_engine.draw(max(self.num_initial, 1), dtype=torch.float64).to(self.device)
         b, dev, t = self.num_envs, self.device, self.budget
         self.X = torch.zeros(b, t, d, dtype=torch.float64, device=dev)
         self.Y = torch.zeros(b, t, dtype=torch.float64, device=dev)
@@ -215,6 +228,14 @@ class AcquisitionCore(BatchedCore):
         incumbent = torch.where(t > 0, z_min, torch.zeros_like(z_min))
         if self.candidate_pool:
             candidates = self._best_of_pool(key, candidates, maskd, x, z, valid, incumbent, (ls, s2, noise))
+        if self.num_initial:
+            # The first num_initial evaluations are the design: every candidate is the design's next point
+            # (so any action evaluates it, and an equivariant policy's choice there carries no gradient).
+            design_key = rng.fold(s.task_key[index], _DESIGN_STREAM, s.inner_episode[index])
+            shift = rng.uniform(design_key, (self.max_dim,), torch.float64)
+            point = torch.remainder(self.design[t.clamp(max=self.num_initial - 1)] + shift, 1.0) * 2.0 - 1.0
+            early = (t < self.num_initial).view(k, 1, 1)
+            candidates = torch.where(early, (point * maskd).unsqueeze(1).expand_as(candidates), candidates)
         with torch.no_grad():
             mean, std = gp.gp_posterior(x, z, candidates, ls, s2, noise, point_mask=valid)
         clip = POSTERIOR_CLIP

@@ -129,6 +129,11 @@ class MetaOptAcquisitionEnv(CoreEnv):
     tight cluster around the best, among which a choice hardly matters). ``P`` must be at least
     ``num_candidates`` and ``4 * num_local``.
 
+    With ``num_initial=n0 > 0`` the first ``n0`` evaluations of each search are an initial design, as
+    GP-EI's (``num_initial=5`` there): the first ``n0`` points of a scrambled Sobol set shifted by a
+    random vector per row and inner episode (modulo 1). At those steps every candidate is the design's
+    next point, so any action evaluates it; the budget counts them, and the rewards are as usual.
+
     ## Action Space
     ``Box(-1, 1, (num_candidates,), float32)``: a score per candidate; the argmax is evaluated (ties:
     the first). NaN or inf actions and wrong shapes raise ``ValueError``.
@@ -173,13 +178,15 @@ class MetaOptAcquisitionEnv(CoreEnv):
     | fit_lr | 0.1 | their step size |
     | y_transform | "log" | "log" or "none" (see above) |
     | candidate_pool | 0 | 0: the candidates above; ``P >= num_candidates``: show the best-EI points of a pool of ``P`` (see above) |
+    | num_initial | 0 | the first ``num_initial < budget`` evaluations of a search are an initial design (see above) |
 
     ## Vectorized environment
     ``gym.make_vec("MetaOpt-Acquisition-v0", num_envs=64)`` fits the 64 GPs in one batched program;
     ``metaopt_envs.make_sb3_vec_env`` gives an SB3 VecEnv. Both take ``episodes_per_trial=K``.
 
     ## Version History
-    - v0: initial release; ``candidate_pool`` added later (default 0: the candidates as released).
+    - v0: initial release; ``candidate_pool`` and ``num_initial`` added later (defaults 0: the candidates as
+      released).
     """
 
     core_class = AcquisitionCore
