@@ -167,3 +167,23 @@ def test_ei_prior_zero_is_the_plain_scorer_and_a_bad_value_is_refused() -> None:
     for bad in (-1.0, float("nan"), float("inf"), "5", True):
         with pytest.raises(ValueError, match="ei_prior must be a finite number >= 0"):
             _policy(ei_prior=bad)
+
+
+def test_prior_kl_replaces_the_entropy_by_minus_the_kl_to_the_ei_prior() -> None:
+    policy, obs = _policy(ei_prior=5.0, prior_kl=True)
+    assert policy._get_constructor_parameters()["prior_kl"] is True
+    actions = policy.one_hot(torch.zeros(obs.shape[0], dtype=torch.long))
+    _, _, negative_kl = policy.evaluate_actions(obs, actions)
+    torch.testing.assert_close(negative_kl, torch.zeros(obs.shape[0]), atol=1e-6, rtol=0)  # untrained: the prior
+    torch.nn.init.normal_(policy.scorer[-1].weight, std=0.5)
+    _, _, negative_kl = policy.evaluate_actions(obs, actions)
+    inputs = policy.candidate_inputs(obs)
+    pi = torch.distributions.Categorical(logits=policy.logits(inputs))
+    prior = torch.distributions.Categorical(logits=5.0 * policy.prior_log_ei(inputs))
+    torch.testing.assert_close(negative_kl, -torch.distributions.kl_divergence(pi, prior))
+    assert (negative_kl < 0).all()
+    negative_kl.sum().backward()  # a gradient toward the prior reaches the scorer
+    assert policy.scorer[-1].weight.grad.abs().sum() > 0
+    for bad in ({"prior_kl": True}, {"ei_prior": 5.0, "prior_kl": 1}):
+        with pytest.raises(ValueError, match="prior_kl must be a bool, True only with ei_prior > 0"):
+            _policy(**bad)

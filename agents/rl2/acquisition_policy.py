@@ -21,7 +21,11 @@ ones that a small MLP finds hard to compute: ``z = (incumbent - mean) / std``, `
 with the unclipped log EI of :func:`~metaopt_envs.hpo.gp.log_expected_improvement` (as the ``acq_ei``
 baseline computes it), and the MLP's last layer starts at zero, so the untrained policy is the softmax
 of EI raised to the power ``s`` (``s -> inf``: EI's argmax, the ``acq_ei`` baseline) and training learns
-what to add to EI. ``ei_prior=0`` (the default) is the plain scorer. RL² trial observations (previous action, reward and
+what to add to EI. ``ei_prior=0`` (the default) is the plain scorer. With ``prior_kl=True`` (needs ``ei_prior > 0``)
+the "entropy" :meth:`CandidateScorePolicy.evaluate_actions` gives PPO is minus the KL divergence from the
+policy to that prior, ``-KL(pi || softmax(s log EI))``, so PPO's ``ent_coef * entropy_loss`` term becomes a
+penalty ``ent_coef * KL`` that keeps the trained policy near EI unless its advantages pay for leaving it
+(SB3 logs it as ``entropy_loss``). RL² trial observations (previous action, reward and
 first-step flag after the candidates) are accepted; those trailing entries are not read (the previous
 step's candidates are not this step's).
 
@@ -95,6 +99,7 @@ class CandidateScorePolicy(ActorCriticPolicy):
     :param activation: ``"tanh"`` or ``"relu"``.
     :param ei_prior: ``s >= 0``; ``s > 0`` adds ``s * log EI`` to each candidate's logit and zeroes the
         scorer's last layer at the start (the untrained policy is ``softmax(s log EI)``); 0 is the plain scorer.
+    :param prior_kl: with ``ei_prior > 0``, PPO's entropy bonus becomes a KL penalty to the prior (module docstring).
     The remaining arguments are :class:`ActorCriticPolicy`'s (``ortho_init``, ``optimizer_kwargs``, ...).
     """
 
@@ -108,11 +113,17 @@ class CandidateScorePolicy(ActorCriticPolicy):
         derived_features: Sequence[str] = DERIVED_FEATURES,
         activation: str = "tanh",
         ei_prior: float = 0.0,
+        prior_kl: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(ei_prior, bool) or not isinstance(ei_prior, int | float) or not 0.0 <= ei_prior < float("inf"):
             raise ValueError(f"ei_prior must be a finite number >= 0 (0: no EI prior), got {ei_prior!r}")
         self.ei_prior = float(ei_prior)
+        if not isinstance(prior_kl, bool) or (prior_kl and self.ei_prior == 0):
+            raise ValueError(
+                f"prior_kl must be a bool, True only with ei_prior > 0 (got ei_prior={ei_prior!r}), got {prior_kl!r}"
+            )
+        self.prior_kl = prior_kl
         if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
             raise ValueError(f"{POLICY_NAME} needs a Box(-1, 1, (num_candidates,)) action space, got {action_space}")
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
@@ -166,6 +177,7 @@ class CandidateScorePolicy(ActorCriticPolicy):
             "derived_features": self.derived_features,
             "activation": self.activation,
             **({"ei_prior": self.ei_prior} if self.ei_prior > 0 else {}),
+            **({"prior_kl": True} if self.prior_kl else {}),
         }
 
     # ------------------------------------------------------------------ features
@@ -225,6 +237,10 @@ class CandidateScorePolicy(ActorCriticPolicy):
         inputs = self.candidate_inputs(self.extract_features(obs, self.features_extractor))  # type: ignore[arg-type]
         distribution = self._distribution(inputs)
         index = actions.reshape(actions.shape[0], -1).argmax(-1)
+        if self.prior_kl:  # minus KL(pi || prior) in the entropy's place: ent_coef * KL joins PPO's loss
+            log_pi = torch.log_softmax(distribution.distribution.logits, dim=-1)
+            log_prior = torch.log_softmax(self.ei_prior * self.prior_log_ei(inputs), dim=-1)
+            return self.values(inputs), distribution.log_prob(index), -(log_pi.exp() * (log_pi - log_prior)).sum(-1)
         return self.values(inputs), distribution.log_prob(index), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
