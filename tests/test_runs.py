@@ -115,13 +115,26 @@ def test_an_hpo_run_loads_without_max_dim_flags(tmp_path: Path) -> None:
     assert str(out_dir) in report["families"]["branin"]["summaries"]
 
 
-def test_runs_share_their_problem_setting_only_when_they_agree(lr_run: tuple[Path, dict]) -> None:
+def test_runs_share_the_problem_settings_they_agree_on(lr_run: tuple[Path, dict]) -> None:
     spec = runs.read_spec(lr_run[0])
     assert spec is not None
     problem = {"inner_optimizer": "sgd", "horizon": 50}
     assert runs.shared_setting([spec, spec], "MetaOpt-LR-v0", ["quadratic"]) == (problem, 2)
+    assert runs.setting_disagreements([spec, spec], "MetaOpt-LR-v0") == []
     other = {**spec, "env": {**spec["env"], "kwargs": {**spec["env"]["kwargs"], "horizon": 20}}}
-    assert runs.shared_setting([spec, other], "MetaOpt-LR-v0") == ({}, None)
+    assert runs.shared_setting([spec, other], "MetaOpt-LR-v0") == ({"inner_optimizer": "sgd"}, 2)
+    assert runs.setting_disagreements([spec, other], "MetaOpt-LR-v0") == ["horizon"]
+    # a kwarg only one run sets is not shared either (the other ran with the env's default); the horizon still is
+    penalty = {
+        **spec,
+        "env": {
+            **spec["env"],
+            "episodes_per_trial": 3,
+            "kwargs": {**spec["env"]["kwargs"], "divergence_penalty": 50.0},
+        },
+    }
+    assert runs.shared_setting([spec, penalty], "MetaOpt-LR-v0") == (problem, None)
+    assert runs.setting_disagreements([spec, penalty], "MetaOpt-LR-v0") == ["divergence_penalty", "episodes_per_trial"]
     with_family = {**spec, "env": {**spec["env"], "kwargs": {**spec["env"]["kwargs"], "task_family_kwargs": {"a": 1}}}}
     assert runs.shared_setting([with_family], "MetaOpt-LR-v0", ["quadratic"])[0] == {
         **problem,

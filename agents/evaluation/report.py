@@ -22,7 +22,14 @@ from typing import Any
 from agents.evaluation.rollout import SampledActions
 from agents.evaluation.specs import parse_agent_spec
 from agents.evaluation.suites import Suite
-from agents.rl2.runs import AGENT_OPTIONS, TASK_SELECTION, TrainedModel, read_spec, shared_setting
+from agents.rl2.runs import (
+    AGENT_OPTIONS,
+    TASK_SELECTION,
+    TrainedModel,
+    read_spec,
+    setting_disagreements,
+    shared_setting,
+)
 
 SAMPLED = " (sampled actions)"
 
@@ -197,15 +204,19 @@ def benchmark(
     ``trust_model``: saved models load with SB3's own loader (:func:`benchmark_family`). ``command``: the
     command line the results files record (default: this process's).
 
-    Models saved by ``metaopt-train`` run on the env they were trained on; where all of them agree, their
-    problem kwargs (:func:`agents.rl2.runs.problem_kwargs`) and ``episodes_per_trial`` are the defaults of
-    the whole comparison (``env_kwargs`` and ``episodes_per_trial`` override them), so the baselines
-    run the same problems as in the trainer's evaluation."""
+    Models saved by ``metaopt-train`` run on the env they were trained on; the problem kwargs
+    (:func:`agents.rl2.runs.problem_kwargs`) all of them share, and their ``episodes_per_trial`` if they
+    share it, are the defaults of the whole comparison (``env_kwargs`` and ``episodes_per_trial`` override
+    them), so the baselines run the same problems as in the trainer's evaluation; the settings they do not
+    share are printed (each model keeps its own; the baselines get the env's defaults or ``env_kwargs``)."""
     import torch
 
     recorded = {s: read_spec(parse_agent_spec(s).path) for s in specs if s != "baselines" and _is_model_file(s)}
     run_specs = {name: spec for name, spec in recorded.items() if spec is not None}
     run_kwargs, run_trial = shared_setting(list(run_specs.values()), suite.env_id, families)
+    differ = [k for k in setting_disagreements(list(run_specs.values()), suite.env_id, families) if k not in env_kwargs]
+    if differ:
+        print(f"the models' run specs differ in {differ}: the baselines use the env's defaults there", flush=True)
     if run_kwargs or run_trial is not None:
         env_kwargs = {**run_kwargs, **env_kwargs}
         episodes_per_trial = run_trial if episodes_per_trial is None else episodes_per_trial

@@ -440,30 +440,58 @@ def problem_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
 def shared_setting(
     specs: list[Mapping[str, Any]], env_id: str, families: Sequence[str] = ()
 ) -> tuple[dict[str, Any], int | None]:
-    """The problem kwargs and ``episodes_per_trial`` of the runs ``specs``, if they all agree (else ``{}``, None).
+    """The problem kwargs on which the runs ``specs`` all agree, and their ``episodes_per_trial`` if they agree
+    on it (else None).
 
-    Where the evaluation's ``families`` are just the one the runs were trained on, its
-    ``task_family_kwargs`` are shared too (the trainer's own tasks). ValueError for a run trained on
-    another env id than ``env_id``.
+    A kwarg that some runs set differently (or only some set) is left out, so the comparison's defaults keep
+    every setting the runs share (two runs trained with different divergence penalties still give the
+    baselines their common horizon); :func:`setting_disagreements` names what was left out. Where the
+    evaluation's ``families`` are just the one the runs were trained on, its ``task_family_kwargs`` are
+    shared too (the trainer's own tasks). ValueError for a run trained on another env id than ``env_id``.
     """
+    settings = _run_settings(specs, env_id, families)
+    if not settings:
+        return {}, None
+    first, rest = settings[0], settings[1:]
+    kwargs = {
+        key: value
+        for key, value in first[0].items()
+        if all(key in other and _same(other[key], value) for other, _ in rest)
+    }
+    trials = {trial for _, trial in settings}
+    return kwargs, trials.pop() if len(trials) == 1 else None
+
+
+def setting_disagreements(specs: list[Mapping[str, Any]], env_id: str, families: Sequence[str] = ()) -> list[str]:
+    """The problem kwargs (and ``episodes_per_trial``) the runs ``specs`` do not all share: sorted names."""
+    settings = _run_settings(specs, env_id, families)
+    shared, _ = shared_setting(specs, env_id, families)
+    keys = {key for kwargs, _ in settings for key in kwargs} - set(shared)
+    if len({trial for _, trial in settings}) > 1:
+        keys.add("episodes_per_trial")
+    return sorted(keys)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _run_settings(
+    specs: list[Mapping[str, Any]], env_id: str, families: Sequence[str]
+) -> list[tuple[dict[str, Any], int | None]]:
+    """Each run's (problem kwargs, episodes_per_trial); ValueError for a run of another env id."""
+    out = []
     for spec in specs:
         trained_on = spec["env"]["id"]
         if trained_on != env_id:
             raise ValueError(
                 f"a model was trained on {trained_on}, not {env_id}; evaluate it with --env-id {trained_on}"
             )
-
-    def setting(spec: Mapping[str, Any]) -> str:
         kwargs, recorded = problem_kwargs(spec), spec["env"]["kwargs"]
         if list(families) == [recorded.get("task_family")] and recorded.get("task_family_kwargs") is not None:
             kwargs["task_family_kwargs"] = recorded["task_family_kwargs"]
-        return json.dumps([kwargs, spec["env"].get("episodes_per_trial")], sort_keys=True)
-
-    settings = {setting(spec) for spec in specs}
-    if len(settings) != 1:
-        return {}, None
-    kwargs, trial = json.loads(settings.pop())
-    return kwargs, trial
+        out.append((kwargs, spec["env"].get("episodes_per_trial")))
+    return out
 
 
 def load_trained(path: str | Path, trust: bool = False) -> TrainedModel:
@@ -494,6 +522,7 @@ __all__ = [
     "AGENT_OPTIONS",
     "safe_custom_objects",
     "save_model",
+    "setting_disagreements",
     "shared_setting",
     "space_from_json",
     "space_to_json",
