@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--agents", default="baseline:acq_ei", help="comma-separated acquisition agents beside GP-EI")
     p.add_argument("--models", default="", help="comma-separated run directories or model.zip files")
     p.add_argument("--env-kwargs", default=json.dumps(ENV_KWARGS), help="JSON of MetaOpt-Acquisition-v0 arguments")
+    p.add_argument(
+        "--model-env-kwargs",
+        default=None,
+        help="JSON of env arguments the models run with instead of their training spec's (e.g. a larger pool)",
+    )
     p.add_argument("--num-tasks", type=int, default=128)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--episodes-per-trial", type=int, default=None)
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         f"# Acquisition functions paired with GP-EI ({args.num_tasks} held-out objectives x seeds {list(seeds)} "
         f"per family, budget {env_kwargs.get('budget', 32)})",
         "",
-        f"Env kwargs of the acquisition agents: `{json.dumps(env_kwargs)}`; episodes per trial: "
+        f"Env kwargs of the acquisition agents: `{json.dumps(env_kwargs)}` (models: their training spec's"
+        f"{', with `' + args.model_env_kwargs + '`' if args.model_env_kwargs else ''}); episodes per trial: "
         f"{args.episodes_per_trial or 1} (the last search scored). Regret: log10 normalized simple regret "
         "(floored at 1e-6); differences agent - GP-EI per objective (negative: the agent found the better point).",
     ]
@@ -73,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         kwargs = {**env_kwargs, "task_family": family}
         agents = {ACQUISITION_SUITE.display_name(s): ACQUISITION_SUITE.load_agent(s, kwargs) for s in specs}
+        if args.model_env_kwargs:  # the models on another env setting (a saved model declares its own)
+            overrides = json.loads(args.model_env_kwargs)
+            agents = {
+                name: agent.with_overrides(overrides, None, name) if hasattr(agent, "with_overrides") else agent
+                for name, agent in agents.items()
+            }
         _, records = ACQUISITION_SUITE.evaluate(agents, kwargs, args.num_tasks, seeds, args.episodes_per_trial)
         regret = {name: np.concatenate([r.log10_regret for r in recs]) for name, recs in records.items()}
         ref = regret[reference]
