@@ -13,7 +13,7 @@
   (``gymnasium.vector.VectorEnv``, same-step autoreset) and :mod:`~metaopt_envs.core.sb3` (SB3 ``VecEnv``).
 """
 
-from metaopt_envs.core import checks, rng
+from metaopt_envs.core import allocator, checks, rng
 from metaopt_envs.core.base import BatchedCore, StepResult, resolve_device, seeds_to_keys
 from metaopt_envs.core.env import CoreEnv
 from metaopt_envs.core.sb3 import CoreSB3VecEnv
@@ -22,6 +22,7 @@ from metaopt_envs.core.vector_env import CoreVectorEnv
 
 __all__ = [
     "BatchedCore",
+    "allocator",
     "CoreEnv",
     "CoreSB3VecEnv",
     "CoreVectorEnv",

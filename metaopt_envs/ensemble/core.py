@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, rng, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, allocator, checks, resolve_device, rng, seeds_to_keys
 from metaopt_envs.core.family import SPLIT_IDS, check_split
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.ensemble.families import DEFAULT_FORECASTERS, StreamFamily, forecast
@@ -152,6 +152,7 @@ class EnsembleCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
+        allocator.apply_default()  # freed step tensors stay in the heap: no page faults per step
         self.family = env_task_family("ensemble", StreamFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.forecaster_names = forecasters

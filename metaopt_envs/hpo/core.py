@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, allocator, checks, resolve_device, seeds_to_keys
 from metaopt_envs.core.family import SPLIT_IDS, check_split, put
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.hpo.families import ObjectiveFamily
@@ -61,6 +61,7 @@ class HPOCore(BatchedCore):
         )
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
+        allocator.apply_default()  # freed step tensors stay in the heap: no page faults per step
         self.family = env_task_family("hpo", ObjectiveFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.budget = self.num_decisions = int(budget)

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult, checks, resolve_device, seeds_to_keys
+from metaopt_envs.core import BatchedCore, StepResult, allocator, checks, resolve_device, seeds_to_keys
 from metaopt_envs.core.family import SPLIT_IDS, check_split, put, take
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
@@ -101,6 +101,7 @@ class LRCore(BatchedCore):
 
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
+        allocator.apply_default()  # freed step tensors stay in the heap: no page faults per step
         self.family = env_task_family("lr", LRTaskFamily, task_family, task_family_kwargs, self.device)
         self.split = check_split(split)
         self.optimizer = InnerOptimizer(inner_optimizer, **(optimizer_kwargs or {}))
