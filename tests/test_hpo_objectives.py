@@ -295,3 +295,17 @@ def test_bad_arguments_raise_value_error(families):
     with pytest.raises(ValueError, match="weights"):
         ObjectiveMixture(members=("branin", "gp"), weights=[1.0])
     assert set(OBJECTIVE_FAMILIES) == {"branin", "hartmann3", "hartmann6", "gp", "sklearn"}
+
+
+def test_gp_tasks_sampled_in_row_blocks_are_those_of_one_block():
+    # The search runs in blocks of rows (cache-sized); a task must not depend on its block.
+    family = GPFamily(num_features=64, num_candidates=256, num_starts=16)
+    keys = rng.keys_from_seeds(list(range(37)))
+    family._row_block = 10**9
+    whole = family.sample(keys, "test")
+    family._row_block = 16  # 16 + 16 + 5
+    blocked = family.sample(keys, "test")
+    assert whole.keys() == blocked.keys()
+    for name in whole:
+        assert torch.equal(whole[name], blocked[name]), name
+    assert not torch.equal(whole["x_opt"][:16], whole["x_opt"][16:32])

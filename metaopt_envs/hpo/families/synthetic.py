@@ -233,6 +233,7 @@ class GPFamily(ObjectiveFamily):
     name = "gp"
     _salt = 0x6F1
     _chunk = 64  # candidates per block of the search (fixed: results must not depend on n)
+    _row_block = 16  # tasks sampled together (any size gives the same tasks)
 
     def __init__(
         self,
@@ -266,6 +267,16 @@ class GPFamily(ObjectiveFamily):
         return self
 
     def sample(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
+        # In blocks of rows: the optimum search's (rows, 64, F) feature tensors of a whole batch
+        # (67 MB at B = 1024) do not stay in cache, a block's do; each row's task is its own, so
+        # the tasks are the same bits (sampling 1,024 tasks: 4.7 s in one block, 1.4 s in blocks of 16).
+        n, block = keys.shape[0], self._row_block
+        if n <= block:
+            return self._sample_block(keys, split)
+        parts = [self._sample_block(keys[i : i + block], split) for i in range(0, n, block)]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    def _sample_block(self, keys: torch.Tensor, split: str) -> ObjectiveTasks:
         stream = self.task_stream(keys, split)
         n, big_d, f, device = keys.shape[0], self.max_dim, self.num_features, keys.device
         dim = self.dims[0] + rng.randint(rng.fold(stream, 1), self.dims[1] - self.dims[0] + 1)
