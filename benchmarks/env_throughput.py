@@ -125,6 +125,14 @@ def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), reps: int = 5) -> dic
     return {"gflops": max(by_size.values()), "gflops_by_size": by_size}
 
 
+def write_report(out: str | Path, report: dict[str, Any], markdown: str, indent: int = 2) -> None:
+    """``report`` as ``<out>.json`` and ``markdown`` as ``<out>.md`` (folders made as needed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=indent) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+
+
 # ----------------------------------------------------------------------------- timing
 def interleaved(
     fns: dict[str, Callable[[], Any]], seconds: float, windows: int, sync: Callable[[], None] = lambda: None
@@ -399,11 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(extras["vmap"]), flush=True)
     facts["loadavg_end"] = list(os.getloadavg())
     report = {"facts": facts, "matmul_peak": peak, "settings": vars(args), "rows": rows, **extras}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     markdown = render_markdown(report)
-    out.with_suffix(".md").write_text(markdown)
+    write_report(args.out, report, markdown, indent=1)
     if args.readme:
         update_readme(Path(args.readme), markdown)
     print(markdown)

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     import torch
 
-    from benchmarks.env_throughput import machine_facts, matmul_peak
+    from benchmarks.env_throughput import machine_facts, matmul_peak, write_report
 
     torch.set_num_threads(args.threads)
     cells = CELLS
@@ -166,11 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["learner"] = measure(spec, args.rounds)
         print(json.dumps(report["learner"]), flush=True)
     report["loadavg_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render_markdown(report))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_report(args.out, report, render_markdown(report))
+    print(f"wrote {args.out}.json and {args.out}.md")
     return report
 
 

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.env_throughput import ENVS, interleaved, machine_facts  # noqa: E402
+from benchmarks.env_throughput import ENVS, interleaved, machine_facts, write_report  # noqa: E402
 from metaopt_envs import make_core  # noqa: E402
 from metaopt_envs.core import rng  # noqa: E402
 
@@ -141,11 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["reset"].append(row)
         print(json.dumps(row), flush=True)
     report["loadavg_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render_markdown(report))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_report(args.out, report, render_markdown(report))
+    print(f"wrote {args.out}.json and {args.out}.md")
     return report
 
 

@@ -75,3 +75,27 @@ def test_retain_freed_memory_takes_other_thresholds():
 def test_bad_thresholds_name_the_parameter_and_the_range(name, value):
     with pytest.raises(ValueError, match=rf"{name} must be an int in \(0, 2\*\*31\) bytes, got {value!r}"):
         allocator.retain_freed_memory(**{name: value})
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_the_benchmark_runs_both_settings_in_fresh_processes_and_writes_its_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "malloc_retain.py"
+    spec = importlib.util.spec_from_file_location("malloc_retain", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "m"
+    report = bench.main(
+        ["--cells", "lr:quadratic:8", "--rounds", "1", "--steps", "5", "--warmup", "2", "--out", str(out)]
+    )
+    (row,) = report["cores"]
+    # Each worker checked that it ran with the setting it was given (run_worker raises otherwise).
+    assert (row["family"], row["num_envs"]) == ("quadratic", 8)
+    assert row["glibc_seconds"] > 0 and row["retained_seconds"] > 0
+    assert row["speedup"] == pytest.approx(row["glibc_seconds"] / row["retained_seconds"])
+    assert json.loads(out.with_suffix(".json").read_text())["cores"][0]["family"] == "quadratic"
+    table = out.with_suffix(".md").read_text()
+    assert "| lr quadratic | 8 |" in table and report["cpu_model"] in table
