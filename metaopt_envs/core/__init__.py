@@ -22,12 +22,12 @@ from metaopt_envs.core.vector_env import CoreVectorEnv
 
 __all__ = [
     "BatchedCore",
-    "allocator",
     "CoreEnv",
     "CoreSB3VecEnv",
     "CoreVectorEnv",
     "RL2TrialCore",
     "StepResult",
+    "allocator",
     "checks",
     "resolve_device",
     "rng",

@@ -5,9 +5,10 @@ allocation above its mmap threshold (128 KiB at start, raised adaptively) with a
 returns the heap's top to the kernel once more than the trim threshold is free, so a step that makes
 a few tensors of a few hundred KiB to some MiB (a batch of MLP parameters, the mixture's padded
 parameter rows, a minibatch's activations) takes a first-touch page fault on every 4 KiB page of
-them, every step. Measured (``python benchmarks/malloc_retain.py``): 1,461 minor faults per
-decision of the sklearn core at B = 64, 5,668 of the mixture's at B = 1024, and steps 1.1-1.4x
-slower than with the memory kept.
+them, every step. Measured (``python benchmarks/malloc_retain.py``): 3,300-5,700 minor faults per
+decision of the LR mixture's core at B = 1024 and 1.05-1.13x slower decisions of the mixture and MLP
+cores at B = 1024 than with the memory kept (at B = 64 it depends on the process's allocation
+history: 1,461 faults and 1.31x slower in one sklearn process, almost none in others).
 
 :func:`retain_freed_memory` raises both thresholds with ``mallopt`` (glibc only; elsewhere it does
 nothing), so freed blocks stay in the heap and the next step reuses them. It changes no result (the
