@@ -125,6 +125,16 @@ def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), reps: int = 5) -> dic
     return {"gflops": max(by_size.values()), "gflops_by_size": by_size}
 
 
+def made_by(report: dict[str, Any], peak: str = "") -> str:
+    """The first line of a report's table: command, commit, machine (``machine_facts``), ``peak``, load."""
+    return (
+        f"Made by `{report['command']}` at commit `{report['commit']}` ({report['date_utc']} UTC) on "
+        f"{report['cpu_model']} ({', '.join(report['simd'])}), {report['logical_cpus']} logical CPUs, "
+        f"{report['threads']} torch thread(s), torch {report['torch']}{peak}; load average "
+        f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end."
+    )
+
+
 def write_report(out: str | Path, report: dict[str, Any], markdown: str, indent: int = 2) -> None:
     """``report`` as ``<out>.json`` and ``markdown`` as ``<out>.md`` (folders made as needed)."""
     out = Path(out)

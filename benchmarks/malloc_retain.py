@@ -172,14 +172,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    from benchmarks.env_throughput import made_by
+
     lines = [
         "# Freed memory kept in the heap vs glibc's default thresholds",
         "",
-        f"Made by `{report['command']}` at commit `{report['commit']}` ({report['date_utc']} UTC) on "
-        f"{report['cpu_model']} ({', '.join(report['simd'])}), {report['logical_cpus']} logical CPUs, "
-        f"{report['threads']} torch thread(s), torch {report['torch']}; fp32 matmul peak "
-        f"{report['matmul_peak_gflops']:.0f} GFLOP/s (same threads); load average "
-        f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end. Each cell: "
+        made_by(report, f"; fp32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (same threads)")
+        + " Each cell: "
         f'{report["rounds"]} pairs of fresh processes, the settings alternating; medians. "glibc": '
         '`METAOPT_RETAIN_FREED_MEMORY=0`; "retained": the default since this change (`metaopt_envs.core.allocator`).',
         "",

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.env_throughput import ENVS, interleaved, machine_facts, write_report  # noqa: E402
+from benchmarks.env_throughput import ENVS, interleaved, machine_facts, made_by, write_report  # noqa: E402
 from metaopt_envs import make_core  # noqa: E402
 from metaopt_envs.core import rng  # noqa: E402
 
@@ -150,10 +150,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# The counter RNG: NumPy hash vs torch-op hash",
         "",
-        f"Made by `{report['command']}` at commit `{report['commit']}` ({report['date_utc']} UTC) on "
-        f"{report['cpu_model']} ({', '.join(report['simd'])}), {report['logical_cpus']} logical CPUs, "
-        f"{report['threads']} torch thread(s), torch {report['torch']}; load average "
-        f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end. Medians of "
+        f"{made_by(report)} Medians of "
         f"{report['windows']} interleaved windows, {report['seconds_per_cell']} s per cell; both hashes give the "
         "same bits (tests/test_rng.py).",
         "",
