@@ -425,12 +425,32 @@ def fast_time_split(cfg: Any, rounds: int) -> dict[str, float]:
     c, model = sb3_contender("fast", cfg)
     venv = model.get_env()
     buckets: dict[str, list[float]] = {
-        k: [] for k in ("env", "sampling", "forward", "backward", "optimizer", "round", "rollout", "train")
+        k: []
+        for k in (
+            *("env", "partial_resets", "partial_reset_rows", "full_resets"),
+            *("sampling", "forward", "backward", "optimizer", "round", "rollout", "train"),
+        )
     }
-    per_round: dict[str, list[float]] = {k: [] for k in buckets}
+    per_round: dict[str, list[float]] = {k: [] for k in [*buckets, "partial_reset_calls"]}
     policy = model.policy
+    # The family core's resets of some rows during a step (inner episodes that diverged or ended, trials
+    # that ended): a part of "env". Counted per call that resets at least one row.
+    family_core = venv.unwrapped.core.unwrapped  # VecMonitor -> CoreSB3VecEnv -> (RL² trial) -> family core
+    original_reset = family_core.reset_rows
+
+    def timed_reset(rows: th.Tensor, *args: Any, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        original_reset(rows, *args, **kwargs)
+        elapsed, count = time.perf_counter() - t0, int(rows.sum())
+        if count == rows.numel():
+            buckets["full_resets"].append(elapsed)
+        elif count:
+            buckets["partial_resets"].append(elapsed)
+            buckets["partial_reset_rows"].append(float(count))
+
     # the first round builds the optimizer state and warms caches: not timed
     c.learn_one()
+    family_core.reset_rows = timed_reset
     with (
         _patched(venv, "step", buckets["env"]),
         _patched(th.Tensor, "backward", buckets["backward"]),
@@ -464,8 +484,10 @@ def fast_time_split(cfg: Any, rounds: int) -> dict[str, float]:
             buckets["round"].append(time.perf_counter() - t0)
             buckets["rollout"] += c.rollout
             buckets["train"] += c.train
+            per_round["partial_reset_calls"].append(len(buckets["partial_resets"]))
             for k, b in buckets.items():
                 per_round[k].append(sum(b))
+    family_core.reset_rows = original_reset
     med = {k: float(np.median(v)) for k, v in per_round.items()}
     # forward = the loss computation of train (all of train but sampling, backward and optimizer)
     med["forward"] = med["train"] - med["sampling"] - med["backward"] - med["optimizer"]
@@ -549,6 +571,16 @@ def to_markdown(payload: dict[str, Any]) -> str:
             "step, buffer writes, GAE); sampling: building the padded minibatches; forward: the loss "
             "computation; optimizer: gradient clip + Adam step + zero_grad; other: SB3's learn() around them.",
         ]
+        if "partial_resets" in split:
+            lines += [
+                "",
+                f"Of env: resets of some of the rows {split['partial_resets']:.3f} s per round "
+                f"({100 * split['partial_resets'] / split['env']:.0f}% of env; {split['partial_reset_calls']:.0f} "
+                f"calls resetting {split['partial_reset_rows']:.0f} rows in all), resets of every row "
+                f"{split['full_resets']:.3f} s (medians per round). An inner run that diverges ends its inner "
+                "episode early, and its trial then ends out of step with the others: such rows reset one or two "
+                "at a time, each call at about the fixed cost of a reset of every row.",
+            ]
     return "\n".join(lines) + "\n"
 
 
