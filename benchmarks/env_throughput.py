@@ -27,8 +27,10 @@ What is measured, all in one process, one torch thread unless ``--threads`` says
 * **compiled** (``--compiled``, LR MLP families): the env with ``mlp.set_compiled(True)`` (the
   ``torch.compile``'d measurement) timed in the same interleaved windows as the eager env, the
   SyncVectorEnv and the peak; its compile time is paid in the warm-up, outside the windows.
-* **reset cost** (LR): ``core.reset_rows`` of 3 rows with new tasks against one ``core.step`` of
-  the same core at ``--reset-batch`` (64), interleaved medians.
+* **reset cost** (LR): ``core.reset_rows`` of 3 rows against one ``core.step`` of the same core at
+  ``--reset-batch`` (64), interleaved medians: 3 other rows each call in turn (as rows that end out of
+  step autoreset; with new tasks, and on the same task) and the same 3 rows every call (the case the
+  core's reset lookahead cannot batch).
 * **vmap** (LR, sklearn): the batched core's step against a ``torch.func.vmap`` + ``functional_call``
   implementation of the same inner work (SGD update, full training loss, two minibatch gradients,
   their norms) at ``--vmap-batch`` (256); the vmap side skips the observation, so the ratio is a
@@ -224,12 +226,22 @@ def useful_flops(core: Any) -> int:
 
 
 def reset_cost(family: str, num_envs: int, seconds: float, windows: int, device: str) -> dict[str, Any]:
+    """A step against resets of 3 rows: the same 3 rows every call (the worst case for the core's reset
+    lookahead, which then has nothing to batch), and 3 other rows each call in turn, as autoresets of
+    rows that end out of step reset them (with a new task, and on the same task)."""
     core = make_core("MetaOpt-LR-v0", num_envs=num_envs, task_family=family, horizon=10**6, device=device)
     actions = torch.zeros(num_envs, 1, device=device)
     rows = torch.zeros(num_envs, dtype=torch.bool, device=device)
     rows[:3] = True
+    turns = [(torch.arange(num_envs, device=device) - 3 * i) % num_envs < 3 for i in range(-(-num_envs // 3))]
+    turn = itertools.count()
     times = interleaved(
-        {"step": lambda: core.step(actions), "reset": lambda: core.reset_rows(rows)},
+        {
+            "step": lambda: core.step(actions),
+            "reset": lambda: core.reset_rows(rows),
+            "in_turn": lambda: core.reset_rows(turns[next(turn) % len(turns)]),
+            "same_task": lambda: core.reset_rows(turns[next(turn) % len(turns)], same_task=True),
+        },
         seconds,
         windows,
         _cuda_sync if device == "cuda" else lambda: None,
@@ -240,6 +252,10 @@ def reset_cost(family: str, num_envs: int, seconds: float, windows: int, device:
         "step_ms": 1e3 * times["step"],
         "reset_3_rows_ms": 1e3 * times["reset"],
         "reset_over_step": times["reset"] / times["step"],
+        "in_turn_3_rows_ms": 1e3 * times["in_turn"],
+        "in_turn_over_step": times["in_turn"] / times["step"],
+        "same_task_3_rows_ms": 1e3 * times["same_task"],
+        "same_task_over_step": times["same_task"] / times["step"],
     }
 
 
@@ -481,14 +497,21 @@ def render_markdown(report: dict[str, Any]) -> str:
                 + " |"
             )
     if report.get("reset_cost"):
-        lines += ["", "| LR family | B | step ms | reset 3 rows ms | reset / step |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| LR family | B | step ms | reset 3 rows in turn ms (/ step) | same task, in turn (/ step) "
+            "| the same 3 rows every call (/ step) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for row in report["reset_cost"]:
             if "step_ms" not in row:
-                lines.append(f"| {row['family']} | - | {row['status']} | - | - |")
+                lines.append(f"| {row['family']} | - | {row['status']} | - | - | - |")
                 continue
             lines.append(
-                f"| {row['family']} | {row['num_envs']} | {row['step_ms']:.2f} | {row['reset_3_rows_ms']:.2f} | "
-                f"{row['reset_over_step']:.2f} |"
+                f"| {row['family']} | {row['num_envs']} | {row['step_ms']:.2f} | "
+                f"{row['in_turn_3_rows_ms']:.2f} ({row['in_turn_over_step']:.2f}) | "
+                f"{row['same_task_3_rows_ms']:.2f} ({row['same_task_over_step']:.2f}) | "
+                f"{row['reset_3_rows_ms']:.2f} ({row['reset_over_step']:.2f}) |"
             )
     if report.get("vmap"):
         v = report["vmap"]

@@ -80,16 +80,28 @@ def test_in_place_trajectory_equals_out_of_place(family, optimizer, monkeypatch)
         _assert_same_state(state_a, state_b)
 
 
-def test_step_results_survive_the_reset_that_follows():
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_step_results_survive_the_reset_that_follows(lookahead):
     core = make_core("MetaOpt-LR-v0", num_envs=NUM_ENVS, task_family="quadratic", horizon=HORIZON)
+    core.reset_lookahead = lookahead
     core.step(torch.zeros(NUM_ENVS, 1))
     result = core.step(torch.zeros(NUM_ENVS, 1))
     kept = [value.clone() for value in (*result[:4], *result.info.values())]
     params = core.params
     core.reset_rows(torch.arange(NUM_ENVS) < 2)
-    assert core.params.data_ptr() == params.data_ptr()  # written in place
+    # Written in place on demand; from the lookahead a small field is merged into a new tensor.
+    assert (core.params.data_ptr() == params.data_ptr()) == (not lookahead)
     for before, after in zip(kept, (*result[:4], *result.info.values())):
         _assert_same(before, after)
+
+
+def test_large_fields_are_written_in_place_from_the_lookahead(monkeypatch):
+    monkeypatch.setattr(lr_core, "_WHERE_LIMIT", 0)  # every field "large"
+    core = make_core("MetaOpt-LR-v0", num_envs=NUM_ENVS, task_family="quadratic", horizon=HORIZON)
+    core.step(torch.zeros(NUM_ENVS, 1))
+    params = core.params
+    core.reset_rows(torch.arange(NUM_ENVS) < 2)
+    assert core.params.data_ptr() == params.data_ptr()
 
 
 def _state(b=4, p=3):

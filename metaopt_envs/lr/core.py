@@ -23,17 +23,18 @@ So a row of a batch and a single env with the same seed are the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from metaopt_envs.core import BatchedCore, StepResult, allocator, checks, resolve_device, seeds_to_keys
-from metaopt_envs.core.family import SPLIT_IDS, check_split, put, take
+from metaopt_envs.core import BatchedCore, StepResult, allocator, checks, resolve_device, rng, seeds_to_keys
+from metaopt_envs.core.family import SPLIT_IDS, TaskData, check_split, put, take
 from metaopt_envs.core.registry import env_task_family
 from metaopt_envs.lr import dynamics
 from metaopt_envs.lr.dynamics import LR_FEATURES, VALIDATION_FEATURE, LRState  # noqa: F401  (re-exported)
@@ -149,6 +150,7 @@ class LRCore(BatchedCore):
         self.task_key = torch.zeros(b, dtype=torch.int64, device=dev)
         self.run_key = torch.zeros(b, dtype=torch.int64, device=dev)
         self.tasks = self.family.sample(self.row_key, self.split)
+        self._lookahead: dict[bool, _Lookahead] = {}  # keyed by new_task; see reset_lookahead
         self.reset_rows(torch.ones(b, dtype=torch.bool, device=dev), keys=self.row_key)
 
     # ------------------------------------------------------------------ contract
@@ -158,35 +160,119 @@ class LRCore(BatchedCore):
         if index.numel() == 0:
             return
         new_task = self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
+        every = index.numel() == self.num_envs
+        if self.reset_lookahead and keys is None and not every and self._reset_from_lookahead(rows, index, new_task):
+            return
         task_key = self.task_key[index]
         if new_task:
             put(self.tasks, index, self.family.sample(task_key, self.split))
         # A new task starts at inner episode 0: folded as an int, one hash fewer (the same keys).
         inner_episode = 0 if new_task else self.inner_episode[index]
-        init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
-        self.run_key[index] = run_key
-        every = index.numel() == self.num_envs
         tasks = self.tasks if every else take(self.tasks, index)
-        if self.initial_params is not None:
-            params = self.initial_params.expand(index.numel(), -1).clone()
-        else:
-            params = self.family.init_params(tasks, init_key)
-        log_lr = torch.full((index.numel(),), self.initial_log_lr, device=self.device)
-        fresh = dynamics.start(
-            self.family,
-            self.optimizer,
-            params,
-            tasks,
-            run_key,
-            log_lr,
-            self.observe_validation,
-            self.chunk_size,
-        )
+        fresh, run_key = self._start(tasks, task_key, inner_episode)
+        self.run_key[index] = run_key
         if every:
             self.state = fresh
         else:
-            others = (*self.tasks.values(), *(() if self.initial_params is None else (self.initial_params,)))
-            self.state = _put_rows(self.state, index, fresh, others)
+            self.state = _put_rows(self.state, index, fresh, self._shared_with_state())
+
+    reset_lookahead: bool = True
+    """Resets of some rows without new seeds start from states made ahead, for many rows at once.
+
+    A reset's cost is mostly a fixed cost per call (a few hundred small tensor operations at small B),
+    so resetting 1-3 rows costs about what resetting all of them does. Rows reset out of step with
+    each other whenever inner runs diverge (and, in RL² trials, their trials then end out of step):
+    on the default ``metaopt-train`` configuration a quarter of the env's time went to such resets.
+    With the lookahead, the first such reset computes the next start state of *every* row whose
+    next start is not computed yet, in one batched call (for a new task: its sample, initialization and
+    first measurement; for the next inner episode of the same task: its initialization and measurement),
+    and later resets copy their rows' states in. A row's start state is a pure function of its keys and
+    its task, so it is the same bits whenever it is computed (tested against ``reset_lookahead = False``);
+    an entry is used only if it was made for exactly the row's current (task key, inner episode), so
+    reseeding, a restored checkpoint or any other change of a row's counters simply recomputes it.
+    Costs two more copies of the rows' state in memory; set ``core.reset_lookahead = False`` to reset
+    every row on demand. Resets of every row, and resets with new seeds, always compute on demand.
+    """
+
+    def _start(
+        self, tasks: TaskData, task_key: torch.Tensor, inner_episode: torch.Tensor | int
+    ) -> tuple[LRState, torch.Tensor]:
+        """The start state of inner episode ``inner_episode`` of tasks ``task_key`` (rows of ``tasks``); its run key."""
+        init_key, run_key = dynamics.init_and_run_keys(task_key, inner_episode)
+        n = task_key.shape[0]
+        if self.initial_params is not None:
+            params = self.initial_params.expand(n, -1).clone()
+        else:
+            params = self.family.init_params(tasks, init_key)
+        log_lr = torch.full((n,), self.initial_log_lr, device=self.device)
+        fresh = dynamics.start(
+            self.family, self.optimizer, params, tasks, run_key, log_lr, self.observe_validation, self.chunk_size
+        )
+        return fresh, run_key
+
+    def _shared_with_state(self) -> tuple[torch.Tensor, ...]:
+        """Tensors a state's fields may share storage with (see :func:`_put_rows`)."""
+        return (*self.tasks.values(), *(() if self.initial_params is None else (self.initial_params,)))
+
+    def _reset_from_lookahead(self, rows: torch.Tensor, index: torch.Tensor, new_task: bool) -> bool:
+        """Start the rows ``index`` (``rows`` as a mask; counters already advanced) from their states made
+        ahead; False (nothing done) where only these rows' states are missing: then nothing is gained."""
+        ahead = self._lookahead.get(new_task)
+        if ahead is None or not bool(ahead.matches(index, self.task_key, self.inner_episode).all()):
+            refilled = self._refill_lookahead(rows, index, new_task, ahead)
+            if refilled is None:
+                return False
+            ahead = refilled
+        rows = rows.to(torch.bool)
+        if new_task:
+            assert ahead.tasks is not None
+            _merge_task_rows(self.tasks, rows, index, ahead.tasks)
+        self.run_key[index] = ahead.run_key[index]
+        self.state = _merge_rows(self.state, rows, index, ahead.state, self._shared_with_state())
+        return True
+
+    def _refill_lookahead(
+        self, rows: torch.Tensor, index: torch.Tensor, new_task: bool, ahead: _Lookahead | None
+    ) -> _Lookahead | None:
+        """Make the next start state of every row whose entry does not match its next start (one batched
+        call); None, making nothing, where no row but those being reset now would need one."""
+        # Each row's next start of this kind: the rows being reset now start theirs now, the others
+        # at their next reset of this kind (their next episode; their current task's next inner episode).
+        if new_task:
+            episode = self.episode_index + 1
+            episode[index] = self.episode_index[index]
+            task_key = rng.fold(self.row_key, SPLIT_IDS[self.split], episode)
+            inner = torch.zeros_like(self.inner_episode)
+        else:
+            task_key = self.task_key.clone()
+            inner = self.inner_episode + 1
+            inner[index] = self.inner_episode[index]
+        if ahead is None:
+            need = torch.arange(self.num_envs, device=self.device)
+        else:
+            missing = ~ahead.matches(None, task_key, inner)
+            if not bool((missing & ~rows.to(torch.bool)).any()):
+                return None
+            need = missing.nonzero().squeeze(-1)
+        every = need.numel() == self.num_envs
+        if new_task:
+            tasks = self.family.sample(task_key[need], self.split)
+            fresh, run_key = self._start(tasks, task_key[need], 0)
+        else:  # a copy of the rows' tasks: a start state may hold a task tensor itself, which a reset writes into
+            fresh, run_key = self._start(take(self.tasks, need), task_key[need], inner[need])
+        if ahead is None or every:
+            ahead = _Lookahead(task_key, inner, run_key, fresh, tasks if new_task else None)
+            self._lookahead[new_task] = ahead
+            return ahead
+        ahead.task_key[need], ahead.inner[need], ahead.run_key[need] = task_key[need], inner[need], run_key
+        others: tuple[torch.Tensor, ...] = ()
+        if ahead.tasks is not None:
+            put(ahead.tasks, need, tasks)
+            others = tuple(ahead.tasks.values())
+        if self.initial_params is not None:
+            others = (*others, self.initial_params)
+        ahead.state = _put_rows(ahead.state, need, fresh, others)
+        return ahead
 
     def observe(self) -> torch.Tensor:
         return dynamics.features(
@@ -248,6 +334,66 @@ class LRCore(BatchedCore):
         return self.family.optimal_constant_lr(self.tasks, self.horizon)
 
 
+@dataclasses.dataclass
+class _Lookahead:
+    """Start states made ahead for every row (:attr:`LRCore.reset_lookahead`): row ``i`` holds the start of
+    inner episode ``inner[i]`` of task ``task_key[i]`` (a pure function of the two, so an entry stays right
+    after it is used: a row whose counters are rewound to it, as a restored checkpoint does, uses it again)."""
+
+    task_key: torch.Tensor
+    inner: torch.Tensor
+    run_key: torch.Tensor
+    state: LRState
+    tasks: TaskData | None  # the new tasks' data (for the start of a new task), else None
+
+    def matches(self, index: torch.Tensor | None, task_key: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+        """Where the entries (rows ``index``, or all) are made for ``task_key`` / ``inner`` (full ``(B,)`` tensors)."""
+        if index is None:
+            return (self.task_key == task_key) & (self.inner == inner)
+        return (self.task_key[index] == task_key[index]) & (self.inner[index] == inner[index])
+
+
+_WHERE_LIMIT = 1 << 15
+"""Fields of at most this many numbers are merged with one ``torch.where`` (:func:`_merge_rows`)."""
+
+
+def _merge_rows(
+    state: LRState, rows: torch.Tensor, index: torch.Tensor, source: LRState, others: Iterable[torch.Tensor] = ()
+) -> LRState:
+    """``state`` with the rows ``rows`` (a ``(B,)`` bool mask, ``index`` its set rows) taken from ``source``
+    (a state of the same B rows), bit for bit; only under ``torch.no_grad()``.
+
+    A small field is merged with one ``torch.where`` (a new tensor: one op instead of a gather and a
+    scatter, which is what a reset of a few rows at small B pays for); a large one gets its rows
+    written as :func:`_put_rows` writes them (no pass over all of its B rows).
+    """
+    writers: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []  # made for the first large field
+
+    def merge(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if old.numel() <= _WHERE_LIMIT:
+            return torch.where(_row_mask(rows, old.dim()), new, old)
+        if not writers:
+            writers.append(_row_writer(state, index, others))
+        return writers[0](old, new[index])
+
+    return dynamics.map_tensors(merge, state, source)
+
+
+def _merge_task_rows(tasks: TaskData, rows: torch.Tensor, index: torch.Tensor, source: TaskData) -> None:
+    """Rows ``rows`` (mask; ``index`` its set rows) of every field of ``tasks`` set from ``source``, in place
+    (as :func:`~metaopt_envs.core.family.put`; a small field with one ``torch.where`` into itself)."""
+    for name, value in tasks.items():
+        if value.numel() <= _WHERE_LIMIT:
+            torch.where(_row_mask(rows, value.dim()), source[name], value, out=value)
+        else:
+            value[index] = source[name][index]
+
+
+def _row_mask(rows: torch.Tensor, dim: int) -> torch.Tensor:
+    """The ``(B,)`` mask ``rows`` shaped to broadcast over a ``dim``-dimensional field."""
+    return rows.view(-1, *([1] * (dim - 1)))
+
+
 def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Iterable[torch.Tensor] = ()) -> LRState:
     """``state`` with rows ``index`` replaced by ``fresh``; only under ``torch.no_grad()`` (the core's reset).
 
@@ -258,6 +404,14 @@ def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Itera
     nothing else. A reference to a state tensor held across a reset sees the new rows: copy it
     (``core.params.clone()``) to keep it.
     """
+    return dynamics.map_tensors(_row_writer(state, index, others), state, fresh)
+
+
+def _row_writer(
+    state: LRState, index: torch.Tensor, others: Iterable[torch.Tensor]
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``put(old, new)``: field ``old`` of ``state`` with rows ``index`` set to ``new``, in place where
+    ``old`` owns its storage alone (see :func:`_put_rows`)."""
     leaves = [leaf for value in state for leaf in (value if isinstance(value, OptimizerState) else (value,))]
     storages = [leaf.untyped_storage().data_ptr() for leaf in leaves]
     # Addresses of storages (equal addresses on two devices would only make a field go out of place).
@@ -270,7 +424,7 @@ def _put_rows(state: LRState, index: torch.Tensor, fresh: LRState, others: Itera
             return old.index_put_((index,), new)
         return old.index_put((index,), new)
 
-    return dynamics.map_tensors(put, state, fresh)
+    return put
 
 
 def _state_field(name: str) -> property:
