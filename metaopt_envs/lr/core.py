@@ -163,6 +163,7 @@ class LRCore(BatchedCore):
         every = index.numel() == self.num_envs
         if self.reset_lookahead and keys is None and not every and self._reset_from_lookahead(rows, index, new_task):
             return
+        self._used_lookahead(index, new_task or keys is not None)  # these rows' next starts move on
         task_key = self.task_key[index]
         if new_task:
             put(self.tasks, index, self.family.sample(task_key, self.split))
@@ -190,8 +191,10 @@ class LRCore(BatchedCore):
     its task, so it is the same bits whenever it is computed (tested against ``reset_lookahead = False``);
     an entry is used only if it was made for exactly the row's current (task key, inner episode), so
     reseeding, a restored checkpoint or any other change of a row's counters simply recomputes it.
-    Costs two more copies of the rows' state in memory; set ``core.reset_lookahead = False`` to reset
-    every row on demand. Resets of every row, and resets with new seeds, always compute on demand.
+    A row reset again before any other row was (the same rows every call) is reset on demand: there is
+    nothing to batch. Costs two more copies of the rows' state and one of their tasks in memory; set
+    ``core.reset_lookahead = False`` to reset every row on demand. Resets of every row, and resets with
+    new seeds, always compute on demand.
     """
 
     def _start(
@@ -229,13 +232,24 @@ class LRCore(BatchedCore):
             _merge_task_rows(self.tasks, rows, index, ahead.tasks)
         self.run_key[index] = ahead.run_key[index]
         self.state = _merge_rows(self.state, rows, index, ahead.state, self._shared_with_state())
+        self._used_lookahead(index, new_task)
         return True
+
+    def _used_lookahead(self, index: torch.Tensor, new_task: bool) -> None:
+        """Mark the entries of rows ``index`` as used: a hint of which rows a refill would make (a row's
+        next start of the same task moves on with any reset, its next new task only with a new task)."""
+        for kind, ahead in self._lookahead.items():
+            if new_task or not kind:
+                ahead.used[index] = True
 
     def _refill_lookahead(
         self, rows: torch.Tensor, index: torch.Tensor, new_task: bool, ahead: _Lookahead | None
     ) -> _Lookahead | None:
         """Make the next start state of every row whose entry does not match its next start (one batched
         call); None, making nothing, where no row but those being reset now would need one."""
+        elsewhere = ~rows.to(torch.bool)
+        if ahead is not None and not bool((ahead.used & elsewhere).any()):
+            return None  # only these rows were reset since the last refill: nothing to batch (cheap to tell)
         # Each row's next start of this kind: the rows being reset now start theirs now, the others
         # at their next reset of this kind (their next episode; their current task's next inner episode).
         if new_task:
@@ -251,7 +265,7 @@ class LRCore(BatchedCore):
             need = torch.arange(self.num_envs, device=self.device)
         else:
             missing = ~ahead.matches(None, task_key, inner)
-            if not bool((missing & ~rows.to(torch.bool)).any()):
+            if not bool((missing & elsewhere).any()):
                 return None
             need = missing.nonzero().squeeze(-1)
         every = need.numel() == self.num_envs
@@ -261,10 +275,12 @@ class LRCore(BatchedCore):
         else:  # a copy of the rows' tasks: a start state may hold a task tensor itself, which a reset writes into
             fresh, run_key = self._start(take(self.tasks, need), task_key[need], inner[need])
         if ahead is None or every:
-            ahead = _Lookahead(task_key, inner, run_key, fresh, tasks if new_task else None)
+            used = torch.zeros_like(self.inner_episode, dtype=torch.bool)
+            ahead = _Lookahead(task_key, inner, run_key, fresh, tasks if new_task else None, used)
             self._lookahead[new_task] = ahead
             return ahead
         ahead.task_key[need], ahead.inner[need], ahead.run_key[need] = task_key[need], inner[need], run_key
+        ahead.used[need] = False
         others: tuple[torch.Tensor, ...] = ()
         if ahead.tasks is not None:
             put(ahead.tasks, need, tasks)
@@ -345,6 +361,7 @@ class _Lookahead:
     run_key: torch.Tensor
     state: LRState
     tasks: TaskData | None  # the new tasks' data (for the start of a new task), else None
+    used: torch.Tensor  # rows reset since their entry was made: a hint only (an entry is used iff it matches)
 
     def matches(self, index: torch.Tensor | None, task_key: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
         """Where the entries (rows ``index``, or all) are made for ``task_key`` / ``inner`` (full ``(B,)`` tensors)."""
