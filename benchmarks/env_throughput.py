@@ -30,7 +30,7 @@ What is measured, all in one process, one torch thread unless ``--threads`` says
 * **reset cost** (LR): ``core.reset_rows`` of 3 rows against one ``core.step`` of the same core at
   ``--reset-batch`` (64), interleaved medians: 3 other rows each call in turn (as rows that end out of
   step autoreset; with new tasks, and on the same task) and the same 3 rows every call (the case the
-  core's reset lookahead cannot batch).
+  core's reset lookahead cannot batch), both also on a core with ``reset_lookahead = False`` (the ratio).
 * **vmap** (LR, sklearn): the batched core's step against a ``torch.func.vmap`` + ``functional_call``
   implementation of the same inner work (SGD update, full training loss, two minibatch gradients,
   their norms) at ``--vmap-batch`` (256); the vmap side skips the observation, so the ratio is a
@@ -230,6 +230,8 @@ def reset_cost(family: str, num_envs: int, seconds: float, windows: int, device:
     lookahead, which then has nothing to batch), and 3 other rows each call in turn, as autoresets of
     rows that end out of step reset them (with a new task, and on the same task)."""
     core = make_core("MetaOpt-LR-v0", num_envs=num_envs, task_family=family, horizon=10**6, device=device)
+    on_demand = make_core("MetaOpt-LR-v0", num_envs=num_envs, task_family=family, horizon=10**6, device=device)
+    on_demand.reset_lookahead = False  # the same resets computed on demand, for the ratio
     actions = torch.zeros(num_envs, 1, device=device)
     rows = torch.zeros(num_envs, dtype=torch.bool, device=device)
     rows[:3] = True
@@ -241,6 +243,8 @@ def reset_cost(family: str, num_envs: int, seconds: float, windows: int, device:
             "reset": lambda: core.reset_rows(rows),
             "in_turn": lambda: core.reset_rows(turns[next(turn) % len(turns)]),
             "same_task": lambda: core.reset_rows(turns[next(turn) % len(turns)], same_task=True),
+            "in_turn_on_demand": lambda: on_demand.reset_rows(turns[next(turn) % len(turns)]),
+            "reset_on_demand": lambda: on_demand.reset_rows(rows),
         },
         seconds,
         windows,
@@ -256,6 +260,9 @@ def reset_cost(family: str, num_envs: int, seconds: float, windows: int, device:
         "in_turn_over_step": times["in_turn"] / times["step"],
         "same_task_3_rows_ms": 1e3 * times["same_task"],
         "same_task_over_step": times["same_task"] / times["step"],
+        "in_turn_on_demand_3_rows_ms": 1e3 * times["in_turn_on_demand"],
+        "lookahead_speedup_in_turn": times["in_turn_on_demand"] / times["in_turn"],
+        "lookahead_speedup_same_rows": times["reset_on_demand"] / times["reset"],
     }
 
 
@@ -500,18 +507,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             "| LR family | B | step ms | reset 3 rows in turn ms (/ step) | same task, in turn (/ step) "
-            "| the same 3 rows every call (/ step) |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| the same 3 rows every call (/ step) | lookahead vs on demand: in turn, the same rows |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for row in report["reset_cost"]:
             if "step_ms" not in row:
-                lines.append(f"| {row['family']} | - | {row['status']} | - | - | - |")
+                lines.append(f"| {row['family']} | - | {row['status']} | - | - | - | - |")
                 continue
             lines.append(
                 f"| {row['family']} | {row['num_envs']} | {row['step_ms']:.2f} | "
                 f"{row['in_turn_3_rows_ms']:.2f} ({row['in_turn_over_step']:.2f}) | "
                 f"{row['same_task_3_rows_ms']:.2f} ({row['same_task_over_step']:.2f}) | "
-                f"{row['reset_3_rows_ms']:.2f} ({row['reset_over_step']:.2f}) |"
+                f"{row['reset_3_rows_ms']:.2f} ({row['reset_over_step']:.2f}) | "
+                f"{row['lookahead_speedup_in_turn']:.2f}x, {row['lookahead_speedup_same_rows']:.2f}x |"
             )
     if report.get("vmap"):
         v = report["vmap"]
