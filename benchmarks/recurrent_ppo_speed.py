@@ -527,6 +527,14 @@ def run(cfg: Any, algos: list[str], rounds: int) -> dict[str, Contender]:
     return {c.algo: c for c in contenders}
 
 
+def _vs_stock(ratios: dict[str, float], algo: str) -> str:
+    """The speedup column: ``1.00x`` for stock itself, ``-`` where stock was not timed."""
+    if algo == "stock":
+        return "1.00x"
+    ratio = ratios.get(f"{algo}/stock")
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def to_markdown(payload: dict[str, Any]) -> str:
     meta, res, ratios, split = payload["meta"], payload["results"], payload["ratios"], payload["fast_time_split"]
     lines = [
@@ -551,7 +559,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
         lines.append(
             f"| {algo} | {r['median_round_s']:.3f} | {r['median_rollout_s']:.3f} | {r['median_train_s']:.3f} | "
             f"{r['median_core_s']:.3f} | {r['median_agent_s']:.3f} | "
-            f"{r['steps_per_s']:,.0f} | {ratios.get(f'{algo}/stock', 1.0 if algo == 'stock' else float('nan')):.2f}x |"
+            f"{r['steps_per_s']:,.0f} | {_vs_stock(ratios, algo)} |"
         )
     lines += [""]
     for key, value in ratios.items():
