@@ -1,11 +1,18 @@
 """The issue-13 before/after table: the same benchmark scripts on the code before the speed work and now.
 
-``before_58211f2/``: ``benchmarks/env_throughput.py`` and ``benchmarks/recurrent_ppo_speed.py`` of the
-"after" commit, copied into a worktree of commit 58211f2 (the last main commit before the speed work)
-and run there against that commit's code (``git worktree add /tmp/before 58211f2``, then
-``python benchmarks/<script>.py --out... `` from that tree; the scripts' one import the old tree lacks,
-``cpu_model``, was inlined); ``../env_throughput.json`` and ``../recurrent_ppo_speed.json``: the same
-scripts on the "after" commit, on the same machine within the same half hour.
+``before_58211f2/`` was made from a worktree of commit 58211f2 (the last main commit before the speed work)
+with the after commit's two scripts copied into it, so that they import that commit's code (their one
+import it lacks, ``agents.evaluation.report.cpu_model``, inlined as a read of ``/proc/cpuinfo``)::
+
+    git worktree add /tmp/before 58211f2
+    cp benchmarks/env_throughput.py /tmp/before/benchmarks/env_throughput_now.py
+    cp benchmarks/recurrent_ppo_speed.py /tmp/before/benchmarks/recurrent_ppo_speed_now.py
+    cd /tmp/before && OMP_NUM_THREADS=1 python benchmarks/env_throughput_now.py --out /tmp/bench_before/env_throughput
+    OMP_NUM_THREADS=1 python benchmarks/recurrent_ppo_speed_now.py --rounds 12 --out-dir /tmp/bench_before
+
+``../env_throughput.json`` and ``../recurrent_ppo_speed.json`` are the same scripts on the after commit
+(``python benchmarks/env_throughput.py --readme README.md``, ``python benchmarks/recurrent_ppo_speed.py
+--rounds 12 --before ...``), on the same machine within the hour. Then::
 
     python benchmarks/results/speed_before_after/make_table.py   # writes README.md beside this file
 """
