@@ -221,7 +221,9 @@ class LRCore(BatchedCore):
         """Start the rows ``index`` (``rows`` as a mask; counters already advanced) from their states made
         ahead; False (nothing done) where only these rows' states are missing: then nothing is gained."""
         ahead = self._lookahead.get(new_task)
-        if ahead is None or not bool(ahead.matches(index, self.task_key, self.inner_episode).all()):
+        if ahead is None or not bool(
+            ahead.matches(index, self.task_key, None if new_task else self.inner_episode).all()
+        ):
             refilled = self._refill_lookahead(rows, index, new_task, ahead)
             if refilled is None:
                 return False
@@ -230,7 +232,7 @@ class LRCore(BatchedCore):
         if new_task:
             assert ahead.tasks is not None
             _merge_task_rows(self.tasks, rows, index, ahead.tasks)
-        self.run_key[index] = ahead.run_key[index]
+        torch.where(rows, ahead.run_key, self.run_key, out=self.run_key)
         self.state = _merge_rows(self.state, rows, index, ahead.state, self._shared_with_state())
         self._used_lookahead(index, new_task)
         return True
@@ -363,11 +365,14 @@ class _Lookahead:
     tasks: TaskData | None  # the new tasks' data (for the start of a new task), else None
     used: torch.Tensor  # rows reset since their entry was made: a hint only (an entry is used iff it matches)
 
-    def matches(self, index: torch.Tensor | None, task_key: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-        """Where the entries (rows ``index``, or all) are made for ``task_key`` / ``inner`` (full ``(B,)`` tensors)."""
+    def matches(self, index: torch.Tensor | None, task_key: torch.Tensor, inner: torch.Tensor | None) -> torch.Tensor:
+        """Where the entries (rows ``index``, or all) are made for ``task_key`` / ``inner`` (full ``(B,)`` tensors;
+        ``inner`` None: inner episode 0, which every entry for a new task is made for)."""
         if index is None:
-            return (self.task_key == task_key) & (self.inner == inner)
-        return (self.task_key[index] == task_key[index]) & (self.inner[index] == inner[index])
+            same = self.task_key == task_key
+            return same if inner is None else same & (self.inner == inner)
+        same = self.task_key[index] == task_key[index]
+        return same if inner is None else same & (self.inner[index] == inner[index])
 
 
 _WHERE_LIMIT = 1 << 15
