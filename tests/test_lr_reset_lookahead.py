@@ -14,10 +14,26 @@ import torch
 
 from metaopt_envs import make_core
 from metaopt_envs.core import seeds_to_keys
+from metaopt_envs.lr.families import NoisyQuadraticFamily
 from metaopt_envs.lr.optimizers import OptimizerState
 
 NUM_ENVS = 7
 HORIZON = 6
+
+
+class _StartAtTheOptimumTensor(NoisyQuadraticFamily):
+    """``init_params`` returns a task tensor itself (allowed): the state's ``params`` and the task's
+    ``start`` are one tensor, which a reset of some rows must not write through."""
+
+    name = "quadratic_start_tensor"
+
+    def sample(self, keys, split):
+        tasks = super().sample(keys, split)
+        tasks["start"] = tasks["optimum"] + 1.0
+        return tasks
+
+    def init_params(self, tasks, keys):
+        return tasks["start"]
 
 
 def _leaves(state):
@@ -43,7 +59,7 @@ def _run(family, optimizer, lookahead, kwargs):
     core = make_core(
         "MetaOpt-LR-v0",
         num_envs=NUM_ENVS,
-        task_family=family,
+        task_family=_StartAtTheOptimumTensor() if family == "start_tensor" else family,
         inner_optimizer=optimizer,
         horizon=HORIZON,
         lr_range=(1e-4, 1e3),  # the largest actions diverge: rows end at different times
@@ -76,6 +92,8 @@ def _run(family, optimizer, lookahead, kwargs):
         if t % 11 == 10:
             core.reset_rows(torch.ones(NUM_ENVS, dtype=torch.bool))
             snapshots.append(_snapshot(core))
+            core.reset_rows(torch.arange(NUM_ENVS) % 3 == 0)  # right after a full reset: fields alias each other
+            snapshots.append(_snapshot(core))
     return snapshots
 
 
@@ -88,6 +106,7 @@ def _run(family, optimizer, lookahead, kwargs):
         ("sklearn", "sgd", {"observe_validation": True}),
         ("mixture", "sgd", {}),
         ("quadratic", "sgd", {"initial_params": torch.zeros(32)}),
+        ("start_tensor", "momentum", {}),
     ],
 )
 def test_lookahead_run_equals_resets_on_demand(family, optimizer, kwargs):
