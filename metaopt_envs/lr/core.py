@@ -159,11 +159,11 @@ class LRCore(BatchedCore):
         index = rows.nonzero().squeeze(-1)
         if index.numel() == 0:
             return
-        new_task = self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
         every = index.numel() == self.num_envs
-        if self.reset_lookahead and keys is None and not every and self._reset_from_lookahead(rows, index, new_task):
+        if self.reset_lookahead and keys is None and not every and self._reset_from_lookahead(rows, index, same_task):
             return
-        self._used_lookahead(index, new_task or keys is not None)  # these rows' next starts move on
+        new_task = self.advance_keys(index, keys, same_task, SPLIT_IDS[self.split])
+        self._used_lookahead(index, new_task)  # these rows' next starts move on
         task_key = self.task_key[index]
         if new_task:
             put(self.tasks, index, self.family.sample(task_key, self.split))
@@ -217,17 +217,26 @@ class LRCore(BatchedCore):
         """Tensors a state's fields may share storage with (see :func:`_put_rows`)."""
         return (*self.tasks.values(), *(() if self.initial_params is None else (self.initial_params,)))
 
-    def _reset_from_lookahead(self, rows: torch.Tensor, index: torch.Tensor, new_task: bool) -> bool:
-        """Start the rows ``index`` (``rows`` as a mask; counters already advanced) from their states made
-        ahead; False (nothing done) where only these rows' states are missing: then nothing is gained."""
+    def _reset_from_lookahead(self, rows: torch.Tensor, index: torch.Tensor, same_task: bool) -> bool:
+        """Start the rows ``index`` (``rows`` as a mask) from their states made ahead, moving their counters
+        on as :meth:`advance_keys` does; False, changing nothing, where only these rows' states are missing
+        (then nothing is gained: the caller resets them on demand)."""
+        new_task = not same_task
         ahead = self._lookahead.get(new_task)
-        if ahead is None or not bool(
-            ahead.matches(index, self.task_key, None if new_task else self.inner_episode).all()
-        ):
+        # The rows' next episode (a new task) or their task's next inner episode (the same task).
+        step = (self.episode_index if new_task else self.inner_episode)[index] + 1
+        if ahead is None or not bool(ahead.matches(index, self.row_key if new_task else self.task_key, step).all()):
             refilled = self._refill_lookahead(rows, index, new_task, ahead)
             if refilled is None:
                 return False
             ahead = refilled
+        # advance_keys' bookkeeping, the task key read from the entry made for it instead of hashed again
+        if new_task:
+            self.episode_index[index] = step
+            self.inner_episode[index] = 0
+            self.task_key[index] = ahead.task_key[index]
+        else:
+            self.inner_episode[index] = step
         rows = rows.to(torch.bool)
         if new_task:
             assert ahead.tasks is not None
@@ -252,21 +261,19 @@ class LRCore(BatchedCore):
         elsewhere = ~rows.to(torch.bool)
         if ahead is not None and not bool((ahead.used & elsewhere).any()):
             return None  # only these rows were reset since the last refill: nothing to batch (cheap to tell)
-        # Each row's next start of this kind: the rows being reset now start theirs now, the others
-        # at their next reset of this kind (their next episode; their current task's next inner episode).
+        # Each row's next start of this kind (its counters are not moved on yet): its next episode, a new
+        # task, keyed by (row key, episode); its current task's next inner episode, by (task key, inner episode).
         if new_task:
-            episode = self.episode_index + 1
-            episode[index] = self.episode_index[index]
-            task_key = rng.fold(self.row_key, SPLIT_IDS[self.split], episode)
+            owner, step = self.row_key.clone(), self.episode_index + 1
+            task_key = rng.fold(owner, SPLIT_IDS[self.split], step)
             inner = torch.zeros_like(self.inner_episode)
         else:
-            task_key = self.task_key.clone()
-            inner = self.inner_episode + 1
-            inner[index] = self.inner_episode[index]
+            owner, step = self.task_key.clone(), self.inner_episode + 1
+            task_key, inner = owner, step
         if ahead is None:
             need = torch.arange(self.num_envs, device=self.device)
         else:
-            missing = ~ahead.matches(None, task_key, inner)
+            missing = ~ahead.matches(None, owner, step)
             if not bool((missing & elsewhere).any()):
                 return None
             need = missing.nonzero().squeeze(-1)
@@ -278,10 +285,11 @@ class LRCore(BatchedCore):
             fresh, run_key = self._start(take(self.tasks, need), task_key[need], inner[need])
         if ahead is None or every:
             used = torch.zeros_like(self.inner_episode, dtype=torch.bool)
-            ahead = _Lookahead(task_key, inner, run_key, fresh, tasks if new_task else None, used)
+            ahead = _Lookahead(owner, step, task_key, run_key, fresh, tasks if new_task else None, used)
             self._lookahead[new_task] = ahead
             return ahead
-        ahead.task_key[need], ahead.inner[need], ahead.run_key[need] = task_key[need], inner[need], run_key
+        ahead.owner[need], ahead.step[need], ahead.task_key[need] = owner[need], step[need], task_key[need]
+        ahead.run_key[need] = run_key
         ahead.used[need] = False
         others: tuple[torch.Tensor, ...] = ()
         if ahead.tasks is not None:
@@ -354,25 +362,26 @@ class LRCore(BatchedCore):
 
 @dataclasses.dataclass
 class _Lookahead:
-    """Start states made ahead for every row (:attr:`LRCore.reset_lookahead`): row ``i`` holds the start of
-    inner episode ``inner[i]`` of task ``task_key[i]`` (a pure function of the two, so an entry stays right
-    after it is used: a row whose counters are rewound to it, as a restored checkpoint does, uses it again)."""
+    """Start states made ahead for every row (:attr:`LRCore.reset_lookahead`). For a new task, row ``i`` holds
+    the start of episode ``step[i]`` of the row keyed ``owner[i]`` (its task ``task_key[i]``); for the same
+    task, the start of inner episode ``step[i]`` of task ``owner[i]``. A start is a pure function of these,
+    so an entry stays right after it is used: a row whose counters are rewound to it, as a restored
+    checkpoint does, uses it again."""
 
+    owner: torch.Tensor
+    step: torch.Tensor
     task_key: torch.Tensor
-    inner: torch.Tensor
     run_key: torch.Tensor
     state: LRState
     tasks: TaskData | None  # the new tasks' data (for the start of a new task), else None
     used: torch.Tensor  # rows reset since their entry was made: a hint only (an entry is used iff it matches)
 
-    def matches(self, index: torch.Tensor | None, task_key: torch.Tensor, inner: torch.Tensor | None) -> torch.Tensor:
-        """Where the entries (rows ``index``, or all) are made for ``task_key`` / ``inner`` (full ``(B,)`` tensors;
-        ``inner`` None: inner episode 0, which every entry for a new task is made for)."""
+    def matches(self, index: torch.Tensor | None, owner: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Where the entries (rows ``index``, or all) are made for ``owner`` (``(B,)``) and ``step`` (rows
+        ``index`` of it, or ``(B,)``)."""
         if index is None:
-            same = self.task_key == task_key
-            return same if inner is None else same & (self.inner == inner)
-        same = self.task_key[index] == task_key[index]
-        return same if inner is None else same & (self.inner[index] == inner[index])
+            return (self.owner == owner) & (self.step == step)
+        return (self.owner[index] == owner[index]) & (self.step[index] == step)
 
 
 _WHERE_LIMIT = 1 << 15
