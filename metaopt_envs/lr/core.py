@@ -189,8 +189,9 @@ class LRCore(BatchedCore):
     first measurement; for the next inner episode of the same task: its initialization and measurement),
     and later resets copy their rows' states in. A row's start state is a pure function of its keys and
     its task, so it is the same bits whenever it is computed (tested against ``reset_lookahead = False``);
-    an entry is used only if it was made for exactly the row's current (task key, inner episode), so
-    reseeding, a restored checkpoint or any other change of a row's counters simply recomputes it.
+    an entry is used only if it was made for exactly the row's next start (its row key and next episode;
+    its task key and next inner episode), so reseeding, a restored checkpoint or any other change of a
+    row's counters simply recomputes it.
     A row reset again before any other row was (the same rows every call) is reset on demand: there is
     nothing to batch. Costs two more copies of the rows' state and one of their tasks in memory; set
     ``core.reset_lookahead = False`` to reset every row on demand. Resets of every row, and resets with

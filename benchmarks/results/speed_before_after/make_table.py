@@ -41,7 +41,10 @@ def main() -> None:
         f"load {fb['loadavg_start'][0]:.2f}-{fb['loadavg_end'][0]:.2f}. After: commit `{fa['commit']}`, {fa['date_utc']}, "
         f"peak {fa['matmul_peak_gflops']:.0f} GFLOP/s, load {fa['loadavg_start'][0]:.2f}-{fa['loadavg_end'][0]:.2f}. "
         f"CPU `{fa['cpu_model']}`, {fa['threads']} torch thread. Both runs are the scripts of the after commit "
-        "(see `make_table.py`); ratios to SyncVectorEnv are within each run, before/after columns across the two.",
+        "(see `make_table.py`); ratios to SyncVectorEnv are within each run, before/after columns across the two. "
+        "This machine's speed drifts over hours (the same commit's LR quadratic step at B = 64 took 445 us at 13:55 "
+        "and 727 us at 15:42 on 2026-12-02), so read the ratios measured within a run (to SyncVectorEnv, reset / "
+        "step, learner / stock) before the absolute before/after columns.",
         "",
         "| env | family | B | batched steps/s before | after | after / before | ratio to SyncVectorEnv before | after |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
