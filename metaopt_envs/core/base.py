@@ -90,13 +90,21 @@ class BatchedCore(ABC):
         """
         return self
 
-    def advance_keys(self, index: torch.Tensor, keys: torch.Tensor | None, same_task: bool, split_id: int) -> bool:
+    def advance_keys(
+        self,
+        index: torch.Tensor,
+        keys: torch.Tensor | None,
+        same_task: bool,
+        split_id: int,
+        task_key: torch.Tensor | None = None,
+    ) -> bool:
         """Key bookkeeping of a reset of rows ``index``; True where they draw new tasks.
 
         ``keys`` reseeds the rows (episode counters restart); ``same_task`` counts another inner
         episode on the current task; otherwise each row moves to its next episode. A row's task
         key is a pure function of (row key, split, episode index), so row ``i`` of a batch and a
-        single env seeded alike draw the same tasks.
+        single env seeded alike draw the same tasks. ``task_key`` (the rows' new task keys, already
+        known to the caller: that same function of their new counters) saves hashing them again.
         """
         if keys is not None:
             self.row_key[index] = keys[index]
@@ -108,7 +116,9 @@ class BatchedCore(ABC):
             self.episode_index[index] += 1
             self.inner_episode[index] = 0
         if keys is not None or not same_task:
-            self.task_key[index] = rng.fold(self.row_key[index], split_id, self.episode_index[index])
+            if task_key is None:
+                task_key = rng.fold(self.row_key[index], split_id, self.episode_index[index])
+            self.task_key[index] = task_key
             return True
         return False
 

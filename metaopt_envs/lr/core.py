@@ -220,7 +220,7 @@ class LRCore(BatchedCore):
 
     def _reset_from_lookahead(self, rows: torch.Tensor, index: torch.Tensor, same_task: bool) -> bool:
         """Start the rows ``index`` (``rows`` as a mask) from their states made ahead, moving their counters
-        on as :meth:`advance_keys` does; False, changing nothing, where only these rows' states are missing
+        on with :meth:`advance_keys`; False, changing nothing, where only these rows' states are missing
         (then nothing is gained: the caller resets them on demand)."""
         new_task = not same_task
         ahead = self._lookahead.get(new_task)
@@ -231,13 +231,10 @@ class LRCore(BatchedCore):
             if refilled is None:
                 return False
             ahead = refilled
-        # advance_keys' bookkeeping, the task key read from the entry made for it instead of hashed again
-        if new_task:
-            self.episode_index[index] = step
-            self.inner_episode[index] = 0
-            self.task_key[index] = ahead.task_key[index]
-        else:
-            self.inner_episode[index] = step
+        # The counters move on; a new task's key is read from the entry made for it instead of hashed again.
+        self.advance_keys(
+            index, None, same_task, SPLIT_IDS[self.split], task_key=ahead.task_key[index] if new_task else None
+        )
         rows = rows.to(torch.bool)
         if new_task:
             assert ahead.tasks is not None
