@@ -67,3 +67,39 @@ def test_bad_scales_are_refused_before_training(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         check_config(_cfg(override))
     assert "quadratic, logistic, sinusoid, sklearn" in str(error.value) or "positive" in str(error.value)
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99, 1.0])
+def test_final_loss_shaping_discounts_to_each_inner_episodes_final_objective(gamma):
+    """Over every inner episode (the two of each trial, early ends by divergence included) the discounted
+    sum of the shaped rewards is gamma^T times the episode's objective log(L0/LT), the sum of the env's
+    rewards; rows restart their sums at every inner episode."""
+    from agents.rl2.reward_scale import FinalLossReward
+
+    plain, shaped = _mixture(), FinalLossReward(_mixture(), gamma)
+    plain.reset(), shaped.reset()
+    actions = np.random.default_rng(1).uniform(-1, 1.2, (60, 16, 1)).astype(np.float32)  # some diverge
+    objective, discounted, length = np.zeros(16), np.zeros(16), np.zeros(16, dtype=int)
+    checked, ended_early = 0, 0
+    for step_actions in actions:
+        _, reward, _, _ = plain.step(step_actions)
+        _, shaped_reward, _, _ = shaped.step(step_actions)
+        discounted += gamma**length * shaped_reward
+        objective += reward
+        length += 1
+        restarted = shaped.core.state.inner_step.numpy() == 0
+        for row in np.flatnonzero(restarted):
+            np.testing.assert_allclose(discounted[row], gamma ** length[row] * objective[row], rtol=1e-4, atol=1e-4)
+            checked += 1
+            ended_early += int(length[row] < 10)
+        objective[restarted], discounted[restarted], length[restarted] = 0.0, 0.0, 0
+    assert checked >= 64 and ended_early > 0, (checked, ended_early)
+    if gamma == 1.0:
+        np.testing.assert_array_equal(shaped_reward, reward)
+
+
+def test_unknown_reward_shaping_is_refused():
+    from agents.rl2.training import check_config as check_training_config
+
+    with pytest.raises(ValueError, match=r"agent\.reward_shaping must be null or one of final_loss, got 'final'"):
+        check_training_config(_cfg("agent.reward_shaping=final"))

@@ -52,7 +52,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from agents.rl2.training import CONFIG_DIR, algorithms, final_line, train
 
 PROG = "metaopt-train"
-FREE_FORM = ("env.kwargs", "agent.hyperparameters", "agent.policy_kwargs", "agent.reward_scale")
+FREE_FORM = ("env.kwargs", "agent.hyperparameters", "agent.policy_kwargs", "agent.reward_scale", "agent.kickstart")
 """Mappings whose keys are checked against the env or the algorithm, not against the shipped configs."""
 SET_BY_TRAINING = {"self", "policy", "env", "seed", "device", "tensorboard_log", "policy_kwargs", "_init_setup_model"}
 """Constructor arguments of the algorithm that :func:`agents.rl2.training.build_model` sets itself."""

@@ -48,8 +48,8 @@ from __future__ import annotations
 import io
 import math
 import pathlib
-from collections.abc import Iterator
-from typing import Any, ClassVar, TypeVar, cast
+from collections.abc import Generator, Iterator
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -75,6 +75,8 @@ from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
+
+from agents.rl2.kickstart import Kickstart, distillation_loss, evaluate_actions_and_mean
 
 __all__ = [
     "FastCnnLstmPolicy",
@@ -273,12 +275,41 @@ def _fast_common_fields(
     return seq, fields
 
 
+class KickstartSamples(NamedTuple):
+    """A recurrent minibatch with the teachers' labels ``teacher: (N, 2)`` (action, weight) of kickstarting."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    lstm_states: RNNStates
+    episode_starts: th.Tensor
+    mask: th.Tensor
+    teacher: th.Tensor
+
+
 class FastRecurrentRolloutBuffer(RecurrentRolloutBuffer):
     """``RecurrentRolloutBuffer`` with vectorised minibatch padding (identical samples).
 
     Only ``_get_samples`` changes; storage, ``get`` (and so the random split
     point it draws), GAE and the sample layout are stock.
     """
+
+    teacher: np.ndarray | None = None
+    """``(n_steps, n_envs, 2)`` teacher labels (action, weight) of kickstarting, or None
+    (:mod:`agents.rl2.kickstart`); :class:`FastRecurrentPPO` fills it, the minibatches carry it padded."""
+
+    def reset(self) -> None:
+        super().reset()
+        if self.teacher is not None:
+            self.teacher = np.zeros((self.buffer_size, self.n_envs, 2), dtype=np.float32)
+
+    def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:  # type: ignore[override]
+        if self.teacher is not None and not self.generator_ready:
+            self.teacher = self.swap_and_flatten(self.teacher)
+        yield from super().get(batch_size)
 
     def _get_samples(  # type: ignore[override]
         self,
@@ -289,6 +320,9 @@ class FastRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         seq, fields = _fast_common_fields(self, batch_inds, env_change)
         padded_batch_size = seq.n_seq * seq.max_length
         observations = seq.pad(self.observations[batch_inds]).reshape((padded_batch_size, *self.obs_shape))
+        if self.teacher is not None:
+            teacher = seq.pad(self.teacher[batch_inds]).reshape((padded_batch_size, 2))
+            return KickstartSamples(observations=observations, **fields, teacher=teacher)  # type: ignore[return-value]
         return RecurrentRolloutBufferSamples(observations=observations, **fields)
 
 
@@ -473,6 +507,7 @@ class FastRecurrentPPO(RecurrentPPO):
     ) -> None:
         _apply_torch_threads(torch_threads)
         self.torch_threads = torch_threads
+        self.kickstart: Kickstart | None = None
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -515,8 +550,14 @@ class FastRecurrentPPO(RecurrentPPO):
         """
         lean = RolloutStep.build(self.policy) if type(rollout_buffer) is FastRecurrentRolloutBuffer else None
         if lean is None or self._last_obs is None or not isinstance(self.action_space, spaces.Box):
+            if self.kickstart is not None:
+                raise ValueError(
+                    "kickstarting needs FastRecurrentPPO's own rollout loop: MlpLstmPolicy, a Box action space "
+                    "and the fast rollout buffer"
+                )
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert isinstance(rollout_buffer, FastRecurrentRolloutBuffer)
+        rollout_buffer.teacher = None if self.kickstart is None else np.zeros(0, dtype=np.float32)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
@@ -543,6 +584,11 @@ class FastRecurrentPPO(RecurrentPPO):
                 actions_t, values, log_probs, lstm_states = lean.step(obs_tensor, lstm_states, episode_starts)
             actions = actions_t.cpu().numpy()
             clipped_actions = th.clamp(actions_t, low, high).cpu().numpy()
+            if self.kickstart is not None:  # the teachers act on the rows' tasks before the step's autoreset
+                assert buf.teacher is not None
+                teacher_actions, weights = self.kickstart.teachers.actions(self._last_obs)  # type: ignore[arg-type]
+                buf.teacher[n_steps, :, 0] = teacher_actions[:, 0]
+                buf.teacher[n_steps, :, 1] = weights
             new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
             self.num_timesteps += env.num_envs
 
@@ -613,6 +659,8 @@ class FastRecurrentPPO(RecurrentPPO):
         parameters = [p for p in policy.parameters() if p.requires_grad]
 
         entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        kickstart_weight = 0.0 if self.kickstart is None else self.kickstart.weight(self.num_timesteps)
+        distill_losses: list[float] = []
         continue_training = True
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
@@ -621,9 +669,18 @@ class FastRecurrentPPO(RecurrentPPO):
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = rollout_data.actions.long().flatten()
                 mask = rollout_data.mask > 1e-8
-                values, log_prob, entropy = policy.evaluate_actions(
-                    rollout_data.observations, actions, rollout_data.lstm_states, rollout_data.episode_starts
-                )
+                if kickstart_weight > 0.0:
+                    values, log_prob, entropy, mean = evaluate_actions_and_mean(
+                        policy,
+                        rollout_data.observations,
+                        actions,
+                        rollout_data.lstm_states,
+                        rollout_data.episode_starts,
+                    )
+                else:
+                    values, log_prob, entropy = policy.evaluate_actions(
+                        rollout_data.observations, actions, rollout_data.lstm_states, rollout_data.episode_starts
+                    )
                 values = values.flatten()
                 advantages = rollout_data.advantages
                 if self.normalize_advantage:
@@ -646,6 +703,10 @@ class FastRecurrentPPO(RecurrentPPO):
                 entropy_loss = -th.mean(-log_prob[mask]) if entropy is None else -th.mean(entropy[mask])
                 entropy_losses.append(entropy_loss.item())
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if kickstart_weight > 0.0:
+                    distill = distillation_loss(mean, cast(KickstartSamples, rollout_data).teacher, mask)
+                    distill_losses.append(distill.item())
+                    loss = loss + kickstart_weight * distill
 
                 with th.no_grad():
                     log_ratio = log_prob - rollout_data.old_log_prob
@@ -674,6 +735,10 @@ class FastRecurrentPPO(RecurrentPPO):
         self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
+        if self.kickstart is not None:
+            self.logger.record("train/kickstart_weight", kickstart_weight)
+            if distill_losses:
+                self.logger.record("train/kickstart_loss", np.mean(distill_losses))
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -682,8 +747,9 @@ class FastRecurrentPPO(RecurrentPPO):
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def _excluded_save_params(self) -> list[str]:
-        """Do not pickle ``torch_threads``: it is a property of the machine, not of the agent."""
-        return [*super()._excluded_save_params(), "torch_threads"]
+        """Do not pickle ``torch_threads`` (a property of the machine, not of the agent) nor ``kickstart``
+        (its teachers hold the env's core; :func:`agents.rl2.training.train` attaches them again on resume)."""
+        return [*super()._excluded_save_params(), "torch_threads", "kickstart"]
 
     @classmethod
     def load(

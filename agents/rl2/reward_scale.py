@@ -71,3 +71,44 @@ class FamilyRewardScale(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         assert self._row_scale is not None, "step_async must be called before step_wait"
         return obs, (rewards * self._row_scale).astype(np.float32), dones, infos
+
+
+REWARD_SHAPINGS = ("final_loss",)
+"""The values of ``agent.reward_shaping`` (null: the env's rewards)."""
+
+
+class FinalLossReward(VecEnvWrapper):
+    """Rewards whose discounted sum over an inner episode is its final objective, discounted.
+
+    The env's reward is ``r_t = log(L_t / L_{t+1})`` (with the loss floor), which sums to the objective
+    ``log(L_0 / L_T)`` but whose *discounted* sum favours early gains: with ``gamma = 0.99`` a schedule
+    that raises the loss first and ends lower (a large rate, then decay) scores below one that gains
+    early and ends higher. This wrapper adds potential-based shaping (Ng et al., 1999) with potential
+    ``c_t = log(L_0 / L_t)``, the inner episode's reward so far: ``r'_t = gamma c_{t+1} - c_t
+    = r_t - (1 - gamma) c_{t+1}``, so that ``sum_k gamma^k r'_{s+k} = gamma^T c_T`` over an inner
+    episode of ``T`` decisions: every policy is ranked by the final losses alone, and from any state the
+    better action is the one that ends lower. With ``gamma = 1`` it changes nothing.
+
+    ``c`` restarts with each inner episode (rows whose inner step is 0 after the step: a new inner
+    episode of the trial, or a new trial).
+    """
+
+    def __init__(self, venv: VecEnv, gamma: float) -> None:
+        super().__init__(venv)
+        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0.0 < gamma <= 1.0:
+            raise ValueError(f"agent.reward_shaping needs agent.hyperparameters.gamma in (0, 1], got {gamma!r}")
+        self.core = core_of(venv)
+        self.gamma = float(gamma)
+        self.so_far = np.zeros(venv.num_envs, dtype=np.float64)
+
+    def reset(self):
+        self.so_far[:] = 0.0
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.so_far += rewards
+        shaped = rewards - (1.0 - self.gamma) * self.so_far
+        restarted = (self.core.state.inner_step == 0).cpu().numpy()
+        self.so_far[restarted] = 0.0
+        return obs, shaped.astype(np.float32), dones, infos

@@ -118,6 +118,7 @@ def run_spec(cfg: Any, model: Any, commit: str | None = None) -> dict[str, Any]:
             "policy": str(cfg.agent.policy),
             "policy_kwargs": config_dict(cfg.agent.policy_kwargs),
             "hyperparameters": hyperparameters,
+            **({"kickstart": config_dict(cfg.agent.kickstart)} if cfg.agent.get("kickstart") else {}),
         },
         "seed": int(cfg.seed),
         "commit": commit if commit is not None else git_commit(),

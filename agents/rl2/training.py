@@ -79,7 +79,16 @@ LOG = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG.propagate = False
 
-AGENT_KEYS = ("algo", "policy", "torch_threads", "policy_kwargs", "hyperparameters", "reward_scale")
+AGENT_KEYS = (
+    "algo",
+    "policy",
+    "torch_threads",
+    "policy_kwargs",
+    "hyperparameters",
+    "reward_scale",
+    "reward_shaping",
+    "kickstart",
+)
 BUDGET_KEYS = ("total_timesteps", "checkpoint_every")
 
 
@@ -128,7 +137,7 @@ def make_env(cfg: DictConfig) -> VecEnv:
     with ``agent.reward_scale`` the learner sees each family's rewards scaled (:mod:`agents.rl2.reward_scale`)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from agents.rl2.reward_scale import FamilyRewardScale
+    from agents.rl2.reward_scale import FamilyRewardScale, FinalLossReward
 
     env = metaopt_envs.make_sb3_vec_env(
         cfg.env.id,
@@ -137,7 +146,9 @@ def make_env(cfg: DictConfig) -> VecEnv:
         episodes_per_trial=cfg.env.get("episodes_per_trial"),
         **config_dict(cfg.env.kwargs),
     )
-    monitored = VecMonitor(env)
+    monitored: VecEnv = VecMonitor(env)
+    if cfg.agent.get("reward_shaping"):
+        monitored = FinalLossReward(monitored, cfg.agent.hyperparameters.get("gamma", 0.99))
     reward_scale = cfg.agent.get("reward_scale")
     return FamilyRewardScale(monitored, config_dict(reward_scale)) if reward_scale else monitored
 
@@ -162,6 +173,21 @@ def check_config(cfg: DictConfig, env: VecEnv | None = None) -> None:
             if key not in known:
                 hint = f" (PPO's arguments go under {group}.hyperparameters)" if group == "agent" else ""
                 raise ValueError(f"{group}.{key} is not a key of {group}; the keys are {', '.join(known)}{hint}")
+    shaping = cfg.agent.get("reward_shaping")
+    if shaping is not None:
+        from agents.rl2.reward_scale import REWARD_SHAPINGS
+
+        if shaping not in REWARD_SHAPINGS:
+            raise ValueError(
+                f"agent.reward_shaping must be null or one of {', '.join(REWARD_SHAPINGS)}, got {shaping!r}"
+            )
+    kickstart = cfg.agent.get("kickstart")
+    if kickstart:
+        from agents.rl2.kickstart import check_kickstart
+
+        if cfg.agent.algo != "fast_recurrent_ppo":
+            raise ValueError(f"agent.kickstart needs agent.algo fast_recurrent_ppo, got {cfg.agent.algo!r}")
+        check_kickstart(config_dict(kickstart))
     for key in BUDGET_KEYS:
         value = cfg.budget[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -284,6 +310,8 @@ def summary(cfg: DictConfig) -> str:
         f"{cfg.env.get('episodes_per_trial')}, seed {cfg.seed}; budget {cfg.budget.total_timesteps} steps, "
         f"a checkpoint every {cfg.budget.checkpoint_every}; hyperparameters: {hyper}"
         + (f"; reward scales {config_dict(cfg.agent.reward_scale)}" if cfg.agent.get("reward_scale") else "")
+        + (f"; reward shaping {cfg.agent.reward_shaping}" if cfg.agent.get("reward_shaping") else "")
+        + (f"; kickstarted by {config_dict(cfg.agent.kickstart)}" if cfg.agent.get("kickstart") else "")
     )
 
 
@@ -370,6 +398,10 @@ def _train(cfg: DictConfig, algo: type[BaseAlgorithm], env: VecEnv, out_dir: Pat
     if model is None:
         model = build_model(cfg, env, out_dir)
         LOG.info("a fresh run (no checkpoint to resume from)")
+    if cfg.agent.get("kickstart"):  # not saved with the model (the teachers hold the env's core): attached here
+        from agents.rl2.kickstart import Kickstart
+
+        model.kickstart = Kickstart.from_config(env, config_dict(cfg.agent.kickstart))  # type: ignore[attr-defined]
     rollout = rollout_size(model)
     total = int(cfg.budget.total_timesteps)
     if total % rollout:
