@@ -68,6 +68,27 @@ def test_only_the_taught_families_rows_get_a_weight():
     assert np.all(actions[family != logistic] == 0.0) and np.all(actions[family == logistic] == 1.0)  # 0.03 -> 0.46
 
 
+def test_from_episode_leaves_the_first_inner_episodes_untaught():
+    import metaopt_envs
+
+    env = metaopt_envs.make_sb3_vec_env(
+        "MetaOpt-LR-v0",
+        num_envs=8,
+        seed=0,
+        episodes_per_trial=3,
+        task_family="logistic",
+        horizon=4,
+        action_mode="relative",
+    )
+    teachers = Teachers(env, {"logistic": "cosine?lr=0.464"}, from_episode=1)
+    obs, weights = env.reset(), []
+    for _ in range(12):  # one trial of 3 inner episodes of 4 decisions
+        actions, weight = teachers.actions(obs)
+        weights.append(weight)
+        obs, *_ = env.step(actions)
+    np.testing.assert_array_equal(np.array(weights)[:, 0], [0.0] * 4 + [1.0] * 8)
+
+
 def test_distillation_loss_averages_over_taught_real_steps():
     mean = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
     teacher = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
@@ -84,6 +105,7 @@ def test_distillation_loss_averages_over_taught_real_steps():
         ({"teachers": {}, "steps": 10}, "agent.kickstart.teachers must map"),
         ({"teachers": {"logistic": "cosine"}, "coef": -1.0, "steps": 10}, "agent.kickstart.coef must be a positive"),
         ({"teachers": {"logistic": "cosine"}, "steps": 0}, "agent.kickstart.steps must be a positive integer"),
+        ({"teachers": {"logistic": "cosine"}, "steps": 9, "from_episode": -1}, "from_episode must be an integer >= 0"),
     ],
 )
 def test_bad_settings_are_refused(kickstart, match):

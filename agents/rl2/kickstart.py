@@ -4,7 +4,8 @@ Schmitt et al. (2018), "Kickstarting Deep Reinforcement Learning": the student's
 distillation term towards a teacher's actions on the states the *student* visits, with a weight that
 decays to zero, so the student starts from the teacher's behaviour and PPO alone decides what it keeps.
 Here each task family of the LR mixture can have its own teacher, a tuned hand-designed controller
-(``{logistic: "cosine?lr=0.464"}``); rows whose family has none get no distillation term. The teacher
+(``{logistic: "cosine?lr=0.464"}``); rows whose family has none get no distillation term (nor, with
+``from_episode``, rows in the first inner episodes of their trial). The teacher
 sees only the observation (every :mod:`agents.controllers.lr` schedule and hypergradient rule reads
 what it needs from it); the family is read from the core's tasks when the row acts, as
 :class:`agents.rl2.reward_scale.FamilyRewardScale` does: it is privileged information of training,
@@ -30,14 +31,17 @@ import torch
 from agents.controllers.base import core_of
 from agents.controllers.lr import BASELINES, FEATURE, LRController
 
-KICKSTART_KEYS = ("teachers", "coef", "steps")
+KICKSTART_KEYS = ("teachers", "coef", "steps", "from_episode")
 """The keys of ``agent.kickstart``: ``teachers`` (family -> ``NAME?key=value`` of a hand-designed
-LR controller), ``coef`` (the distillation weight at the start) and ``steps`` (environment steps over
-which the weight decays linearly to zero)."""
+LR controller), ``coef`` (the distillation weight at the start), ``steps`` (environment steps over
+which the weight decays linearly to zero) and ``from_episode`` (default 0: teach the inner episodes of
+each RL² trial from this one on; 1 leaves the first episode, where the agent finds out what task it
+faces, to PPO alone)."""
 
 
-def check_kickstart(kickstart: Mapping[str, Any]) -> tuple[dict[str, str], float, int]:
-    """``(teachers, coef, steps)`` of an ``agent.kickstart`` mapping; ValueError naming the bad key or value."""
+def check_kickstart(kickstart: Mapping[str, Any]) -> tuple[dict[str, str], float, int, int]:
+    """``(teachers, coef, steps, from_episode)`` of an ``agent.kickstart`` mapping; ValueError naming the
+    bad key or value."""
     for key in kickstart:
         if key not in KICKSTART_KEYS:
             raise ValueError(
@@ -58,7 +62,10 @@ def check_kickstart(kickstart: Mapping[str, Any]) -> tuple[dict[str, str], float
     steps = kickstart.get("steps")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"agent.kickstart.steps must be a positive integer (environment steps), got {steps!r}")
-    return {str(k): str(v) for k, v in teachers.items()}, float(coef), int(steps)
+    from_episode = kickstart.get("from_episode", 0)
+    if isinstance(from_episode, bool) or not isinstance(from_episode, int) or from_episode < 0:
+        raise ValueError(f"agent.kickstart.from_episode must be an integer >= 0, got {from_episode!r}")
+    return {str(k): str(v) for k, v in teachers.items()}, float(coef), int(steps), int(from_episode)
 
 
 class Teachers:
@@ -71,10 +78,11 @@ class Teachers:
         ``oracle``, ``random``).
     """
 
-    def __init__(self, env: Any, teachers: Mapping[str, str]) -> None:
+    def __init__(self, env: Any, teachers: Mapping[str, str], from_episode: int = 0) -> None:
         from agents.evaluation.specs import build_baseline, parse_agent_spec
 
         self.core = core_of(env)
+        self.from_episode = int(from_episode)
         if not hasattr(self.core, "log_max_change"):
             raise ValueError("agent.kickstart needs a MetaOpt-LR-v0 env (its teachers are learning-rate controllers)")
         self.families = tuple(self.core.family.families())
@@ -98,7 +106,8 @@ class Teachers:
 
     def actions(self, observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The teachers' actions ``(B, 1)`` float32 for the rows' current tasks and the weights ``(B,)``
-        (1 where the row's family has a teacher, else 0, with action 0)."""
+        (1 where the row's family has a teacher and its inner episode is ``from_episode`` or later,
+        else 0; the action is 0 where no teacher acts)."""
         core = self.core
         family = core.family.family_index(core.tasks).cpu().numpy()
         actions = np.zeros((observation.shape[0], 1), dtype=np.float32)
@@ -118,7 +127,10 @@ class Teachers:
                     log_now = log_now + core.hypergradient_beta * obs[:, FEATURE["update_cosine"]]
                 action = (log_target - log_now) / core.log_max_change
             actions[rows, 0] = np.clip(action, -1.0, 1.0)
-        return actions, self.has_teacher[family].astype(np.float32)
+        weights = self.has_teacher[family].astype(np.float32)
+        if self.from_episode:
+            weights *= (core.inner_episode >= self.from_episode).cpu().numpy()
+        return actions, weights
 
 
 class Kickstart:
@@ -131,8 +143,8 @@ class Kickstart:
     @classmethod
     def from_config(cls, env: Any, kickstart: Mapping[str, Any]) -> Kickstart:
         """From an ``agent.kickstart`` mapping (:func:`check_kickstart`) on ``env``."""
-        teachers, coef, steps = check_kickstart(kickstart)
-        return cls(Teachers(env, teachers), coef, steps)
+        teachers, coef, steps, from_episode = check_kickstart(kickstart)
+        return cls(Teachers(env, teachers, from_episode), coef, steps)
 
     def weight(self, num_timesteps: int) -> float:
         """The distillation weight after ``num_timesteps`` environment steps."""
