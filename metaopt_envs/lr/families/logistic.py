@@ -96,4 +96,7 @@ class LogisticRegressionFamily(LRTaskFamily):
         logits = self._logits(params, inputs)
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
         residual = (torch.sigmoid(logits) - targets) / self.batch_size
-        return loss, (residual.unsqueeze(1) @ inputs).squeeze(1)
+        # A multiply and a sum over the samples, not ``residual (n, 1, m) @ inputs (n, m, P)``: that batched
+        # matmul rounds differently for one problem than for many on some CPUs (an AMD EPYC, where batched
+        # rows then differed from single envs by an ulp); the sum's order does not depend on n anywhere.
+        return loss, (residual.unsqueeze(-1) * inputs).sum(1)
