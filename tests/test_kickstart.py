@@ -7,23 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from test_resume import _config  # the small training configuration of the run-lifecycle tests
 
 from agents.controllers.lr import BASELINES
 from agents.rl2.kickstart import Kickstart, Teachers, check_kickstart, distillation_loss
-from agents.rl2.training import CONFIG_DIR, check_config, train
+from agents.rl2.training import check_config, train
 from metaopt_envs.core import rng
 from metaopt_envs.lr.core import LRCore
-
-SMALL = [
-    "budget=smoke",
-    "env.num_envs=8",
-    "env.kwargs.horizon=10",
-    "agent.hyperparameters.n_steps=20",  # one trial of 2 x 10 decisions: a rollout is 160 steps
-    "agent.hyperparameters.batch_size=80",
-    "agent.hyperparameters.n_epochs=1",
-    "budget.checkpoint_every=160",
-]
 
 
 def _core(family: str = "logistic", mode: str = "relative", **kwargs) -> LRCore:
@@ -124,11 +114,6 @@ def test_bad_settings_are_refused(kickstart, match):
 def test_bad_teachers_are_refused(teachers, match):
     with pytest.raises(ValueError, match=match):
         Teachers(_core("mixture"), teachers)
-
-
-def _config(out_dir, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*SMALL, "evaluate=false", f"out_dir={out_dir}", *overrides])
 
 
 def test_kickstart_needs_the_fast_algorithm(tmp_path):
