@@ -489,6 +489,11 @@ class FastRecurrentPPO(RecurrentPPO):
         per-op work is too small to amortise intra-op parallelism.  The value
         is not saved with the model (it describes the machine, not the agent);
         pass it again to :meth:`load`.
+
+    Kickstarting (:mod:`agents.rl2.kickstart`): set ``model.kickstart = Kickstart(...)`` and the
+    rollouts record the teachers' actions, and ``train`` adds the weighted distillation term to the
+    loss (``train/kickstart_loss``, ``train/kickstart_weight``); with ``kickstart = None`` (the
+    default) rollouts and updates are exactly the ones described above.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
