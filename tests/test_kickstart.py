@@ -16,6 +16,13 @@ from metaopt_envs.core import rng
 from metaopt_envs.lr.core import LRCore
 
 
+def _trial_env(**kwargs):
+    """An SB3 VecEnv of RL² trials in relative mode (the observations a student and its teachers see)."""
+    import metaopt_envs
+
+    return metaopt_envs.make_sb3_vec_env("MetaOpt-LR-v0", action_mode="relative", **kwargs)
+
+
 def _core(family: str = "logistic", mode: str = "relative", **kwargs) -> LRCore:
     core = LRCore(num_envs=16, task_family=family, horizon=20, action_mode=mode, **kwargs)
     core.reset_rows(torch.ones(16, dtype=torch.bool), keys=rng.keys_from_seeds(list(range(16))))
@@ -59,17 +66,7 @@ def test_only_the_taught_families_rows_get_a_weight():
 
 
 def test_from_episode_leaves_the_first_inner_episodes_untaught():
-    import metaopt_envs
-
-    env = metaopt_envs.make_sb3_vec_env(
-        "MetaOpt-LR-v0",
-        num_envs=8,
-        seed=0,
-        episodes_per_trial=3,
-        task_family="logistic",
-        horizon=4,
-        action_mode="relative",
-    )
+    env = _trial_env(num_envs=8, seed=0, episodes_per_trial=3, task_family="logistic", horizon=4)
     teachers = Teachers(env, {"logistic": "cosine?lr=0.464"}, from_episode=1)
     obs, weights = env.reset(), []
     for _ in range(12):  # one trial of 3 inner episodes of 4 decisions
@@ -125,20 +122,10 @@ def test_kickstart_needs_the_fast_algorithm(tmp_path):
 def _mean_actions(model_path, teacher_spec: str) -> tuple[float, float]:
     """Mean |student's deterministic action - teacher's action| over a trial of held-out tasks, and the
     student's mean action."""
-    import metaopt_envs
     from agents.rl2.fast_recurrent import FastRecurrentPPO
 
     model = FastRecurrentPPO.load(model_path, device="cpu")
-    env = metaopt_envs.make_sb3_vec_env(
-        "MetaOpt-LR-v0",
-        num_envs=16,
-        seed=5,
-        episodes_per_trial=2,
-        task_family="quadratic",
-        split="test",
-        horizon=10,
-        action_mode="relative",
-    )
+    env = _trial_env(num_envs=16, seed=5, episodes_per_trial=2, task_family="quadratic", split="test", horizon=10)
     teachers = Teachers(env, {"quadratic": teacher_spec})
     obs, state, start, gaps, chosen = env.reset(), None, np.ones(16, dtype=bool), [], []
     for _ in range(20):

@@ -299,12 +299,8 @@ class FastRecurrentRolloutBuffer(RecurrentRolloutBuffer):
 
     teacher: np.ndarray | None = None
     """``(n_steps, n_envs, 2)`` teacher labels (action, weight) of kickstarting, or None
-    (:mod:`agents.rl2.kickstart`); :class:`FastRecurrentPPO` fills it, the minibatches carry it padded."""
-
-    def reset(self) -> None:
-        super().reset()
-        if self.teacher is not None:
-            self.teacher = np.zeros((self.buffer_size, self.n_envs, 2), dtype=np.float32)
+    (:mod:`agents.rl2.kickstart`); :class:`FastRecurrentPPO` sets and fills it each rollout, the
+    minibatches carry it padded."""
 
     def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:  # type: ignore[override]
         if self.teacher is not None and not self.generator_ready:
@@ -562,9 +558,11 @@ class FastRecurrentPPO(RecurrentPPO):
                 )
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert isinstance(rollout_buffer, FastRecurrentRolloutBuffer)
-        rollout_buffer.teacher = None if self.kickstart is None else np.zeros(0, dtype=np.float32)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
+        rollout_buffer.teacher = (
+            None if self.kickstart is None else np.zeros((rollout_buffer.buffer_size, self.n_envs, 2), np.float32)
+        )
         callback.on_rollout_start()
 
         buf = rollout_buffer
